@@ -1,0 +1,43 @@
+// swift-tools-version: 6.1
+// wald: a write-ahead log served over TCP. See README.md for the module map.
+import PackageDescription
+
+let package = Package(
+    name: "wald",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "WALCore", targets: ["WALCore"]),
+        .executable(name: "walctl", targets: ["walctl"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+    ],
+    targets: [
+        // Hardware CRC32C (SSE4.2) with runtime detection; the portable fallback lives in WALCore.
+        .target(name: "CCRC32C"),
+        .target(
+            name: "WALCore",
+            dependencies: [
+                "CCRC32C",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "DequeModule", package: "swift-collections"),
+            ]
+        ),
+        .executableTarget(
+            name: "walctl",
+            dependencies: [
+                "WALCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(name: "wal-example-basic", dependencies: ["WALCore"]),
+        .executableTarget(name: "wal-example-kvstore", dependencies: ["WALCore"]),
+        .executableTarget(name: "wal-bench", dependencies: ["WALCore"]),
+        // Test helper: appends durable records and prints each acknowledged LSN (crash tests SIGKILL it).
+        .executableTarget(name: "wal-stress", dependencies: ["WALCore"]),
+        .testTarget(name: "WALCoreTests", dependencies: ["WALCore"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,40 @@
+// A sliding read window over one file: sequential scans (recovery, readers, verify) see
+// the bytes at an offset without reading the file into memory. Memory is bounded by the
+// largest frame the caller asks for.
+
+final class FileWindow {
+    let io: FileIO
+    let handle: IOHandle
+    let path: String
+    private var storage: UnsafeMutableRawBufferPointer
+    /// File offset of storage[0], and how many bytes of storage are valid.
+    private var start = 0
+    private var count = 0
+
+    init(io: FileIO, handle: IOHandle, path: String, capacity: Int = 1 << 20) {
+        self.io = io
+        self.handle = handle
+        self.path = path
+        storage = .allocate(byteCount: capacity, alignment: 16)
+    }
+
+    deinit { storage.deallocate() }
+
+    /// Bytes of the file from `offset` on: at least `minimum` of them unless the file ends
+    /// first. The view stays valid until the next call.
+    func view(from offset: Int, minimum: Int) throws -> UnsafeRawBufferPointer {
+        if offset >= start && offset + minimum <= start + count {
+            return UnsafeRawBufferPointer(rebasing: storage[(offset - start)..<count])
+        }
+        if minimum > storage.count {
+            storage.deallocate()
+            storage = .allocate(byteCount: minimum, alignment: 16)
+        }
+        start = offset
+        count = try io.read(handle, into: storage, at: offset, path: path)
+        return UnsafeRawBufferPointer(rebasing: storage[0..<count])
+    }
+
+    /// Drops cached bytes, so the next view re-reads the file (it may have grown).
+    func invalidate() { count = 0 }
+}

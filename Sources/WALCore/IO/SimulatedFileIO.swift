@@ -1,0 +1,303 @@
+// An in-memory file system for fault-injection tests. It keeps what was written apart
+// from what was made durable (fdatasync for file data, directory fsync for names), and
+// `powerCut` returns the disk as a crash would leave it: durable state plus a random
+// prefix of the unsynced operations per file and per directory, the last one possibly torn.
+import Synchronization
+
+public final class SimulatedFileIO: FileIO {
+    private enum FileOp {
+        case write(offset: Int, bytes: [UInt8])
+        case truncate(size: Int)
+    }
+
+    private enum DirectoryOp {
+        case link(name: String, inode: Int)
+        case unlink(name: String)
+    }
+
+    private struct Inode {
+        var durable: [UInt8] = []
+        var current: [UInt8] = []
+        var pending: [FileOp] = []
+    }
+
+    private struct State {
+        var inodes: [Int: Inode] = [:]
+        var nextInode = 1
+        /// Names as the running system sees them (full paths).
+        var names: [String: Int] = [:]
+        /// Names that survive a crash.
+        var durableNames: [String: Int] = [:]
+        var pendingNames: [String: [DirectoryOp]] = [:]  // per directory
+        var directories: Set<String> = []
+        var handles: [Int32: (inode: Int, path: String)] = [:]
+        var nextHandle: Int32 = 100
+        var locks: [String: Int32] = [:]
+        // Faults
+        var syncCalls = 0
+        var failSyncAtCall: Int?
+        var syncErrno: Int32 = 5  // EIO
+        var capacityBytes: Int?
+        var syncDelayHook: (@Sendable () -> Void)?
+    }
+
+    private let state = Mutex(State())
+
+    public init() {}
+
+    // MARK: Fault controls
+
+    /// Makes the `n`-th fdatasync from now (1 = the next one) and every later one fail with `errno`.
+    public func failSync(afterCalls n: Int = 1, errno: Int32 = 5) {
+        state.withLock {
+            $0.failSyncAtCall = $0.syncCalls + n
+            $0.syncErrno = errno
+        }
+    }
+
+    /// Limits the total size of all files; writes past it fail with ENOSPC after a partial write.
+    public func setCapacity(_ bytes: Int?) {
+        state.withLock { $0.capacityBytes = bytes }
+    }
+
+    /// Total bytes of all files currently reachable by name.
+    public var usedBytes: Int {
+        state.withLock { s in Set(s.names.values).reduce(0) { $0 + (s.inodes[$1]?.current.count ?? 0) } }
+    }
+
+    /// The disk after a power cut: durable bytes and names, plus for each file and directory a
+    /// random prefix of its unsynced operations, the last kept write torn at a random byte.
+    public func powerCut<G: RandomNumberGenerator>(using generator: inout G) -> SimulatedFileIO {
+        let survivor = SimulatedFileIO()
+        let snapshot = state.withLock { $0 }
+        var inodes: [Int: Inode] = [:]
+        for (id, inode) in snapshot.inodes {
+            var data = inode.durable
+            let keep = inode.pending.isEmpty ? 0 : Int.random(in: 0...inode.pending.count, using: &generator)
+            for (index, op) in inode.pending.prefix(keep).enumerated() {
+                switch op {
+                case .truncate(let size): Self.resize(&data, to: size)
+                case .write(let offset, var bytes):
+                    if index == keep - 1 && Bool.random(using: &generator) {
+                        bytes = Array(bytes.prefix(Int.random(in: 0...bytes.count, using: &generator)))
+                    }
+                    Self.apply(&data, offset: offset, bytes: bytes)
+                }
+            }
+            inodes[id] = Inode(durable: data, current: data, pending: [])
+        }
+        var names = snapshot.durableNames
+        for (_, ops) in snapshot.pendingNames {
+            let keep = Int.random(in: 0...ops.count, using: &generator)
+            for op in ops.prefix(keep) {
+                switch op {
+                case .link(let name, let inode): names[name] = inode
+                case .unlink(let name): names[name] = nil
+                }
+            }
+        }
+        survivor.state.withLock {
+            $0.inodes = inodes.filter { entry in names.values.contains(entry.key) }
+            $0.nextInode = snapshot.nextInode
+            $0.names = names
+            $0.durableNames = names
+            $0.directories = snapshot.directories
+        }
+        return survivor
+    }
+
+    /// The current contents of `path` (as the running system sees it), for assertions.
+    public func contents(of path: String) -> [UInt8]? {
+        state.withLock { s in s.names[path].flatMap { s.inodes[$0]?.current } }
+    }
+
+    /// Replaces the contents of `path` durably (to plant corruption in tests).
+    public func overwrite(_ path: String, with bytes: [UInt8]) {
+        state.withLock { s in
+            guard let id = s.names[path] else { return }
+            s.inodes[id] = Inode(durable: bytes, current: bytes, pending: [])
+        }
+    }
+
+    // MARK: FileIO
+
+    private static func apply(_ data: inout [UInt8], offset: Int, bytes: [UInt8]) {
+        if data.count < offset + bytes.count { data.append(contentsOf: repeatElement(0, count: offset + bytes.count - data.count)) }
+        data.replaceSubrange(offset..<(offset + bytes.count), with: bytes)
+    }
+
+    private static func resize(_ data: inout [UInt8], to size: Int) {
+        if data.count > size { data.removeLast(data.count - size) } else {
+            data.append(contentsOf: repeatElement(0, count: size - data.count))
+        }
+    }
+
+    private static func parent(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        return slash == path.startIndex ? "/" : String(path[..<slash])
+    }
+
+    private func handleInfo(_ s: State, _ handle: IOHandle, _ op: String) throws -> (inode: Int, path: String) {
+        guard let info = s.handles[handle.raw] else { throw IOError(op, path: "fd \(handle.raw)", errno: 9) }  // EBADF
+        return info
+    }
+
+    public func open(_ path: String, mode: OpenMode) throws -> IOHandle {
+        try state.withLock { s in
+            let dir = Self.parent(of: path)
+            guard s.directories.contains(dir) else { throw IOError("open", path: path, errno: 2) }
+            var inode = s.names[path]
+            switch mode {
+            case .createExclusive:
+                guard inode == nil else { throw IOError("open", path: path, errno: 17) }  // EEXIST
+                let id = s.nextInode
+                s.nextInode += 1
+                s.inodes[id] = Inode()
+                s.names[path] = id
+                s.pendingNames[dir, default: []].append(.link(name: path, inode: id))
+                inode = id
+            case .readOnly, .readWrite:
+                guard inode != nil else { throw IOError("open", path: path, errno: 2) }  // ENOENT
+            }
+            let handle = s.nextHandle
+            s.nextHandle += 1
+            s.handles[handle] = (inode!, path)
+            return IOHandle(raw: handle)
+        }
+    }
+
+    public func close(_ handle: IOHandle) {
+        state.withLock { s in
+            s.handles[handle.raw] = nil
+            if let locked = s.locks.first(where: { $0.value == handle.raw }) { s.locks[locked.key] = nil }
+        }
+    }
+
+    public func write(_ handle: IOHandle, _ bytes: UnsafeRawBufferPointer, at offset: Int, path: String) throws {
+        try state.withLock { s in
+            let info = try handleInfo(s, handle, "pwrite")
+            var inode = s.inodes[info.inode]!
+            var data = Array(bytes)
+            var failure: IOError?
+            if let capacity = s.capacityBytes {
+                let used = Set(s.names.values).reduce(0) { $0 + (s.inodes[$1]?.current.count ?? 0) }
+                let growth = max(0, offset + data.count - inode.current.count)
+                let room = capacity - used
+                if growth > room {
+                    let fits = max(0, data.count - (growth - max(0, room)))
+                    data = Array(data.prefix(fits))
+                    failure = IOError("pwrite", path: path, errno: ENOSPCValue)
+                }
+            }
+            if !data.isEmpty {
+                Self.apply(&inode.current, offset: offset, bytes: data)
+                inode.pending.append(.write(offset: offset, bytes: data))
+                s.inodes[info.inode] = inode
+            }
+            if let failure { throw failure }
+        }
+    }
+
+    public func read(_ handle: IOHandle, into buffer: UnsafeMutableRawBufferPointer, at offset: Int, path: String) throws -> Int {
+        try state.withLock { s in
+            let info = try handleInfo(s, handle, "pread")
+            let data = s.inodes[info.inode]!.current
+            guard offset < data.count else { return 0 }
+            let n = min(buffer.count, data.count - offset)
+            data.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress! + offset, byteCount: n) }
+            return n
+        }
+    }
+
+    public func syncData(_ handle: IOHandle, path: String) throws {
+        let hook = state.withLock { $0.syncDelayHook }
+        hook?()
+        try state.withLock { s in
+            let info = try handleInfo(s, handle, "fdatasync")
+            s.syncCalls += 1
+            if let failAt = s.failSyncAtCall, s.syncCalls >= failAt {
+                // Like Linux after a writeback error: the dirty data may be gone for good.
+                s.inodes[info.inode]!.pending.removeAll()
+                s.inodes[info.inode]!.current = s.inodes[info.inode]!.durable
+                throw IOError("fdatasync", path: path, errno: s.syncErrno)
+            }
+            s.inodes[info.inode]!.durable = s.inodes[info.inode]!.current
+            s.inodes[info.inode]!.pending.removeAll()
+        }
+    }
+
+    /// Runs `hook` (outside the lock) at the start of every fdatasync, e.g. to stall it.
+    public func setSyncHook(_ hook: (@Sendable () -> Void)?) {
+        state.withLock { $0.syncDelayHook = hook }
+    }
+
+    public func size(_ handle: IOHandle, path: String) throws -> Int {
+        try state.withLock { s in s.inodes[try handleInfo(s, handle, "fstat").inode]!.current.count }
+    }
+
+    public func truncate(_ handle: IOHandle, to size: Int, path: String) throws {
+        try state.withLock { s in
+            let id = try handleInfo(s, handle, "ftruncate").inode
+            Self.resize(&s.inodes[id]!.current, to: size)
+            s.inodes[id]!.pending.append(.truncate(size: size))
+        }
+    }
+
+    public func rename(_ source: String, to destination: String) throws {
+        try state.withLock { s in
+            guard let id = s.names[source] else { throw IOError("rename", path: source, errno: 2) }
+            s.names[source] = nil
+            s.names[destination] = id
+            let dir = Self.parent(of: destination)
+            s.pendingNames[dir, default: []].append(contentsOf: [.link(name: destination, inode: id), .unlink(name: source)])
+        }
+    }
+
+    public func remove(_ path: String) throws {
+        try state.withLock { s in
+            guard s.names[path] != nil else { throw IOError("unlink", path: path, errno: 2) }
+            s.names[path] = nil
+            s.pendingNames[Self.parent(of: path), default: []].append(.unlink(name: path))
+        }
+    }
+
+    public func syncDirectory(_ directory: String) throws {
+        state.withLock { s in
+            for op in s.pendingNames[directory] ?? [] {
+                switch op {
+                case .link(let name, let inode): s.durableNames[name] = inode
+                case .unlink(let name): s.durableNames[name] = nil
+                }
+            }
+            s.pendingNames[directory] = nil
+        }
+    }
+
+    public func list(_ directory: String) throws -> [String] {
+        try state.withLock { s in
+            guard s.directories.contains(directory) else { throw IOError("opendir", path: directory, errno: 2) }
+            return s.names.keys.filter { Self.parent(of: $0) == directory }.map { String($0.dropFirst(directory.count + 1)) }
+        }
+    }
+
+    public func createDirectory(_ directory: String) throws {
+        state.withLock { _ = $0.directories.insert(directory) }
+    }
+
+    public func lock(_ path: String) throws -> IOHandle {
+        let handle: IOHandle
+        if state.withLock({ $0.names[path] != nil }) {
+            handle = try open(path, mode: .readWrite)
+        } else {
+            handle = try open(path, mode: .createExclusive)
+        }
+        return try state.withLock { s in
+            if s.locks[path] != nil {
+                s.handles[handle.raw] = nil
+                throw IOError("flock", path: path, errno: 11)  // EWOULDBLOCK
+            }
+            s.locks[path] = handle.raw
+            return handle
+        }
+    }
+}

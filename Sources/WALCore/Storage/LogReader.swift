@@ -1,0 +1,139 @@
+// Sequential reading from any LSN up to the durable LSN, in constant memory, checking
+// every CRC. Works while appends continue: each call to `next` sees what has become
+// durable since, and rotation and retention are followed through the shared catalog.
+
+/// One record read back from the log.
+public struct Record: Sendable, Equatable {
+    public let lsn: LSN
+    public let payload: [UInt8]
+}
+
+/// Reads records in LSN order. Not thread-safe: use it from one task at a time.
+public final class LogReader {
+    private let io: any FileIO
+    private let directory: String
+    private let catalog: SegmentCatalog
+    private let commit: GroupCommit
+    private let hold: SegmentHold
+    private var window: FileWindow?
+    private var segment: SegmentInfo?
+    private var segmentSize = 0
+    private var offset = 0
+    /// The LSN `next` returns next.
+    public private(set) var nextLSN: LSN
+    private var limit: LSN = 0
+
+    init(io: any FileIO, directory: String, catalog: SegmentCatalog, commit: GroupCommit, from lsn: LSN) {
+        self.io = io
+        self.directory = directory
+        self.catalog = catalog
+        self.commit = commit
+        nextLSN = lsn
+        hold = SegmentHold(catalog: catalog, lsn: lsn)
+    }
+
+    deinit {
+        if let window { io.close(window.handle) }
+    }
+
+    /// The next durable record, or nil when the reader has caught up with the durable LSN
+    /// (call again later to see newer records).
+    public func next() throws -> Record? {
+        var record: Record?
+        _ = try read(maxCount: 1) { lsn, payload in
+            record = Record(lsn: lsn, payload: Array(payload))
+            return true
+        }
+        return record
+    }
+
+    /// Calls `body` with up to `maxCount` records (0 = no limit) without copying payloads;
+    /// the buffer is only valid during the call. Stops early when `body` returns false.
+    /// Returns the number of records delivered.
+    @discardableResult
+    public func read(maxCount: Int = 0, _ body: (LSN, UnsafeRawBufferPointer) throws -> Bool) throws -> Int {
+        var delivered = 0
+        while maxCount == 0 || delivered < maxCount {
+            if nextLSN > limit {
+                limit = commit.durableLSN
+                if nextLSN > limit { break }
+            }
+            try positionForNextLSN()
+            let window = window!
+            var view = try window.view(from: offset, minimum: RecordFrame.headerSize)
+            let maxPayload = max(0, segmentSize - offset - RecordFrame.headerSize)
+            var decoded = RecordFrame.decode(view, at: 0, expectedLSN: nextLSN, maxPayload: maxPayload)
+            if case .needMore(let bytes) = decoded {
+                view = try window.view(from: offset, minimum: bytes)
+                decoded = RecordFrame.decode(view, at: 0, expectedLSN: nextLSN, maxPayload: maxPayload)
+            }
+            switch decoded {
+            case .record(_, let payload, let next):
+                let keepGoing = try body(nextLSN, UnsafeRawBufferPointer(rebasing: view[payload]))
+                offset += next
+                nextLSN += 1
+                delivered += 1
+                if !keepGoing { return delivered }
+            case .needMore:
+                throw corruption("file ends inside the record")
+            case .invalid(let reason):
+                throw corruption(reason.description)
+            }
+        }
+        return delivered
+    }
+
+    private func corruption(_ reason: String) -> WALError {
+        .corruption(file: joinPath(directory, segment?.name ?? "?"), offset: offset, lsn: nextLSN, reason: reason)
+    }
+
+    /// Opens the segment holding `nextLSN` when the reader is not in it yet, skipping
+    /// records before `nextLSN` when starting mid-segment.
+    private func positionForNextLSN() throws {
+        if let segment, nextLSN >= segment.firstLSN {
+            if let following = catalog.segment(containing: nextLSN), following.segment.firstLSN == segment.firstLSN {
+                return
+            }
+        }
+        guard let found = catalog.segment(containing: nextLSN), nextLSN >= catalog.firstLSN else {
+            throw WALError.outOfRange(lsn: nextLSN, first: catalog.firstLSN, last: commit.durableLSN)
+        }
+        if let window { io.close(window.handle) }
+        window = nil
+        let path = joinPath(directory, found.segment.name)
+        let handle: IOHandle
+        do {
+            handle = try io.open(path, mode: .readOnly)
+        } catch {
+            // Deleted by retention between the lookup and the open.
+            throw WALError.outOfRange(lsn: nextLSN, first: catalog.firstLSN, last: commit.durableLSN)
+        }
+        let newWindow = FileWindow(io: io, handle: handle, path: path)
+        window = newWindow
+        segment = found.segment
+        segmentSize = try wrapIO { try io.size(handle, path: path) }
+        let header = try SegmentScanner.readHeader(io: io, handle: handle, path: path)
+        guard header.firstLSN == found.segment.firstLSN else {
+            offset = 0
+            throw corruption("segment header says first LSN \(header.firstLSN)")
+        }
+        hold.move(to: found.segment.firstLSN)
+        offset = SegmentHeader.size
+        var lsn = found.segment.firstLSN
+        while lsn < nextLSN {
+            let view = try newWindow.view(from: offset, minimum: RecordFrame.headerSize)
+            var decoded = RecordFrame.decode(view, at: 0, expectedLSN: lsn, maxPayload: segmentSize)
+            if case .needMore(let bytes) = decoded {
+                decoded = RecordFrame.decode(try newWindow.view(from: offset, minimum: bytes), at: 0, expectedLSN: lsn, maxPayload: segmentSize)
+            }
+            guard case .record(_, _, let next) = decoded else {
+                let saved = nextLSN
+                nextLSN = lsn
+                defer { nextLSN = saved }
+                throw corruption("cannot skip to LSN \(saved): \(decoded)")
+            }
+            offset += next
+            lsn += 1
+        }
+    }
+}

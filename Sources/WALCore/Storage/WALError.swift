@@ -1,0 +1,47 @@
+// Every way a WAL call can fail, with what the caller needs to act on it.
+
+/// A log sequence number: records are numbered densely from 1.
+public typealias LSN = UInt64
+
+public enum WALError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// A record is larger than `maxRecordBytes`; nothing was written.
+    case recordTooLarge(size: Int, limit: Int)
+    /// An append of zero records.
+    case emptyBatch
+    /// The WAL was closed.
+    case closed
+    /// An earlier fsync (or write) failed; nothing more can be made durable. Reopen the
+    /// directory: recovery decides what survived.
+    case failed(reason: String)
+    /// The file system is full; nothing of the failed call was written. Free space (for example
+    /// with `truncate(before:)`) and retry.
+    case noSpace(path: String)
+    /// Another process holds the directory's lock file.
+    case locked(directory: String)
+    /// The log on disk is damaged; `repair` can cut it at this place.
+    case corruption(file: String, offset: Int, lsn: LSN, reason: String)
+    /// The LSN lies outside [first, last + 1].
+    case outOfRange(lsn: LSN, first: LSN, last: LSN)
+    /// A file-system call failed.
+    case io(IOError)
+    /// The options are inconsistent.
+    case invalidOptions(String)
+
+    public var description: String {
+        switch self {
+        case .recordTooLarge(let size, let limit):
+            "record of \(size) bytes exceeds maxRecordBytes (\(limit)); nothing was written"
+        case .emptyBatch: "append of zero records"
+        case .closed: "the WAL is closed"
+        case .failed(let reason): "the WAL is in its failed state and accepts no writes until reopened: \(reason)"
+        case .noSpace(let path): "no space left on device writing \(path); free space (e.g. truncate) and retry"
+        case .locked(let dir): "\(dir) is locked by another process (LOCK file held); stop it first"
+        case .corruption(let file, let offset, let lsn, let reason):
+            "corruption in \(file) at byte \(offset) (LSN \(lsn)): \(reason); run `walctl repair` to cut the log there"
+        case .outOfRange(let lsn, let first, let last):
+            "LSN \(lsn) is out of range: the first available LSN is \(first), the last is \(last)"
+        case .io(let error): error.description
+        case .invalidOptions(let text): "invalid options: \(text)"
+        }
+    }
+}
