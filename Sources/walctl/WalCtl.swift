@@ -1,0 +1,17 @@
+// walctl's entry point: the root command and its list of subcommands. Offline commands
+// (dump, verify, repair) work on a data directory; network commands talk to a running wald.
+import ArgumentParser
+
+@main
+struct WalCtl: AsyncParsableCommand {
+    /// Commands that open a data directory directly (wald must not be running on it).
+    static let offlineCommands: [any ParsableCommand.Type] = [Dump.self, Verify.self, Repair.self]
+    /// Commands that talk to a running wald. Add new ones here.
+    static let networkCommands: [any ParsableCommand.Type] = []
+
+    static let configuration = CommandConfiguration(
+        commandName: "walctl",
+        abstract: "Inspect, check and repair wald write-ahead logs.",
+        subcommands: offlineCommands + networkCommands
+    )
+}
