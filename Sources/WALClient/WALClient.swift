@@ -1,0 +1,300 @@
+// An async Swift client for the wald binary protocol. Requests may be issued concurrently
+// from many tasks on one client: they are pipelined on the connection and each caller gets
+// its own response (the server answers in request order). A reader thread decodes replies.
+import Foundation
+import Synchronization
+import WALProtocol
+
+/// What a client call can fail with. Server errors carry the protocol's error code.
+public enum WALClientError: Error, Equatable, Sendable, CustomStringConvertible {
+    case server(code: ErrorCode, message: String)
+    case connectionFailed(String)
+    case connectionClosed
+    case protocolViolation(String)
+
+    public var description: String {
+        switch self {
+        case .server(let code, let message): "\(code.name): \(message)"
+        case .connectionFailed(let text): "connection failed: \(text)"
+        case .connectionClosed: "connection closed by the server"
+        case .protocolViolation(let text): "protocol violation: \(text)"
+        }
+    }
+}
+
+/// A record received from REPLAY.
+public struct ReplayedRecord: Sendable, Equatable {
+    public let lsn: UInt64
+    public let payload: [UInt8]
+}
+
+/// The INFO object (fields documented in docs/protocol.md); `raw` keeps every field.
+public struct ServerInfo: Sendable {
+    public let raw: [String: any Sendable]
+    public let json: String
+    public var version: String { raw["version"] as? String ?? "" }
+    public var logID: String { raw["log_id"] as? String ?? "" }
+    public var firstLSN: UInt64 { number("first_lsn") }
+    public var lastLSN: UInt64 { number("last_lsn") }
+    public var durableLSN: UInt64 { number("durable_lsn") }
+    public var segments: UInt64 { number("segments") }
+    public var bytes: UInt64 { number("bytes") }
+    public var connections: UInt64 { number("connections") }
+    public var role: String { raw["role"] as? String ?? "" }
+
+    private func number(_ key: String) -> UInt64 { (raw[key] as? NSNumber)?.uint64Value ?? 0 }
+}
+
+public final class WALClient: Sendable {
+    private enum Waiter {
+        case single(CheckedContinuation<Response, any Error>)
+        case stream(AsyncThrowingStream<ReplayedRecord, any Error>.Continuation, follow: Bool)
+    }
+
+    private struct State {
+        var waiters: [Waiter] = []
+        var head = 0
+        var closed = false
+        var failure: WALClientError?
+    }
+
+    public let endpoint: Endpoint
+    private let fd: Int32
+    private let state = Mutex(State())
+    private let writeLock = Mutex(())
+
+    /// Connects, and authenticates when `token` is given.
+    public static func connect(_ endpoint: Endpoint, token: String? = nil) async throws -> WALClient {
+        let client = try WALClient(endpoint: endpoint)
+        if let token { try await client.authenticate(token: token) }
+        return client
+    }
+
+    private init(endpoint: Endpoint) throws {
+        self.endpoint = endpoint
+        fd = try ClientSocket.connect(endpoint)
+        let thread = Thread { [self] in readLoop() }
+        thread.name = "wald-client-reader"
+        thread.start()
+    }
+
+    deinit { ClientSocket.close(fd) }
+
+    /// Closes the connection; outstanding calls fail with `.connectionClosed`.
+    public func close() {
+        let first = state.withLock { s -> Bool in
+            defer { s.closed = true }
+            return !s.closed
+        }
+        if first { ClientSocket.shutdownBoth(fd) }
+    }
+
+    // MARK: Requests
+
+    /// Appends one durable record (or buffered: acknowledged before fsync); returns its LSN.
+    @discardableResult
+    public func append(_ record: [UInt8], buffered: Bool = false) async throws -> UInt64 {
+        try await append(batch: [record], buffered: buffered).firstLSN
+    }
+
+    /// Appends records as one batch; returns the first LSN and the count.
+    @discardableResult
+    public func append(batch records: [[UInt8]], buffered: Bool = false) async throws -> (firstLSN: UInt64, count: UInt32) {
+        let response = try await call(.append(records: records.map { ArraySlice($0) }, buffered: buffered))
+        guard case .appended(let first, let count) = response else { throw unexpected(response) }
+        return (first, count)
+    }
+
+    /// Makes everything appended so far durable; returns the durable LSN.
+    @discardableResult
+    public func sync() async throws -> UInt64 {
+        let response = try await call(.sync)
+        guard case .synced(let lsn) = response else { throw unexpected(response) }
+        return lsn
+    }
+
+    public func info() async throws -> ServerInfo {
+        let response = try await call(.info)
+        guard case .info(let json) = response else { throw unexpected(response) }
+        let object = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any] ?? [:]
+        var raw: [String: any Sendable] = [:]
+        for (key, value) in object {
+            switch value {
+            case let number as NSNumber: raw[key] = number
+            case let text as String: raw[key] = text
+            case let array as [Any]: raw[key] = "\(array)"
+            default: raw[key] = "\(value)"
+            }
+        }
+        return ServerInfo(raw: raw, json: json)
+    }
+
+    public func ping(_ bytes: [UInt8] = []) async throws -> [UInt8] {
+        let response = try await call(.ping(ArraySlice(bytes)))
+        guard case .pong(let echo) = response else { throw unexpected(response) }
+        return Array(echo)
+    }
+
+    /// Drops whole segments below `lsn`; returns the first LSN still available.
+    @discardableResult
+    public func truncate(before lsn: UInt64) async throws -> UInt64 {
+        let response = try await call(.truncate(before: lsn))
+        guard case .truncated(let first) = response else { throw unexpected(response) }
+        return first
+    }
+
+    /// Stops following an upstream (or, on a primary, does nothing); returns the last LSN.
+    @discardableResult
+    public func promote() async throws -> UInt64 {
+        let response = try await call(.promote)
+        guard case .promoted(let last) = response else { throw unexpected(response) }
+        return last
+    }
+
+    public func authenticate(token: String) async throws {
+        let response = try await call(.auth(token: ArraySlice(token.utf8)))
+        guard case .ok = response else { throw unexpected(response) }
+    }
+
+    /// Records from `lsn` (0 = first available) up to the durable LSN, at most `count`
+    /// (0 = no limit). Ends when the server sends END.
+    public func replay(from lsn: UInt64, count: UInt64 = 0) -> AsyncThrowingStream<ReplayedRecord, any Error> {
+        stream(.replay(from: lsn, maxCount: count, follow: false), follow: false)
+    }
+
+    /// Durable records from `lsn` on, live, until the client is closed. After this, the
+    /// connection only carries `sendFeedback`.
+    public func follow(from lsn: UInt64, count: UInt64 = 0) -> AsyncThrowingStream<ReplayedRecord, any Error> {
+        stream(.replay(from: lsn, maxCount: count, follow: true), follow: true)
+    }
+
+    /// Tells the server (on a follow stream) how far this client has made records durable.
+    public func sendFeedback(durableLSN: UInt64) throws {
+        var frame: [UInt8] = []
+        BinaryCodec.encode(Request.feedback(durableLSN: durableLSN), into: &frame)
+        let ok = writeLock.withLock { _ in ClientSocket.sendAll(fd, frame) }
+        if !ok { throw WALClientError.connectionClosed }
+    }
+
+    /// Sends raw bytes (tests of malformed input use this).
+    public func sendRaw(_ bytes: [UInt8]) throws {
+        let ok = writeLock.withLock { _ in ClientSocket.sendAll(fd, bytes) }
+        if !ok { throw WALClientError.connectionClosed }
+    }
+
+    // MARK: Plumbing
+
+    private func stream(_ request: Request, follow: Bool) -> AsyncThrowingStream<ReplayedRecord, any Error> {
+        AsyncThrowingStream { continuation in
+            do {
+                try send(request, waiter: .stream(continuation, follow: follow))
+            } catch {
+                continuation.finish(throwing: error)
+            }
+        }
+    }
+
+    private func call(_ request: Request) async throws -> Response {
+        let response = try await withCheckedThrowingContinuation { continuation in
+            do {
+                try send(request, waiter: .single(continuation))
+            } catch {
+                continuation.resume(throwing: error)
+            }
+        }
+        if case .error(let code, let message) = response { throw WALClientError.server(code: code, message: message) }
+        return response
+    }
+
+    /// Registers the waiter and writes the frame under one lock, so waiters are in wire order.
+    private func send(_ request: Request, waiter: Waiter) throws {
+        var frame: [UInt8] = []
+        BinaryCodec.encode(request, into: &frame)
+        try writeLock.withLock { _ in
+            try state.withLock { s in
+                if let failure = s.failure { throw failure }
+                if s.closed { throw WALClientError.connectionClosed }
+                s.waiters.append(waiter)
+            }
+            if !ClientSocket.sendAll(fd, frame) {
+                throw WALClientError.connectionClosed
+            }
+        }
+    }
+
+    private func unexpected(_ response: Response) -> WALClientError {
+        .protocolViolation("unexpected response \(response)")
+    }
+
+    private func readLoop() {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 * 1024, alignment: 16)
+        defer { buffer.deallocate() }
+        var input: [UInt8] = []
+        var failure = WALClientError.connectionClosed
+        reading: while true {
+            let n = ClientSocket.receive(fd, into: buffer)
+            if n <= 0 { break }
+            input.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+            var consumed = 0
+            do {
+                while let (frame, used) = try BinaryCodec.nextFrame(in: input[consumed...]) {
+                    consumed += used
+                    deliver(try BinaryCodec.decodeResponse(frame))
+                }
+            } catch {
+                failure = .protocolViolation(error.description)
+                break reading
+            }
+            if consumed > 0 { input.removeFirst(consumed) }
+        }
+        let pending = state.withLock { s -> [Waiter] in
+            s.failure = failure
+            s.closed = true
+            defer { s.waiters.removeAll(); s.head = 0 }
+            return Array(s.waiters[s.head...])
+        }
+        for waiter in pending {
+            switch waiter {
+            case .single(let continuation): continuation.resume(throwing: failure)
+            case .stream(let continuation, let follow):
+                // A follow stream ends when the connection ends; anything else is a failure.
+                if follow && failure == .connectionClosed { continuation.finish() } else { continuation.finish(throwing: failure) }
+            }
+        }
+    }
+
+    /// Hands one response to the waiter at the head of the queue.
+    private func deliver(_ response: Response) {
+        let waiter = state.withLock { s -> Waiter? in
+            guard s.head < s.waiters.count else { return nil }
+            let waiter = s.waiters[s.head]
+            let finished: Bool
+            switch (waiter, response) {
+            case (.single, _): finished = true
+            case (.stream, .record): finished = false
+            case (.stream, _): finished = true
+            }
+            if finished {
+                s.head += 1
+                if s.head > 1024 && s.head * 2 > s.waiters.count {
+                    s.waiters.removeFirst(s.head)
+                    s.head = 0
+                }
+            }
+            return waiter
+        }
+        guard let waiter else { return }
+        switch (waiter, response) {
+        case (.single(let continuation), _):
+            continuation.resume(returning: response)
+        case (.stream(let continuation, _), .record(let lsn, let payload)):
+            continuation.yield(ReplayedRecord(lsn: lsn, payload: Array(payload)))
+        case (.stream(let continuation, _), .end):
+            continuation.finish()
+        case (.stream(let continuation, _), .error(let code, let message)):
+            continuation.finish(throwing: WALClientError.server(code: code, message: message))
+        case (.stream(let continuation, _), let other):
+            continuation.finish(throwing: unexpected(other))
+        }
+    }
+}

@@ -1,0 +1,144 @@
+// State shared by the listeners and every connection: the WAL, the limits (some reloadable),
+// the connection table, and the one I/O queue all socket sources run on.
+import Dispatch
+import Logging
+import Synchronization
+import WALCore
+import WALProtocol
+
+final class ServerCore: @unchecked Sendable {
+    // @unchecked Sendable: `readBuffer` is only touched from read handlers, which all run on
+    // the serial `ioQueue`; everything else is immutable or inside a Mutex.
+
+    let wal: WAL
+    let ioQueue = DispatchQueue(label: "wald.io")
+    let logger: Logger
+    let metrics = ServerMetrics()
+    let version: String
+    /// Scratch space for read(2) on the I/O queue.
+    let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 * 1024, alignment: 16)
+
+    private struct Mutable {
+        var options: ServerOptions
+        var connections: [Int: Connection] = [:]
+        var nextID = 1
+        var followers: [Int: FollowerState] = [:]
+    }
+
+    private let mutable: Mutex<Mutable>
+
+    init(wal: WAL, options: ServerOptions, version: String) {
+        self.wal = wal
+        self.version = version
+        logger = options.logger
+        mutable = Mutex(Mutable(options: options))
+    }
+
+    deinit { readBuffer.deallocate() }
+
+    var options: ServerOptions { mutable.withLock { $0.options } }
+    var authToken: String? { mutable.withLock { $0.options.authToken } }
+    var connectionCount: Int { mutable.withLock { $0.connections.count } }
+
+    func update(_ change: (inout ServerOptions) -> Void) {
+        mutable.withLock { change(&$0.options) }
+    }
+
+    /// Registers a new connection, or returns nil when the server is full.
+    func admit(fd: Int32, peer: String) -> Connection? {
+        mutable.withLock { m in
+            guard m.connections.count < m.options.maxConnections else { return nil }
+            let connection = Connection(id: m.nextID, fd: fd, peer: peer, server: self)
+            m.nextID += 1
+            m.connections[connection.id] = connection
+            return connection
+        }
+    }
+
+    func connectionClosed(_ connection: Connection) {
+        mutable.withLock { m in
+            m.connections[connection.id] = nil
+            m.followers[connection.id] = nil
+        }
+        metrics.connectionClosed()
+    }
+
+    var allConnections: [Connection] { mutable.withLock { Array($0.connections.values) } }
+
+    /// Compares in constant time, so the token cannot be guessed byte by byte from timing.
+    func checkToken(_ candidate: ArraySlice<UInt8>) -> Bool {
+        guard let token = authToken else { return true }
+        let expected = Array(token.utf8)
+        var difference = UInt8(expected.count == candidate.count ? 0 : 1)
+        for index in 0..<expected.count {
+            let other = index < candidate.count ? candidate[candidate.startIndex + index] : 0
+            difference |= expected[index] ^ other
+        }
+        return difference == 0
+    }
+
+    func recordFeedback(from connection: Connection, durableLSN: LSN) {
+        mutable.withLock { m in
+            m.followers[connection.id] = FollowerState(address: connection.peer, durableLSN: durableLSN,
+                                                       lastFeedback: ContinuousClock.now)
+        }
+    }
+
+    /// The INFO object.
+    func infoJSON() async -> String {
+        let status = await wal.status
+        let (connections, role, followers) = mutable.withLock { m in (m.connections.count, m.options.role, Array(m.followers.values)) }
+        var fields: [(String, String)] = [
+            ("version", jsonString(version)),
+            ("log_id", jsonString(status.logID.description)),
+            ("first_lsn", "\(status.firstLSN)"),
+            ("last_lsn", "\(status.lastLSN)"),
+            ("durable_lsn", "\(status.durableLSN)"),
+            ("segments", "\(status.segments)"),
+            ("bytes", "\(status.bytes)"),
+            ("connections", "\(connections)"),
+            ("role", jsonString(role)),
+            ("failed", status.failure == nil ? "false" : "true"),
+            ("syncs", "\(status.syncStats.syncs)"),
+        ]
+        if let failure = status.failure { fields.append(("failure", jsonString(failure.description))) }
+        let now = ContinuousClock.now
+        let followerObjects = followers.map { f in
+            let ms = (now - f.lastFeedback).components
+            let elapsed = ms.seconds * 1000 + ms.attoseconds / 1_000_000_000_000_000
+            let lag = status.durableLSN > f.durableLSN ? status.durableLSN - f.durableLSN : 0
+            return "{\"address\":\(jsonString(f.address)),\"durable_lsn\":\(f.durableLSN),\"lag_records\":\(lag),\"last_feedback_ms\":\(elapsed)}"
+        }
+        fields.append(("followers", "[" + followerObjects.joined(separator: ",") + "]"))
+        return "{" + fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}"
+    }
+
+    func metricsText() async -> String {
+        await metrics.prometheusText(status: wal.status, connections: connectionCount)
+    }
+}
+
+struct FollowerState {
+    let address: String
+    let durableLSN: LSN
+    let lastFeedback: ContinuousClock.Instant
+}
+
+/// A JSON string literal with the required escapes.
+func jsonString(_ text: String) -> String {
+    var out = "\""
+    for scalar in text.unicodeScalars {
+        switch scalar {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        case _ where scalar.value < 0x20:
+            let hex = String(scalar.value, radix: 16)
+            out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+        default: out.unicodeScalars.append(scalar)
+        }
+    }
+    return out + "\""
+}

@@ -1,0 +1,32 @@
+// The server's settings. The ones marked "reloadable" can change while it runs (SIGHUP).
+import Logging
+import WALCore
+
+public struct ServerOptions: Sendable {
+    /// TCP addresses to listen on. Default 127.0.0.1:7070.
+    public var listen: [SocketAddress] = [SocketAddress(host: "127.0.0.1", port: 7070)]
+    /// A unix socket path to listen on as well (mode 0660). Default none.
+    public var unixSocket: String?
+    /// Listening sockets inherited from systemd (socket activation); when non-empty they
+    /// replace `listen` and `unixSocket`.
+    public var inheritedListeners: [Int32] = []
+    /// Connections served at once; one more gets `ERR BUSY` and is closed. Default 1024. Reloadable.
+    public var maxConnections: Int = 1024
+    /// Largest binary frame length accepted (at most 16 MiB - 1). Reloadable.
+    public var maxFrameBytes: Int = ProtocolLimitsProxy.maxFrameLength
+    /// Per-connection output kept before the server stops reading that client's requests
+    /// (backpressure). Default 4 MiB.
+    public var maxOutputBytes: Int = 4 << 20
+    /// When set, clients must AUTH with it before anything but PING and QUIT. Reloadable.
+    public var authToken: String?
+    /// "primary" or "follower", reported by INFO.
+    public var role: String = "primary"
+    public var logger: Logger = Logger(label: "wald.server")
+
+    public init() {}
+}
+
+/// Re-exports the protocol limit without making every importer import WALProtocol.
+public enum ProtocolLimitsProxy {
+    public static let maxFrameLength = (1 << 24) - 1
+}
