@@ -22,13 +22,30 @@ public struct LogID: Hashable, Sendable, CustomStringConvertible {
 
     /// Parses `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` (case-insensitive).
     public init?(_ text: String) {
-        let hex = text.filter { $0 != "-" }
-        guard hex.count == 32, text.count == 36 else { return nil }
+        // Strict: dashes only at 8, 13, 18, 23 and hex digits elsewhere. (UInt8(_:radix:)
+        // alone would accept a "+" sign, and filtering dashes anywhere accepted misplaced ones.)
+        let utf8 = Array(text.utf8)
+        guard utf8.count == 36 else { return nil }
         var bytes: [UInt8] = []
-        var iterator = hex.makeIterator()
-        while let high = iterator.next(), let low = iterator.next() {
-            guard let byte = UInt8(String([high, low]), radix: 16) else { return nil }
-            bytes.append(byte)
+        var high: UInt8?
+        for (index, char) in utf8.enumerated() {
+            if index == 8 || index == 13 || index == 18 || index == 23 {
+                guard char == UInt8(ascii: "-") else { return nil }
+                continue
+            }
+            let nibble: UInt8
+            switch char {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): nibble = char - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): nibble = char - UInt8(ascii: "a") + 10
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): nibble = char - UInt8(ascii: "A") + 10
+            default: return nil
+            }
+            if let h = high {
+                bytes.append(h << 4 | nibble)
+                high = nil
+            } else {
+                high = nibble
+            }
         }
         self.bytes = bytes
     }
