@@ -163,10 +163,25 @@ public actor WAL {
     /// part of it reached the file is zeroed, so no frame of a failed append can surface after
     /// a crash. Overwriting blocks the failed write allocated needs no new space.
     private func discardFailedBatch(from rollback: Int, firstLSN: LSN) {
-        let zeros = [UInt8](repeating: 0, count: buffer.count - rollback)
-        try? io.write(activeHandle, zeros, at: writeOffset + rollback, path: activePath)
+        let start = writeOffset + rollback
+        var end = writeOffset + buffer.count
         buffer.removeSubrange(rollback...)
         nextLSN = firstLSN
+        // Once failed, recovery decides what survived; nothing more to promise.
+        guard commit.failure == nil else { return }
+        // Only bytes inside the file can hold part of the batch; zeroing past its end would
+        // grow it and hit ENOSPC again.
+        if let size = try? io.size(activeHandle, path: activePath) { end = min(end, size) }
+        guard end > start else { return }
+        // The zeros must be durable before the error is returned: unsynced, a power cut can keep
+        // the failed write without the zeroing (the batch reappears at LSNs that later appends
+        // reuse) or tear the zeroing (damage followed by a valid frame, so open fails).
+        do {
+            try io.write(activeHandle, [UInt8](repeating: 0, count: end - start), at: start, path: activePath)
+            try io.syncData(activeHandle, path: activePath)
+        } catch {
+            enterFailedState("could not erase a failed append from \(activePath): \(error)")
+        }
     }
 
     /// Writes buffered records and waits until everything appended so far is durable.
