@@ -57,15 +57,23 @@ public final class LogReader {
             if nextLSN > limit {
                 limit = commit.durableLSN
                 if nextLSN > limit { break }
+                // New records became durable since the window was filled: it may still hold the
+                // zeros (preallocated) or end of file that was there before they were written, and
+                // the segment may have grown past the size that bounds a frame's length.
+                if let window {
+                    window.invalidate()
+                    segmentSize = try wrapIO { try io.size(window.handle, path: window.path) }
+                }
             }
             try positionForNextLSN()
             let window = window!
-            var view = try window.view(from: offset, minimum: RecordFrame.headerSize)
-            let maxPayload = max(0, segmentSize - offset - RecordFrame.headerSize)
-            var decoded = RecordFrame.decode(view, at: 0, expectedLSN: nextLSN, maxPayload: maxPayload)
-            if case .needMore(let bytes) = decoded {
-                view = try window.view(from: offset, minimum: bytes)
-                decoded = RecordFrame.decode(view, at: 0, expectedLSN: nextLSN, maxPayload: maxPayload)
+            var (view, decoded) = try decodeNext(window)
+            if case .record = decoded {} else {
+                // The window may hold bytes read before this record was written (the zero
+                // tail of the active segment): read the file again before calling it damage.
+                window.invalidate()
+                segmentSize = try wrapIO { try io.size(window.handle, path: window.path) }
+                (view, decoded) = try decodeNext(window)
             }
             switch decoded {
             case .record(_, let payload, let next):
@@ -81,6 +89,17 @@ public final class LogReader {
             }
         }
         return delivered
+    }
+
+    private func decodeNext(_ window: FileWindow) throws -> (UnsafeRawBufferPointer, RecordFrame.Decoded) {
+        var view = try window.view(from: offset, minimum: RecordFrame.headerSize)
+        let maxPayload = max(0, segmentSize - offset - RecordFrame.headerSize)
+        var decoded = RecordFrame.decode(view, at: 0, expectedLSN: nextLSN, maxPayload: maxPayload)
+        if case .needMore(let bytes) = decoded {
+            view = try window.view(from: offset, minimum: bytes)
+            decoded = RecordFrame.decode(view, at: 0, expectedLSN: nextLSN, maxPayload: maxPayload)
+        }
+        return (view, decoded)
     }
 
     private func corruption(_ reason: String) -> WALError {
