@@ -13,6 +13,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0", traits: [.defaults, "YAML"]),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         // Hardware CRC32C (SSE4.2) with runtime detection; the portable fallback lives in WALCore.
@@ -38,6 +40,18 @@ let package = Package(
         // Test helper: appends durable records and prints each acknowledged LSN (crash tests SIGKILL it).
         .executableTarget(name: "wal-stress", dependencies: ["WALCore"]),
         .testTarget(name: "WALCoreTests", dependencies: ["WALCore"]),
+        // The daemon's configuration: flags > WALD_* environment > YAML file > defaults.
+        .target(
+            name: "WALDaemon",
+            dependencies: [
+                .product(name: "Configuration", package: "swift-configuration"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                // Only to list the config file's top-level keys (swift-configuration parses the values).
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        .testTarget(name: "WALDaemonTests", dependencies: ["WALDaemon"]),
     ],
     swiftLanguageModes: [.v6]
 )

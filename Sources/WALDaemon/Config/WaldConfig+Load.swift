@@ -1,0 +1,292 @@
+// Loading: stacks the flags, the WALD_* environment and the YAML file as swift-configuration providers
+// (in that order of precedence), reads each option's text through one ConfigReader, remembers which
+// layer answered so an error can name it, then parses, range-checks and cross-checks the values.
+import Configuration
+import Logging
+import Synchronization
+
+extension WaldConfig {
+    /// Resolves every option: flags > environment (`WALD_*`) > config file (`--config`/`WALD_CONFIG`) > defaults.
+    ///
+    /// - Parameters:
+    ///   - flags: the parsed command line; `try WaldFlags.parse([])` for none.
+    ///   - environment: the process environment (`ProcessInfo.processInfo.environment`); only
+    ///     `WALD_*` variables are read.
+    /// - Throws: `WaldConfigError`, whose `description` is a one-line message for the operator.
+    public static func load(flags: WaldFlags, environment: [String: String]) async throws -> WaldConfig {
+        try await resolve(flags: flags, environment: environment)
+    }
+
+    /// The `WALD_*` variables in `environment` that name no option, e.g. a misspelt `WALD_MAX_SEGMENT_BYTE`.
+    /// `load` ignores them (other tools may share the prefix); the daemon should log a warning.
+    public static func unrecognizedEnvironmentVariables(in environment: [String: String]) -> [String] {
+        let known = Set(WaldOption.allCases.map(\.environmentVariable))
+        return environment.keys.filter { $0.hasPrefix("WALD_") && !known.contains($0) }.sorted()
+    }
+
+    private static func resolve(
+        flags: WaldFlags, environment: [String: String]
+    ) async throws(WaldConfigError) -> WaldConfig {
+        var layers: [(source: ConfigSource, provider: any ConfigProvider)] = [
+            (.flag, InMemoryProvider(name: "flags", values: flags.configValues)),
+            (
+                .environment,
+                KeyMappingProvider(
+                    upstream: EnvironmentVariablesProvider(
+                        environmentVariables: environment,
+                        secretsSpecifier: .specific([WaldOption.authToken.environmentVariable])),
+                    keyMapper: { $0.prepending(["wald"]) })
+            ),
+        ]
+        let configFile: Sourced<String>?
+        if let path = flags.config {
+            configFile = Sourced(value: path, source: .flag, text: path)
+        } else if let path = environment[WaldOption.config.environmentVariable] {
+            configFile = Sourced(value: path, source: .environment, text: path)
+        } else {
+            configFile = nil
+        }
+        if let configFile {
+            let path = configFile.value
+            guard !path.isEmpty else {
+                throw .invalidValue(option: .config, source: configFile.source, value: path, expected: "expected a file path")
+            }
+            if try ConfigFileCheck.check(path: path) == .options {
+                do {
+                    let provider = try await FileProvider<YAMLSnapshot>(
+                        parsingOptions: .init(secretsSpecifier: .specific([WaldOption.authToken.yamlKey])),
+                        filePath: .init(path))
+                    layers.append((.file(path), provider))
+                } catch {
+                    throw .malformedFile(path: path, reason: "\(error)")
+                }
+            }
+        }
+        let values = LayeredValues(layers: layers)
+
+        var config = WaldConfig()
+        config.configFile = configFile?.value
+
+        let listen = try await values.list(.listen, default: config.listen, parse: ListenAddress.parseBindable)
+        config.listen = listen.value
+        config.unixSocket = try await values.optional(.unix, parse: unixSocketPath)
+        config.dataDirectory = try await values.value(.dataDir, default: config.dataDirectory, parse: nonEmpty).value
+        config.segmentPrefix = try await values.value(.segmentPrefix, default: config.segmentPrefix, parse: segmentPrefix).value
+        config.maxSegmentBytes = try await values.value(.maxSegmentBytes, default: config.maxSegmentBytes) {
+            (text) throws(ValueError) in
+            let bytes = try ByteSize.parse(text)
+            guard bytes >= minimumSegmentBytes else {
+                throw ValueError("expected a byte size of at least \(minimumSegmentBytes)")
+            }
+            return bytes
+        }.value
+        config.maxSegments = try await values.value(.maxSegments, default: config.maxSegments) {
+            (text) throws(ValueError) in try Count.parse(text, minimum: 0, meaning: " (0 = unlimited)")
+        }.value
+        config.retentionBytes = try await values.value(.retentionBytes, default: config.retentionBytes) {
+            (text) throws(ValueError) in
+            do throws(ValueError) {
+                return try ByteSize.parse(text)
+            } catch {
+                throw ValueError("\(error.expected) (0 = unlimited)")
+            }
+        }.value
+        let maxRecordBytes = try await values.value(.maxRecordBytes, default: config.maxRecordBytes, parse: ByteSize.parse)
+        config.maxRecordBytes = maxRecordBytes.value
+        config.flushInterval = try await values.value(.flushInterval, default: config.flushInterval, parse: DurationText.parse).value
+        config.maxBufferBytes = try await values.value(.maxBufferBytes, default: config.maxBufferBytes, parse: ByteSize.parse).value
+        config.maxConnections = try await values.value(.maxConnections, default: config.maxConnections) {
+            (text) throws(ValueError) in try Count.parse(text, minimum: 1)
+        }.value
+        let maxFrameBytes = try await values.value(.maxFrameBytes, default: config.maxFrameBytes) {
+            (text) throws(ValueError) in
+            let bytes = try ByteSize.parse(text)
+            guard (frameOverheadBytes...frameBytesLimit).contains(bytes) else {
+                throw ValueError("expected a byte size from \(frameOverheadBytes) to \(frameBytesLimit) (16MiB - 1)")
+            }
+            return bytes
+        }
+        config.maxFrameBytes = maxFrameBytes.value
+        config.authToken = try await values.optional(.authToken, parse: authToken)
+        config.logLevel = try await values.value(.logLevel, default: config.logLevel, parse: LogLevelText.parse).value
+        config.slowSyncThreshold = try await values.value(
+            .slowSyncThreshold, default: config.slowSyncThreshold, parse: DurationText.parse
+        ).value
+        config.metricsListen = try await values.optional(.metricsListen, parse: ListenAddress.parseBindable)
+        config.follow = try await values.optional(.follow, parse: ListenAddress.parseRemote)
+
+        // Cross-checks. Blame the value the operator set, not a default it collides with.
+        let recordLimit = config.maxFrameBytes - frameOverheadBytes
+        if config.maxRecordBytes > recordLimit {
+            if maxRecordBytes.source == .default {
+                throw .invalidValue(
+                    option: .maxFrameBytes, source: maxFrameBytes.source, value: maxFrameBytes.text,
+                    expected: "expected at least max_record_bytes + \(frameOverheadBytes) = "
+                        + "\(config.maxRecordBytes + frameOverheadBytes) (max_record_bytes is \(config.maxRecordBytes) by default)")
+            }
+            throw .invalidValue(
+                option: .maxRecordBytes, source: maxRecordBytes.source, value: maxRecordBytes.text,
+                expected: "expected at most max_frame_bytes - \(frameOverheadBytes) = \(recordLimit)")
+        }
+        if config.listen.isEmpty && config.unixSocket == nil {
+            throw .invalidValue(
+                option: .listen, source: listen.source, value: listen.text,
+                expected: "expected at least one HOST:PORT when no unix socket is set")
+        }
+        return config
+    }
+
+    private static func nonEmpty(_ text: String) throws(ValueError) -> String {
+        guard !text.isEmpty else { throw ValueError("expected a non-empty path") }
+        return text
+    }
+
+    private static func segmentPrefix(_ text: String) throws(ValueError) -> String {
+        guard !text.isEmpty, !text.contains("/") else { throw ValueError("expected a non-empty file name prefix without '/'") }
+        return text
+    }
+
+    /// sun_path holds 108 bytes including the terminating NUL.
+    private static func unixSocketPath(_ text: String) throws(ValueError) -> String {
+        guard !text.isEmpty, text.utf8.count <= 107, !text.utf8.contains(0) else {
+            throw ValueError("expected a socket path of 1 to 107 bytes")
+        }
+        return text
+    }
+
+    /// The token is sent on a text protocol line, so it can't hold spaces or control characters.
+    private static func authToken(_ text: String) throws(ValueError) -> String {
+        guard !text.isEmpty, text.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value != 0x7F }) else {
+            throw ValueError("expected a non-empty token without spaces or control characters")
+        }
+        return text
+    }
+}
+
+/// A value with where it came from and the text it was parsed from (empty for a default).
+struct Sourced<Value> {
+    var value: Value
+    var source: ConfigSource
+    var text: String
+}
+
+/// The provider stack behind one ConfigReader, with the bookkeeping to say which layer answered.
+struct LayeredValues {
+    private let reader: ConfigReader
+    private let sources: [ConfigSource]
+    private let answers = AnsweringLayer()
+
+    init(layers: [(source: ConfigSource, provider: any ConfigProvider)]) {
+        reader = ConfigReader(providers: layers.map(\.provider), accessReporter: answers)
+        sources = layers.map(\.source)
+    }
+
+    /// A single-valued option, parsed, or its default when no layer sets it.
+    func value<Value>(
+        _ option: WaldOption, default defaultValue: Value, parse: (String) throws(ValueError) -> Value
+    ) async throws(WaldConfigError) -> Sourced<Value> {
+        guard let text = try await text(option) else { return Sourced(value: defaultValue, source: .default, text: "") }
+        do {
+            return Sourced(value: try parse(text.value), source: text.source, text: text.value)
+        } catch {
+            throw .invalidValue(
+                option: option, source: text.source, value: shown(text.value, of: option), expected: error.expected)
+        }
+    }
+
+    /// An option without a default.
+    func optional<Value>(
+        _ option: WaldOption, parse: (String) throws(ValueError) -> Value
+    ) async throws(WaldConfigError) -> Value? {
+        guard let text = try await text(option) else { return nil }
+        do {
+            return try parse(text.value)
+        } catch {
+            throw .invalidValue(
+                option: option, source: text.source, value: shown(text.value, of: option), expected: error.expected)
+        }
+    }
+
+    /// A list option: repeated flags, a comma-separated variable, or a YAML list or string.
+    /// Commas separate items in every source, so `--listen a:1,b:2` also works.
+    func list<Element>(
+        _ option: WaldOption, default defaultValue: [Element], parse: (String) throws(ValueError) -> Element
+    ) async throws(WaldConfigError) -> Sourced<[Element]> {
+        guard let items = try await textList(option) else { return Sourced(value: defaultValue, source: .default, text: "") }
+        let split = items.value.flatMap { item in
+            item.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingSpaces() }
+        }
+        var parsed: [Element] = []
+        for item in split {
+            do {
+                parsed.append(try parse(item))
+            } catch {
+                throw .invalidValue(option: option, source: items.source, value: item, expected: error.expected)
+            }
+        }
+        return Sourced(value: parsed, source: items.source, text: items.value.joined(separator: ","))
+    }
+
+    private func text(_ option: WaldOption) async throws(WaldConfigError) -> Sourced<String>? {
+        do {
+            let text = try await reader.fetchString(forKey: ConfigKey([option.yamlKey]), isSecret: option == .authToken)
+            return text.map { Sourced(value: $0, source: source(of: option), text: $0) }
+        } catch {
+            throw .invalidValue(option: option, source: source(of: option), value: "", expected: "expected a single value")
+        }
+    }
+
+    private func textList(_ option: WaldOption) async throws(WaldConfigError) -> Sourced<[String]>? {
+        let key = ConfigKey([option.yamlKey])
+        do {
+            let items = try await reader.fetchStringArray(forKey: key)
+            return items.map { Sourced(value: $0, source: source(of: option), text: $0.joined(separator: ",")) }
+        } catch {
+            // The YAML provider won't read a plain string as a list; the file may give one address that way.
+            guard case .file = source(of: option) else {
+                throw .invalidValue(option: option, source: source(of: option), value: "", expected: "expected a list")
+            }
+            do {
+                let item = try await reader.fetchString(forKey: key)
+                return item.map { Sourced(value: [$0], source: source(of: option), text: $0) }
+            } catch {
+                throw .invalidValue(option: option, source: source(of: option), value: "", expected: "expected a list")
+            }
+        }
+    }
+
+    /// The layer that answered (or failed) the last lookup of `option`.
+    private func source(of option: WaldOption) -> ConfigSource {
+        answers.layer(for: option.configKey).map { sources[$0] } ?? .default
+    }
+
+    private func shown(_ text: String, of option: WaldOption) -> String {
+        option == .authToken ? "<redacted>" : text
+    }
+}
+
+/// Records, per key, the index of the provider that supplied the value or threw, as the
+/// ConfigReader reports each access: the reader itself only returns the value.
+private final class AnsweringLayer: AccessReporter {
+    private let answered = Mutex<[AbsoluteConfigKey: Int]>([:])
+
+    func report(_ event: AccessEvent) {
+        let index = event.providerResults.firstIndex { result in
+            switch result.result {
+            case .success(let lookup): lookup.value != nil
+            case .failure: true
+            }
+        }
+        answered.withLock { $0[event.metadata.key] = index }
+    }
+
+    func layer(for key: AbsoluteConfigKey) -> Int? {
+        answered.withLock { $0[key] ?? nil }
+    }
+}
+
+extension Substring {
+    fileprivate func trimmingSpaces() -> String {
+        String(drop(while: \.isWhitespace).reversed().drop(while: \.isWhitespace).reversed())
+    }
+}

@@ -1,0 +1,108 @@
+// The daemon's resolved configuration: every option typed, validated and defaulted, plus the
+// comparison a SIGHUP reload uses to decide what it can apply in place.
+import Logging
+
+public struct WaldConfig: Sendable, Equatable {
+    /// TCP addresses to serve on. Default `[127.0.0.1:7070]`. An empty list (file: `listen: []`)
+    /// serves TCP nowhere, which needs `unixSocket`.
+    public var listen: [ListenAddress] = [ListenAddress(host: "127.0.0.1", port: 7070)]
+    /// Also serve on this Unix socket path. Default none.
+    public var unixSocket: String? = nil
+    /// Directory of the segment files; created if missing. Default `./data`.
+    public var dataDirectory: String = "./data"
+    /// Segment file name prefix: `<prefix><first LSN, 20 digits>.wal`. Default `wal-`.
+    public var segmentPrefix: String = "wal-"
+    /// Bytes at which a segment is closed and the next started. Default 64 MiB; at least 128.
+    public var maxSegmentBytes: Int = 64 << 20
+    /// Keep at most this many segments; 0 = unlimited. Default 0.
+    public var maxSegments: Int = 0
+    /// Delete the oldest segments while all together exceed this many bytes; 0 = unlimited. Default 0.
+    public var retentionBytes: Int = 0
+    /// Largest record payload accepted, in bytes. Default 1 MiB; at most `maxFrameBytes - 16`.
+    public var maxRecordBytes: Int = 1 << 20
+    /// How often buffered appends are written and fdatasynced; zero = only on demand. Default 10 ms.
+    public var flushInterval: Duration = .milliseconds(10)
+    /// Buffered appends collect in memory up to this many bytes before one write. Default 1 MiB.
+    public var maxBufferBytes: Int = 1 << 20
+    /// Most client connections at once. Default 1024; at least 1.
+    public var maxConnections: Int = 1024
+    /// Largest protocol frame in bytes. Default and upper bound 16 MiB − 1 (16777215).
+    public var maxFrameBytes: Int = WaldConfig.frameBytesLimit
+    /// Clients must authenticate with this token. Default none (no authentication).
+    public var authToken: String? = nil
+    /// Default `.info`.
+    public var logLevel: Logger.Level = .info
+    /// An fdatasync slower than this is logged at warning. Default 1 s.
+    public var slowSyncThreshold: Duration = .seconds(1)
+    /// Serve metrics on this address. Default none.
+    public var metricsListen: ListenAddress? = nil
+    /// Replicate from the wald at this address. Parsed and carried only; default none.
+    public var follow: ListenAddress? = nil
+    /// The YAML file the configuration was read from (`--config` or `WALD_CONFIG`), if any.
+    public var configFile: String? = nil
+
+    /// The largest frame the wire format can describe: a 24-bit length.
+    public static let frameBytesLimit = (1 << 24) - 1
+    /// Bytes of a frame that are not record payload.
+    public static let frameOverheadBytes = 16
+    /// The smallest segment that holds a header and one record header.
+    public static let minimumSegmentBytes = 128
+
+    /// All defaults.
+    public init() {}
+
+    /// Which options differ between this (running) configuration and `new`, in catalog order, by
+    /// YAML key; `needsRestart` is the subset a running daemon can't apply (see `WaldOption.isReloadable`).
+    public func reloadable(from new: WaldConfig) -> (changed: [String], needsRestart: [String]) {
+        let changed = WaldOption.allCases.filter { !sameValue(of: $0, as: new) }
+        return (changed.map(\.yamlKey), changed.filter { !$0.isReloadable }.map(\.yamlKey))
+    }
+
+    private func sameValue(of option: WaldOption, as other: WaldConfig) -> Bool {
+        switch option {
+        case .listen: listen == other.listen
+        case .unix: unixSocket == other.unixSocket
+        case .dataDir: dataDirectory == other.dataDirectory
+        case .config: configFile == other.configFile
+        case .segmentPrefix: segmentPrefix == other.segmentPrefix
+        case .maxSegmentBytes: maxSegmentBytes == other.maxSegmentBytes
+        case .maxSegments: maxSegments == other.maxSegments
+        case .retentionBytes: retentionBytes == other.retentionBytes
+        case .maxRecordBytes: maxRecordBytes == other.maxRecordBytes
+        case .flushInterval: flushInterval == other.flushInterval
+        case .maxBufferBytes: maxBufferBytes == other.maxBufferBytes
+        case .maxConnections: maxConnections == other.maxConnections
+        case .maxFrameBytes: maxFrameBytes == other.maxFrameBytes
+        case .authToken: authToken == other.authToken
+        case .logLevel: logLevel == other.logLevel
+        case .slowSyncThreshold: slowSyncThreshold == other.slowSyncThreshold
+        case .metricsListen: metricsListen == other.metricsListen
+        case .follow: follow == other.follow
+        }
+    }
+
+    /// Every option as log metadata (YAML keys), the auth token redacted: log it once at startup.
+    public var loggingMetadata: Logger.Metadata {
+        func size(_ bytes: Int) -> Logger.MetadataValue { "\(bytes)" }
+        return [
+            "listen": .array(listen.map { "\($0)" }),
+            "unix": "\(unixSocket ?? "none")",
+            "data_dir": "\(dataDirectory)",
+            "config": "\(configFile ?? "none")",
+            "segment_prefix": "\(segmentPrefix)",
+            "max_segment_bytes": size(maxSegmentBytes),
+            "max_segments": "\(maxSegments)",
+            "retention_bytes": size(retentionBytes),
+            "max_record_bytes": size(maxRecordBytes),
+            "flush_interval": "\(DurationText.format(flushInterval))",
+            "max_buffer_bytes": size(maxBufferBytes),
+            "max_connections": "\(maxConnections)",
+            "max_frame_bytes": size(maxFrameBytes),
+            "auth_token": authToken == nil ? "none" : "<redacted>",
+            "log_level": "\(logLevel.rawValue)",
+            "slow_sync_threshold": "\(DurationText.format(slowSyncThreshold))",
+            "metrics_listen": "\(metricsListen.map { "\($0)" } ?? "none")",
+            "follow": "\(follow.map { "\($0)" } ?? "none")",
+        ]
+    }
+}

@@ -1,0 +1,51 @@
+// The catalog of the daemon's options: one case per option, and from it each option's three spellings
+// (flag, environment variable, YAML key) and whether a running daemon can apply a change to it.
+
+/// One configurable option of wald. The raw value is the option's YAML key.
+public enum WaldOption: String, Sendable, CaseIterable, Hashable {
+    case listen
+    case unix
+    case dataDir = "data_dir"
+    case config
+    case segmentPrefix = "segment_prefix"
+    case maxSegmentBytes = "max_segment_bytes"
+    case maxSegments = "max_segments"
+    case retentionBytes = "retention_bytes"
+    case maxRecordBytes = "max_record_bytes"
+    case flushInterval = "flush_interval"
+    case maxBufferBytes = "max_buffer_bytes"
+    case maxConnections = "max_connections"
+    case maxFrameBytes = "max_frame_bytes"
+    case authToken = "auth_token"
+    case logLevel = "log_level"
+    case slowSyncThreshold = "slow_sync_threshold"
+    case metricsListen = "metrics_listen"
+    case follow
+
+    /// The key in the YAML config file, e.g. `max_segment_bytes`.
+    public var yamlKey: String { rawValue }
+
+    /// The command-line flag, e.g. `--max-segment-bytes`.
+    public var flag: String { "--" + String(rawValue.map { $0 == "_" ? "-" : $0 }) }
+
+    /// The environment variable, e.g. `WALD_MAX_SEGMENT_BYTES`.
+    public var environmentVariable: String { "WALD_" + rawValue.uppercased() }
+
+    /// Whether the option may appear in the config file. `config` names the file, so it can't.
+    public var isFileKey: Bool { self != .config }
+
+    /// Whether a running daemon can apply a new value (on SIGHUP) without restarting.
+    /// Addresses, the data directory and the segment layout are fixed for the life of the process.
+    public var isReloadable: Bool {
+        switch self {
+        case .logLevel, .flushInterval, .maxSegments, .retentionBytes, .maxConnections, .maxRecordBytes,
+            .maxFrameBytes, .maxBufferBytes, .authToken, .slowSyncThreshold, .config:
+            return true
+        case .listen, .unix, .dataDir, .segmentPrefix, .maxSegmentBytes, .metricsListen, .follow:
+            return false
+        }
+    }
+
+    /// The YAML keys the config file may contain.
+    public static let fileKeys: [String] = allCases.filter(\.isFileKey).map(\.yamlKey)
+}

@@ -1,0 +1,372 @@
+// WaldConfig.load: precedence of the four layers, the config file's checks, and every error path,
+// each error naming the option as spelled in its source.
+import Foundation
+import Logging
+import Testing
+
+@testable import WALDaemon
+
+/// A YAML file in a fresh temporary directory, removed when the test ends.
+final class TemporaryConfigFile {
+    let directory: URL
+    let path: String
+
+    init(_ yaml: String) throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("wald-config-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        path = directory.appendingPathComponent("wald.yaml").path
+        try yaml.write(toFile: path, atomically: true, encoding: .utf8)
+    }
+
+    deinit { try? FileManager.default.removeItem(at: directory) }
+}
+
+func load(_ arguments: [String] = [], environment: [String: String] = [:]) async throws -> WaldConfig {
+    try await WaldConfig.load(flags: try WaldFlags.parse(arguments), environment: environment)
+}
+
+/// Loads and returns the error it must throw.
+func loadError(
+    _ arguments: [String] = [], environment: [String: String] = [:], sourceLocation: SourceLocation = #_sourceLocation
+) async throws -> WaldConfigError {
+    let error = await #expect(throws: WaldConfigError.self, sourceLocation: sourceLocation) {
+        try await load(arguments, environment: environment)
+    }
+    return try #require(error, sourceLocation: sourceLocation)
+}
+
+@Suite struct PrecedenceTests {
+    @Test func noSourcesGiveTheDefaults() async throws {
+        #expect(try await load() == WaldConfig())
+        let defaults = WaldConfig()
+        #expect(defaults.listen == [ListenAddress(host: "127.0.0.1", port: 7070)])
+        #expect(defaults.maxSegmentBytes == 64 * 1024 * 1024)
+        #expect(defaults.maxFrameBytes == 16_777_215)
+        #expect(defaults.flushInterval == .milliseconds(10))
+        #expect(defaults.logLevel == .info)
+    }
+
+    @Test func flagBeatsEnvironmentBeatsFileBeatsDefault() async throws {
+        let file = try TemporaryConfigFile(
+            """
+            max_segment_bytes: 1MiB
+            flush_interval: 1s
+            log_level: debug
+            data_dir: /from/file
+            """)
+        let environment = [
+            "WALD_CONFIG": file.path,
+            "WALD_MAX_SEGMENT_BYTES": "2MiB",
+            "WALD_FLUSH_INTERVAL": "2s",
+        ]
+        let config = try await load(["--max-segment-bytes", "3MiB"], environment: environment)
+        #expect(config.maxSegmentBytes == 3 << 20)  // flag over environment and file
+        #expect(config.flushInterval == .seconds(2))  // environment over file
+        #expect(config.logLevel == .debug)  // file over default
+        #expect(config.dataDirectory == "/from/file")
+        #expect(config.maxConnections == 1024)  // default
+        #expect(config.configFile == file.path)
+    }
+
+    @Test func flagListenReplacesEnvironmentAndFileLists() async throws {
+        let file = try TemporaryConfigFile("listen: [\"0.0.0.0:1000\", \"[::]:1000\"]\n")
+        let flags = ["--config", file.path, "--listen", "127.0.0.1:1", "--listen", "[::1]:2"]
+        let fromFlags = try await load(flags, environment: ["WALD_LISTEN": "localhost:3"])
+        #expect(fromFlags.listen == [ListenAddress(host: "127.0.0.1", port: 1), ListenAddress(host: "::1", port: 2, isIPv6: true)])
+
+        let fromEnvironment = try await load(["--config", file.path], environment: ["WALD_LISTEN": "localhost:3, [::1]:4"])
+        #expect(fromEnvironment.listen == [ListenAddress(host: "localhost", port: 3), ListenAddress(host: "::1", port: 4, isIPv6: true)])
+
+        let fromFile = try await load(["--config", file.path])
+        #expect(fromFile.listen == [ListenAddress(host: "0.0.0.0", port: 1000), ListenAddress(host: "::", port: 1000, isIPv6: true)])
+    }
+
+    @Test func fileListenMayBeOneString() async throws {
+        let file = try TemporaryConfigFile("listen: \"[::1]:7071\"\n")
+        #expect(try await load(["--config", file.path]).listen == [ListenAddress(host: "::1", port: 7071, isIPv6: true)])
+    }
+
+    @Test func configFlagBeatsConfigVariable() async throws {
+        let chosen = try TemporaryConfigFile("max_connections: 7\n")
+        let ignored = try TemporaryConfigFile("max_connections: 9\n")
+        let config = try await load(["--config", chosen.path], environment: ["WALD_CONFIG": ignored.path])
+        #expect(config.maxConnections == 7)
+        #expect(config.configFile == chosen.path)
+    }
+
+    @Test func everyOptionFromFlags() async throws {
+        let config = try await load([
+            "--listen", "0.0.0.0:1", "--unix", "/tmp/w.sock", "--data-dir", "/d", "--segment-prefix", "log-",
+            "--max-segment-bytes", "128", "--max-segments", "3", "--retention-bytes", "1G", "--max-record-bytes", "4K",
+            "--flush-interval", "0", "--max-buffer-bytes", "2M", "--max-connections", "1", "--max-frame-bytes", "8KiB",
+            "--auth-token", "s3cret", "--log-level", "TRACE", "--slow-sync-threshold", "500us",
+            "--metrics-listen", "[::1]:9090", "--follow", "primary:7070",
+        ])
+        var expected = WaldConfig()
+        expected.listen = [ListenAddress(host: "0.0.0.0", port: 1)]
+        expected.unixSocket = "/tmp/w.sock"
+        expected.dataDirectory = "/d"
+        expected.segmentPrefix = "log-"
+        expected.maxSegmentBytes = 128
+        expected.maxSegments = 3
+        expected.retentionBytes = 1 << 30
+        expected.maxRecordBytes = 4096
+        expected.flushInterval = .zero
+        expected.maxBufferBytes = 2 << 20
+        expected.maxConnections = 1
+        expected.maxFrameBytes = 8192
+        expected.authToken = "s3cret"
+        expected.logLevel = .trace
+        expected.slowSyncThreshold = .microseconds(500)
+        expected.metricsListen = ListenAddress(host: "::1", port: 9090, isIPv6: true)
+        expected.follow = ListenAddress(host: "primary", port: 7070)
+        #expect(config == expected)
+    }
+
+    @Test func everyOptionFromEnvironment() async throws {
+        let environment = [
+            "WALD_LISTEN": "0.0.0.0:1", "WALD_UNIX": "/tmp/w.sock", "WALD_DATA_DIR": "/d", "WALD_SEGMENT_PREFIX": "log-",
+            "WALD_MAX_SEGMENT_BYTES": "128", "WALD_MAX_SEGMENTS": "3", "WALD_RETENTION_BYTES": "1G",
+            "WALD_MAX_RECORD_BYTES": "4K", "WALD_FLUSH_INTERVAL": "0", "WALD_MAX_BUFFER_BYTES": "2M",
+            "WALD_MAX_CONNECTIONS": "1", "WALD_MAX_FRAME_BYTES": "8KiB", "WALD_AUTH_TOKEN": "s3cret",
+            "WALD_LOG_LEVEL": "trace", "WALD_SLOW_SYNC_THRESHOLD": "500us", "WALD_METRICS_LISTEN": "[::1]:9090",
+            "WALD_FOLLOW": "primary:7070",
+        ]
+        let fromEnvironment = try await load(environment: environment)
+        let fromFlags = try await load([
+            "--listen", "0.0.0.0:1", "--unix", "/tmp/w.sock", "--data-dir", "/d", "--segment-prefix", "log-",
+            "--max-segment-bytes", "128", "--max-segments", "3", "--retention-bytes", "1G", "--max-record-bytes", "4K",
+            "--flush-interval", "0", "--max-buffer-bytes", "2M", "--max-connections", "1", "--max-frame-bytes", "8KiB",
+            "--auth-token", "s3cret", "--log-level", "trace", "--slow-sync-threshold", "500us",
+            "--metrics-listen", "[::1]:9090", "--follow", "primary:7070",
+        ])
+        #expect(fromEnvironment == fromFlags)
+    }
+
+    @Test func unprefixedVariablesAreIgnored() async throws {
+        #expect(try await load(environment: ["MAX_CONNECTIONS": "5", "LISTEN": "bad"]) == WaldConfig())
+    }
+
+    @Test func unrecognizedWaldVariablesAreListedNotFatal() async throws {
+        let environment = ["WALD_MAX_SEGMENT_BYTE": "1", "WALD_CONFIG": "/x", "WALD_LOG_LEVEL": "info", "PATH": "/bin"]
+        #expect(WaldConfig.unrecognizedEnvironmentVariables(in: environment) == ["WALD_MAX_SEGMENT_BYTE"])
+        #expect(try await load(environment: ["WALD_MAX_SEGMENT_BYTE": "1"]) == WaldConfig())
+    }
+}
+
+@Suite struct SampleFileTests {
+    static let samplePath = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("config/wald.yaml").path
+
+    @Test func sampleFileLoadsAsTheDefaults() async throws {
+        var expected = WaldConfig()
+        expected.configFile = Self.samplePath
+        #expect(try await load(["--config", Self.samplePath]) == expected)
+    }
+
+    @Test func sampleFileDocumentsEveryOption() throws {
+        let text = try String(contentsOfFile: Self.samplePath, encoding: .utf8)
+        for key in WaldOption.fileKeys {
+            #expect(text.contains("\n\(key):") || text.contains("\n# \(key):"), "sample lacks \(key)")
+        }
+    }
+
+    @Test func sampleFileWithEveryLineUncommentedLoads() async throws {
+        let text = try String(contentsOfFile: Self.samplePath, encoding: .utf8)
+        let uncommented = text.split(separator: "\n", omittingEmptySubsequences: false).map { line in
+            WaldOption.fileKeys.contains { line.hasPrefix("# \($0): ") } ? String(line.dropFirst(2)) : String(line)
+        }
+        let file = try TemporaryConfigFile(uncommented.joined(separator: "\n"))
+        let config = try await load(["--config", file.path])
+        #expect(config.unixSocket != nil && config.authToken != nil && config.metricsListen != nil && config.follow != nil)
+    }
+
+    @Test func readmeTableListsEveryOption() throws {
+        let table = try String(
+            contentsOfFile: URL(fileURLWithPath: Self.samplePath).deletingLastPathComponent().deletingLastPathComponent()
+                .appendingPathComponent("docs/config-table.md").path,
+            encoding: .utf8)
+        for option in WaldOption.allCases {
+            #expect(table.contains("`\(option.flag)"), "table lacks \(option.flag)")
+            #expect(table.contains("`\(option.environmentVariable)`"), "table lacks \(option.environmentVariable)")
+        }
+    }
+}
+
+@Suite struct ConfigFileErrorTests {
+    @Test func unknownKeyIsAnErrorWithASuggestion() async throws {
+        let file = try TemporaryConfigFile("max_segment_byte: 1MiB\nlog_level: info\n")
+        let error = try await loadError(["--config", file.path])
+        #expect(error == .unknownKeys(["max_segment_byte"], file: file.path))
+        #expect(error.source == .file(file.path))
+        #expect(error.description.hasPrefix("unknown key \"max_segment_byte\" (did you mean \"max_segment_bytes\"?) in config file \(file.path)"))
+    }
+
+    @Test func everyUnknownKeyIsListed() async throws {
+        let file = try TemporaryConfigFile("colour: blue\nlisten: 127.0.0.1:1\nshape: round\n")
+        #expect(try await loadError(["--config", file.path]) == .unknownKeys(["colour", "shape"], file: file.path))
+    }
+
+    @Test func configKeyInsideTheFileIsRejected() async throws {
+        let file = try TemporaryConfigFile("config: other.yaml\n")
+        let error = try await loadError(["--config", file.path])
+        #expect(error == .unknownKeys(["config"], file: file.path))
+        #expect(error.description.contains("only be chosen with --config or WALD_CONFIG"))
+    }
+
+    @Test func nestedMappingIsRejected() async throws {
+        let file = try TemporaryConfigFile("listen:\n  host: 127.0.0.1\n  port: 7070\n")
+        guard case .malformedFile(file.path, let reason) = try await loadError(["--config", file.path]) else {
+            Issue.record("expected malformedFile")
+            return
+        }
+        #expect(reason.contains("\"listen\""))
+    }
+
+    @Test func listForASingleValueIsRejected() async throws {
+        let file = try TemporaryConfigFile("data_dir: [a, b]\n")
+        #expect(
+            try await loadError(["--config", file.path])
+                == .malformedFile(path: file.path, reason: "\"data_dir\" takes a single value, not a list"))
+    }
+
+    @Test func keyWithoutValueIsRejected() async throws {
+        let file = try TemporaryConfigFile("unix:\n")
+        #expect(
+            try await loadError(["--config", file.path])
+                == .malformedFile(path: file.path, reason: "\"unix\" has no value; comment the line out to use the default"))
+    }
+
+    @Test func topLevelListIsRejected() async throws {
+        let file = try TemporaryConfigFile("- listen\n")
+        guard case .malformedFile = try await loadError(["--config", file.path]) else {
+            Issue.record("expected malformedFile")
+            return
+        }
+    }
+
+    @Test func invalidYAMLIsRejected() async throws {
+        let file = try TemporaryConfigFile("listen: [unclosed\n")
+        guard case .malformedFile = try await loadError(["--config", file.path]) else {
+            Issue.record("expected malformedFile")
+            return
+        }
+    }
+
+    @Test func emptyOrCommentOnlyFileSetsNothing() async throws {
+        for text in ["", "# nothing here\n", "---\n"] {
+            let file = try TemporaryConfigFile(text)
+            #expect(try await load(["--config", file.path]).maxConnections == 1024)
+        }
+    }
+
+    @Test func missingFileSaysSo() async throws {
+        let error = try await loadError(environment: ["WALD_CONFIG": "/nonexistent/wald.yaml"])
+        #expect(error.description == "cannot read config file /nonexistent/wald.yaml: no such file")
+    }
+
+    @Test func emptyConfigPathIsRejected() async throws {
+        let error = try await loadError(environment: ["WALD_CONFIG": ""])
+        #expect(error.option == .config && error.source == .environment)
+    }
+}
+
+@Suite struct ValueErrorTests {
+    @Test func badDurationFromFlagMatchesTheDocumentedMessage() async throws {
+        let error = try await loadError(["--flush-interval", "10 parsecs"])
+        #expect(error.description == "invalid --flush-interval \"10 parsecs\": expected a duration like 10ms, 1s or 0")
+        #expect(error.option == .flushInterval && error.source == .flag)
+    }
+
+    @Test func badDurationFromEnvironmentNamesTheVariable() async throws {
+        let error = try await loadError(environment: ["WALD_SLOW_SYNC_THRESHOLD": "soon"])
+        #expect(error.description == "invalid WALD_SLOW_SYNC_THRESHOLD \"soon\" (environment): expected a duration like 10ms, 1s or 0")
+    }
+
+    @Test func badSizeFromFileNamesTheKeyAndFile() async throws {
+        let file = try TemporaryConfigFile("max_buffer_bytes: 1MB\n")
+        let error = try await loadError(["--config", file.path])
+        #expect(error.description == "invalid max_buffer_bytes \"1MB\" in config file \(file.path): \(ByteSize.expectedForm)")
+        #expect(error.option == .maxBufferBytes && error.source == .file(file.path))
+    }
+
+    @Test func badValueInALowerLayerIsIgnoredWhenAHigherOneWins() async throws {
+        let file = try TemporaryConfigFile("max_buffer_bytes: lots\n")
+        let config = try await load(["--config", file.path], environment: ["WALD_MAX_BUFFER_BYTES": "4K"])
+        #expect(config.maxBufferBytes == 4096)
+    }
+
+    @Test(arguments: [
+        (["--listen", "localhost"], WaldOption.listen),
+        (["--listen", "::1:7070"], .listen),
+        (["--listen", "127.0.0.1:65536"], .listen),
+        (["--listen", ""], .listen),
+        (["--unix", ""], .unix),
+        (["--unix", String(repeating: "s", count: 108)], .unix),
+        (["--data-dir", ""], .dataDir),
+        (["--segment-prefix", "a/b"], .segmentPrefix),
+        (["--segment-prefix", ""], .segmentPrefix),
+        (["--max-segment-bytes", "127"], .maxSegmentBytes),
+        (["--max-segment-bytes", "64 parsecs"], .maxSegmentBytes),
+        (["--max-segments=-1"], .maxSegments),
+        (["--max-segments", "many"], .maxSegments),
+        (["--retention-bytes=-5"], .retentionBytes),
+        (["--max-record-bytes=-1"], .maxRecordBytes),
+        (["--flush-interval", "10"], .flushInterval),
+        (["--max-buffer-bytes", "1.5M"], .maxBufferBytes),
+        (["--max-connections", "0"], .maxConnections),
+        (["--max-frame-bytes", "16MiB"], .maxFrameBytes),
+        (["--max-frame-bytes", "15"], .maxFrameBytes),
+        (["--auth-token", ""], .authToken),
+        (["--auth-token", "two words"], .authToken),
+        (["--log-level", "verbose"], .logLevel),
+        (["--slow-sync-threshold", "1.5s"], .slowSyncThreshold),
+        (["--metrics-listen", "[::1]:70000"], .metricsListen),
+        (["--follow", "primary"], .follow),
+        (["--follow", "primary:0"], .follow),
+    ])
+    func badFlagNamesTheFlag(arguments: [String], option: WaldOption) async throws {
+        let error = try await loadError(arguments)
+        #expect(error.option == option)
+        #expect(error.source == .flag)
+        #expect(error.description.hasPrefix("invalid \(option.flag) "))
+        #expect(error.description.contains(": expected "))
+    }
+
+    @Test func recordLargerThanFrameAllowsIsBlamedOnTheRecordOption() async throws {
+        let error = try await loadError(["--max-frame-bytes", "1MiB"], environment: ["WALD_MAX_RECORD_BYTES": "1MiB"])
+        #expect(error.description == "invalid WALD_MAX_RECORD_BYTES \"1MiB\" (environment): expected at most max_frame_bytes - 16 = 1048560")
+    }
+
+    @Test func smallFrameAgainstTheDefaultRecordIsBlamedOnTheFrameOption() async throws {
+        let error = try await loadError(["--max-frame-bytes", "4096"])
+        #expect(error.option == .maxFrameBytes && error.source == .flag)
+        #expect(error.description.contains("expected at least max_record_bytes + 16 = 1048592"))
+    }
+
+    @Test func recordExactlyFrameMinusOverheadIsAccepted() async throws {
+        let config = try await load(["--max-frame-bytes", "4096", "--max-record-bytes", "4080"])
+        #expect(config.maxRecordBytes == 4080 && config.maxFrameBytes == 4096)
+    }
+
+    @Test func authTokenIsRedactedInErrors() async throws {
+        let error = try await loadError(environment: ["WALD_AUTH_TOKEN": "secret with space"])
+        #expect(!error.description.contains("secret"))
+        #expect(error.option == .authToken && error.source == .environment)
+    }
+
+    @Test func emptyListenNeedsAUnixSocket() async throws {
+        let file = try TemporaryConfigFile("listen: []\n")
+        let error = try await loadError(["--config", file.path])
+        #expect(error.option == .listen && error.source == .file(file.path))
+        let unixOnly = try await load(["--config", file.path, "--unix", "/tmp/wald.sock"])
+        #expect(unixOnly.listen.isEmpty && unixOnly.unixSocket == "/tmp/wald.sock")
+    }
+
+    @Test func badAddressInAFileListNamesTheItem() async throws {
+        let file = try TemporaryConfigFile("listen:\n  - 127.0.0.1:7070\n  - \"::1:7070\"\n")
+        let error = try await loadError(["--config", file.path])
+        #expect(error.description.hasPrefix("invalid listen \"::1:7070\" in config file \(file.path): expected HOST:PORT"))
+    }
+}

@@ -1,0 +1,71 @@
+// reloadable(from:): which changed options a SIGHUP can apply and which need a restart.
+import Testing
+
+@testable import WALDaemon
+
+@Suite struct ReloadTests {
+    @Test func identicalConfigsChangeNothing() {
+        let result = WaldConfig().reloadable(from: WaldConfig())
+        #expect(result.changed.isEmpty && result.needsRestart.isEmpty)
+    }
+
+    @Test func runtimeOptionsDoNotNeedARestart() {
+        var new = WaldConfig()
+        new.logLevel = .debug
+        new.flushInterval = .milliseconds(5)
+        new.maxSegments = 10
+        new.retentionBytes = 1 << 30
+        new.maxConnections = 10
+        new.maxRecordBytes = 1024
+        new.maxFrameBytes = 4096
+        new.maxBufferBytes = 2048
+        new.authToken = "t"
+        new.slowSyncThreshold = .seconds(2)
+        let result = WaldConfig().reloadable(from: new)
+        #expect(
+            result.changed == [
+                "max_segments", "retention_bytes", "max_record_bytes", "flush_interval", "max_buffer_bytes",
+                "max_connections", "max_frame_bytes", "auth_token", "log_level", "slow_sync_threshold",
+            ])
+        #expect(result.needsRestart.isEmpty)
+    }
+
+    @Test func addressesAndLayoutNeedARestart() {
+        var new = WaldConfig()
+        new.listen = [ListenAddress(host: "::1", port: 7070, isIPv6: true)]
+        new.unixSocket = "/tmp/s"
+        new.dataDirectory = "/other"
+        new.segmentPrefix = "x-"
+        new.maxSegmentBytes = 1 << 20
+        new.metricsListen = ListenAddress(host: "127.0.0.1", port: 9090)
+        new.follow = ListenAddress(host: "primary", port: 7070)
+        let result = WaldConfig().reloadable(from: new)
+        let all = ["listen", "unix", "data_dir", "segment_prefix", "max_segment_bytes", "metrics_listen", "follow"]
+        #expect(result.changed == all)
+        #expect(result.needsRestart == all)
+    }
+
+    @Test func mixedChangesSplitCorrectly() {
+        var new = WaldConfig()
+        new.logLevel = .error
+        new.dataDirectory = "/elsewhere"
+        let result = WaldConfig().reloadable(from: new)
+        #expect(result.changed == ["data_dir", "log_level"])
+        #expect(result.needsRestart == ["data_dir"])
+    }
+
+    @Test func everyOptionIsClassified() {
+        let restartOnly: Set<WaldOption> = [.listen, .unix, .dataDir, .segmentPrefix, .maxSegmentBytes, .metricsListen, .follow]
+        for option in WaldOption.allCases {
+            #expect(option.isReloadable == !restartOnly.contains(option), "\(option)")
+        }
+    }
+
+    @Test func metadataRedactsTheToken() {
+        var config = WaldConfig()
+        config.authToken = "hunter2"
+        #expect(config.loggingMetadata["auth_token"] == "<redacted>")
+        #expect(config.loggingMetadata["flush_interval"] == "10ms")
+        #expect(config.loggingMetadata.count == WaldOption.allCases.count)
+    }
+}
