@@ -8,11 +8,13 @@ let package = Package(
     products: [
         .library(name: "WALCore", targets: ["WALCore"]),
         .executable(name: "walctl", targets: ["walctl"]),
+        .executable(name: "wald", targets: ["wald"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0", traits: [.defaults, "YAML"]),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
@@ -27,10 +29,33 @@ let package = Package(
                 .product(name: "DequeModule", package: "swift-collections"),
             ]
         ),
+        // Wire codec shared by server, client and CLI: bytes in, messages out (no I/O).
+        .target(name: "WALProtocol"),
+        // Listeners and connections on Dispatch sources; the only place with socket syscalls.
+        .target(
+            name: "WALServer",
+            dependencies: [
+                "WALCore", "WALProtocol",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "DequeModule", package: "swift-collections"),
+            ]
+        ),
+        // Async Swift client for the binary protocol (walctl and the end-to-end tests use it).
+        .target(name: "WALClient", dependencies: ["WALProtocol"]),
+        // The daemon.
+        .executableTarget(
+            name: "wald",
+            dependencies: [
+                "WALCore", "WALServer", "WALDaemon",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "walctl",
             dependencies: [
-                "WALCore",
+                "WALCore", "WALClient",
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -40,6 +65,8 @@ let package = Package(
         // Test helper: appends durable records and prints each acknowledged LSN (crash tests SIGKILL it).
         .executableTarget(name: "wal-stress", dependencies: ["WALCore"]),
         .testTarget(name: "WALCoreTests", dependencies: ["WALCore"]),
+        // Start the real wald binary and speak the documented protocol to it.
+        .testTarget(name: "WaldEndToEndTests", dependencies: ["WALClient"]),
         // The daemon's configuration: flags > WALD_* environment > YAML file > defaults.
         .target(
             name: "WALDaemon",

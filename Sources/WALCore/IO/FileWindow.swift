@@ -10,6 +10,9 @@ final class FileWindow {
     /// File offset of storage[0], and how many bytes of storage are valid.
     private var start = 0
     private var count = 0
+    /// Bytes the next refill reads: small after an invalidation (a reader tailing the log
+    /// only needs the few new records), doubling on each sequential refill up to capacity.
+    private var readSize = 64 * 1024
 
     init(io: FileIO, handle: IOHandle, path: String, capacity: Int = 1 << 20) {
         self.io = io
@@ -30,11 +33,17 @@ final class FileWindow {
             storage.deallocate()
             storage = .allocate(byteCount: minimum, alignment: 16)
         }
+        let sequential = offset == start + count
         start = offset
-        count = try io.read(handle, into: storage, at: offset, path: path)
+        let size = max(minimum, min(storage.count, readSize))
+        count = try io.read(handle, into: UnsafeMutableRawBufferPointer(rebasing: storage[0..<size]), at: offset, path: path)
+        if sequential { readSize = min(storage.count, readSize * 2) }
         return UnsafeRawBufferPointer(rebasing: storage[0..<count])
     }
 
     /// Drops cached bytes, so the next view re-reads the file (it may have grown).
-    func invalidate() { count = 0 }
+    func invalidate() {
+        count = 0
+        readSize = 64 * 1024
+    }
 }

@@ -57,20 +57,15 @@ public final class LogReader {
             if nextLSN > limit {
                 limit = commit.durableLSN
                 if nextLSN > limit { break }
-                // New records became durable since the window was filled: it may still hold the
-                // zeros (preallocated) or end of file that was there before they were written, and
-                // the segment may have grown past the size that bounds a frame's length.
-                if let window {
-                    window.invalidate()
-                    segmentSize = try wrapIO { try io.size(window.handle, path: window.path) }
-                }
             }
             try positionForNextLSN()
             let window = window!
             var (view, decoded) = try decodeNext(window)
             if case .record = decoded {} else {
-                // The window may hold bytes read before this record was written (the zero
-                // tail of the active segment): read the file again before calling it damage.
+                // The window may hold bytes read before this record was written (the zero tail
+                // of the active segment, or a stale size bounding the frame length): read the
+                // file again before calling it damage. A tailing reader lands here once per
+                // batch of new records, so the re-read starts small (see FileWindow).
                 window.invalidate()
                 segmentSize = try wrapIO { try io.size(window.handle, path: window.path) }
                 (view, decoded) = try decodeNext(window)

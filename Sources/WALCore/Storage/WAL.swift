@@ -193,6 +193,18 @@ public actor WAL {
         return try await commit.waitDurable(nextLSN - 1)
     }
 
+    /// Waits until `lsn` is durable, writing buffered records first when they are not yet
+    /// written. Lets a server append a pipeline of records as `.buffered` and then wait once
+    /// for all of them (one pwrite, one shared fdatasync). Returns the durable LSN.
+    @discardableResult
+    public func waitDurable(_ lsn: LSN) async throws -> LSN {
+        if commit.durableLSN >= lsn { return commit.durableLSN }
+        try checkWritable()
+        guard lsn < nextLSN else { throw WALError.outOfRange(lsn: lsn, first: catalog.firstLSN, last: nextLSN - 1) }
+        try flush()
+        return try await commit.waitDurable(lsn)
+    }
+
     /// Round trip through the writer and an fdatasync, proving both work (for a watchdog).
     public func probe() async throws -> LSN {
         try checkWritable()

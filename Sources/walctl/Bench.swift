@@ -1,0 +1,56 @@
+// `walctl bench`: a closed-loop append load against a running wald, with HdrHistogram
+// latency percentiles (the same matrix `make bench-compare` runs against Redis).
+import ArgumentParser
+import Foundation
+import Histogram
+import WALClient
+
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure append throughput and latency: C connections, P appends in flight on each.")
+
+    @OptionGroup var connection: ServerOptions
+    @Option(help: "Connections.") var clients: Int = 1
+    @Option(help: "Appends in flight per connection.") var pipeline: Int = 1
+    @Option(help: "Record size in bytes.") var size: Int = 100
+    @Option(help: "Total appends (instead of --duration).") var count: UInt64?
+    @Option(help: "Seconds to run (instead of --count).") var duration: Double?
+    @Flag(help: "Buffered appends (acknowledged before fsync).") var buffered = false
+    @Flag(help: "Print one JSON object instead of a table.") var json = false
+
+    func validate() throws {
+        guard clients >= 1, pipeline >= 1, size >= 0 else { throw ValidationError("--clients and --pipeline must be ≥ 1") }
+        guard (count == nil) != (duration == nil) else { throw ValidationError("give exactly one of --count and --duration") }
+    }
+
+    func run() async throws {
+        let quiet = json
+        let result = try LoadGenerator.run(
+            endpoint: try connection.endpoint, token: connection.token, clients: clients, pipeline: pipeline,
+            size: size, buffered: buffered, count: count, duration: duration
+        ) { done, elapsed in
+            guard !quiet else { return }
+            let line = String(format: "\r%llu appends, %.0f/s ", done, Double(done) / max(elapsed, 0.001))
+            FileHandle.standardError.write(Data(line.utf8))
+        }
+        var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
+        for value in result.latenciesMicros { _ = histogram.record(UInt64(max(value, 1))) }
+        let opsPerSecond = Double(result.completed) / max(result.seconds, 1e-9)
+        let p = { (q: Double) in histogram.totalCount == 0 ? 0 : histogram.valueAtPercentile(q) }
+        if json {
+            print("""
+                {"ops_per_sec":\(String(format: "%.1f", opsPerSecond)),"completed":\(result.completed),\
+                "errors":\(result.errors),"seconds":\(String(format: "%.3f", result.seconds)),\
+                "p50_us":\(p(50)),"p90_us":\(p(90)),"p99_us":\(p(99)),"p999_us":\(p(99.9)),\
+                "max_us":\(histogram.totalCount == 0 ? 0 : histogram.max),\
+                "clients":\(clients),"pipeline":\(pipeline),"size":\(size),"buffered":\(buffered)}
+                """)
+        } else {
+            FileHandle.standardError.write(Data("\n".utf8))
+            print(String(format: "%llu appends in %.2f s: %.0f appends/s, %llu errors", result.completed, result.seconds, opsPerSecond, result.errors))
+            print("latency µs: p50 \(p(50))  p90 \(p(90))  p99 \(p(99))  p99.9 \(p(99.9))  max \(histogram.totalCount == 0 ? 0 : histogram.max)")
+            if let error = result.firstError { print("first error: \(error)") }
+        }
+        if result.errors > 0 { throw ExitCode(1) }
+    }
+}

@@ -1,0 +1,69 @@
+// The text protocol, as someone typing into `nc` would use it.
+import Foundation
+import Testing
+
+@Suite(.serialized) struct TextProtocolTests {
+    @Test func ncSessionFromTheDocsWorks() throws {
+        let wald = try WaldProcess()
+        defer { wald.cleanup() }
+        let c = try RawConnection(port: wald.port)
+        c.send("PING\nappend hello world\r\nAPPEND second\nAPPEND \nREPLAY 1\n")
+        #expect(c.readLine() == "PONG")
+        #expect(c.readLine() == "OK 1")
+        #expect(c.readLine() == "OK 2")
+        #expect(c.readLine() == "OK 3")
+        #expect(c.readLine() == "RECORD 1 11")
+        #expect(c.readLine() == "hello world")
+        #expect(c.readLine() == "RECORD 2 6")
+        #expect(c.readLine() == "second")
+        #expect(c.readLine() == "RECORD 3 0")
+        #expect(c.readLine() == "")
+        #expect(c.readLine() == "END 4")
+        c.send("REPLAY 2 1\nSYNC\nTRUNCATE 1\nREPLAY 9\nFROB x\nREPLAY abc\nINFO\nQUIT\n")
+        #expect(c.readLine() == "RECORD 2 6")
+        #expect(c.readLine() == "second")
+        #expect(c.readLine() == "END 3")
+        #expect(c.readLine() == "SYNCED 3")
+        #expect(c.readLine() == "OK 1")
+        #expect(c.readLine()?.hasPrefix("ERR OUT_OF_RANGE ") == true)
+        #expect(c.readLine()?.hasPrefix("ERR BAD_REQUEST unknown command") == true)
+        #expect(c.readLine()?.hasPrefix("ERR BAD_REQUEST ") == true)
+        let info = try #require(c.readLine())
+        #expect(info.hasPrefix("{") && info.contains("\"last_lsn\":3"))
+        #expect(c.readLine() == "BYE")
+        #expect(c.readLine() == nil)
+    }
+
+    @Test func lineOverSixtyFourKiBIsTooLargeAndCloses() throws {
+        let wald = try WaldProcess()
+        defer { wald.cleanup() }
+        let c = try RawConnection(port: wald.port)
+        c.send("APPEND " + String(repeating: "x", count: 70 * 1024) + "\n")
+        #expect(c.readLine()?.hasPrefix("ERR TOO_LARGE") == true)
+        #expect(c.readLine() == nil)
+    }
+
+    @Test func firstByteThatIsNeitherZeroNorALetterIsRefused() throws {
+        let wald = try WaldProcess()
+        defer { wald.cleanup() }
+        let c = try RawConnection(port: wald.port)
+        c.send([0xFF, 0x13, 0x37, 10])
+        #expect(c.readLine()?.hasPrefix("ERR BAD_REQUEST") == true)
+        #expect(c.readLine() == nil)
+    }
+
+    @Test func followInTextModeStreamsNewRecords() throws {
+        let wald = try WaldProcess()
+        defer { wald.cleanup() }
+        let follower = try RawConnection(port: wald.port)
+        follower.send("REPLAY 0 FOLLOW\n")
+        let writer = try RawConnection(port: wald.port)
+        writer.send("APPEND one\nAPPEND two\n")
+        #expect(writer.readLine() == "OK 1")
+        #expect(writer.readLine() == "OK 2")
+        #expect(follower.readLine() == "RECORD 1 3")
+        #expect(follower.readLine() == "one")
+        #expect(follower.readLine() == "RECORD 2 3")
+        #expect(follower.readLine() == "two")
+    }
+}
