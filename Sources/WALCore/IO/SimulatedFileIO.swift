@@ -38,7 +38,7 @@ public final class SimulatedFileIO: FileIO {
         var failSyncAtCall: Int?
         var syncErrno: Int32 = 5  // EIO
         var capacityBytes: Int?
-        var syncDelayHook: (@Sendable () -> Void)?
+        var syncDelayHook: (@Sendable (_ path: String) -> Void)?
     }
 
     private let state = Mutex(State())
@@ -211,7 +211,7 @@ public final class SimulatedFileIO: FileIO {
 
     public func syncData(_ handle: IOHandle, path: String) throws {
         let hook = state.withLock { $0.syncDelayHook }
-        hook?()
+        hook?(path)
         try state.withLock { s in
             let info = try handleInfo(s, handle, "fdatasync")
             s.syncCalls += 1
@@ -228,7 +228,19 @@ public final class SimulatedFileIO: FileIO {
 
     /// Runs `hook` (outside the lock) at the start of every fdatasync, e.g. to stall it.
     public func setSyncHook(_ hook: (@Sendable () -> Void)?) {
+        let pathHook: (@Sendable (String) -> Void)? = if let hook { { _ in hook() } } else { nil }
+        state.withLock { $0.syncDelayHook = pathHook }
+    }
+
+    /// Like `setSyncHook`, but `hook` is told which file is being synced, so a test can stall
+    /// the group-commit sync of a segment without stalling the preparation of the next one.
+    public func setSyncPathHook(_ hook: (@Sendable (_ path: String) -> Void)?) {
         state.withLock { $0.syncDelayHook = hook }
+    }
+
+    /// Handles currently open (files and locks), for descriptor-leak checks.
+    public var openHandleCount: Int {
+        state.withLock { $0.handles.count }
     }
 
     public func size(_ handle: IOHandle, path: String) throws -> Int {

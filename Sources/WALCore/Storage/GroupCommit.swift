@@ -229,6 +229,9 @@ final class GroupCommit: Sendable {
                     closeRetired()
                     break
                 }
+                // Targets retired while this sync ran are unused now: close them before waking
+                // anyone, so a caller that saw its sync complete sees the old segment closed.
+                closeRetired()
                 let elapsed = ContinuousClock.now - started
                 let nanos = UInt64(elapsed.components.seconds) * 1_000_000_000
                     + UInt64(elapsed.components.attoseconds / 1_000_000_000)
@@ -247,8 +250,9 @@ final class GroupCommit: Sendable {
                         s.waiters.removeFirst().continuation.resume(returning: s.durable)
                     }
                 }
-                closeRetired()
             }
+            // Targets retired after the last sync returned (syncing was still true then).
+            closeRetired()
             let (stopping, target) = state.withLock { ($0.stopping, $0.target) }
             if stopping {
                 closeRetired()
@@ -265,9 +269,12 @@ final class GroupCommit: Sendable {
         }
     }
 
+    /// Closes retired targets. Only the sync thread calls this, and never while it is inside
+    /// fdatasync, so no retired handle is in use. (It used to wait for `syncing` to be false,
+    /// which it never is between syncs of a busy loop: each rotation during a sync leaked a
+    /// descriptor until close.)
     private func closeRetired() {
         let retired = state.withLock { s -> [Target] in
-            guard !s.syncing else { return [] }
             defer { s.retired.removeAll() }
             return s.retired
         }
