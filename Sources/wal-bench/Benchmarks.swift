@@ -12,6 +12,13 @@ struct BenchConfig {
     var concurrentCount: Int { quick ? 32_000 : 192_000 }
     var replayBytes: Int { quick ? 256 << 20 : 1 << 30 }
     var crcBytes = 64 << 20
+    /// Wait after opening before the durable measurement (lets the background preparation
+    /// of the next segment finish; 0 = measure at once, as a freshly started server would).
+    var settle: Duration = .zero
+    /// Run only the measurements whose letters are listed (a–e); empty = all.
+    var only: Set<Character> = []
+
+    func runs(_ letter: Character) -> Bool { only.isEmpty || only.contains(letter) }
 }
 
 func benchOptions(_ directory: String) -> WALOptions {
@@ -47,17 +54,28 @@ func bufferedAppends(_ config: BenchConfig, batch: Int) async throws -> Double {
     return Double(count) / elapsed
 }
 
-/// (b) Durable appends from one writer, one record per call: seconds for `count`.
-func durableSingleWriter(_ config: BenchConfig, count: Int) async throws -> Double {
+struct DurableResult {
+    var seconds: Double
+    /// Time the sync thread spent inside fdatasync, and how many it ran.
+    var syncSeconds: Double
+    var syncs: UInt64
+}
+
+/// (b) Durable appends from one writer, one record per call.
+func durableSingleWriter(_ config: BenchConfig, count: Int) async throws -> DurableResult {
     let dir = BenchDirectory(base: config.base, label: "durable")
     defer { dir.remove() }
     let wal = try await WAL.open(benchOptions(dir.path))
+    if config.settle > .zero { try await Task.sleep(for: config.settle) }
     let record = [UInt8](repeating: 0x42, count: 100)
+    let before = await wal.status.syncStats
     let elapsed = try await measure {
         for _ in 0..<count { try await wal.append(record) }
     }
+    let after = await wal.status.syncStats
     try await wal.close()
-    return elapsed
+    return DurableResult(seconds: elapsed, syncSeconds: Double(after.syncNanos - before.syncNanos) / 1e9,
+                         syncs: after.syncs - before.syncs)
 }
 
 /// (b) The raw loop, in its own directory on the same file system.

@@ -1,6 +1,7 @@
 // What the benchmark measures outside the engine: a temp directory, the raw pwrite+fdatasync
 // reference loop, process memory from /proc, and a monotonic clock.
 import Foundation
+import Synchronization
 
 /// Seconds elapsed while running `body`.
 func measure(_ body: () async throws -> Void) async rethrows -> Double {
@@ -91,4 +92,45 @@ func fileSystemType(of path: String) -> String {
         if covers && mountPoint.count >= best.mountPoint.count { best = (mountPoint, String(fields[2])) }
     }
     return best.type
+}
+
+/// The cross-thread handoff a lone durable append pays, with a 100 µs sleep standing in for
+/// fdatasync (so the threads go idle as they do around a real sync): the task parks on a
+/// continuation and signals a semaphore; a dedicated thread (like GroupCommit's sync thread)
+/// wakes, sleeps, and resumes the continuation; the task wakes on the cooperative pool.
+/// Returns seconds per round trip minus seconds per plain 100 µs sleep on one thread.
+func handoffCost(count: Int) async -> Double {
+    final class Handoff: Sendable {
+        let state = Mutex<(pending: CheckedContinuation<Void, Never>?, stop: Bool)>((nil, false))
+        let wakeup = DispatchSemaphore(value: 0)
+
+        func run() {
+            while true {
+                wakeup.wait()
+                usleep(100)
+                let (continuation, stop) = state.withLock { state in
+                    defer { state.pending = nil }
+                    return (state.pending, state.stop)
+                }
+                continuation?.resume()
+                if stop { return }
+            }
+        }
+    }
+    let handoff = Handoff()
+    DispatchQueue(label: "wal-bench.handoff", qos: .userInitiated).async { handoff.run() }
+    let start = ContinuousClock.now
+    for _ in 0..<count {
+        await withCheckedContinuation { continuation in
+            handoff.state.withLock { $0.pending = continuation }
+            handoff.wakeup.signal()
+        }
+    }
+    let elapsed = seconds(ContinuousClock.now - start)
+    handoff.state.withLock { $0.stop = true }
+    handoff.wakeup.signal()
+    let sleepStart = ContinuousClock.now
+    for _ in 0..<count { usleep(100) }
+    let sleeping = seconds(ContinuousClock.now - sleepStart)
+    return (elapsed - sleeping) / Double(count)
 }
