@@ -240,6 +240,38 @@ func bytes(_ count: Int, _ value: UInt8) -> [UInt8] { [UInt8](repeating: value, 
         try await wal.close()
     }
 
+    /// Without preallocation the prepared segment is empty, so writing its header at rotation
+    /// grows a file: on a full disk that is ENOSPC for the append, not a failed log.
+    @Test func fullDiskAtRotationHeaderIsNoSpaceNotFailure() async throws {
+        let io = SimulatedFileIO()
+        var options = smallOptions("/wal", io: io, segmentBytes: 2048)
+        options.preallocate = false
+        var wal = try await WAL.open(options)
+        var model = LogModel()
+        while await wal.status.bytes < 1900 {
+            let payload = bytes(100, 1)
+            model.record(first: try await wal.append(payload), [payload])
+        }
+        model.acknowledged = await wal.lastLSN
+        io.setCapacity(io.usedBytes + 10)  // not even a segment header fits
+        let error = await walError { try await wal.append(bytes(200, 2)) }
+        #expect(isNoSpace(error), "\(String(describing: error))")
+        #expect(await wal.status.failure == nil)
+        #expect(await wal.status.segments == 1)
+        io.setCapacity(nil)
+        let payload = bytes(200, 3)
+        #expect(try await wal.append(payload) == model.acknowledged + 1)
+        model.record(first: model.acknowledged + 1, [payload])
+        model.acknowledged += 1
+        #expect(await wal.status.segments == 2)
+        try await wal.close()
+        wal = try await WAL.open(options)
+        let status = await wal.status
+        #expect(model.check(try await readAll(wal), first: 1, last: status.lastLSN, firstAllowed: 1, "reopen"))
+        #expect(status.lastLSN == model.acknowledged)
+        try await wal.close()
+    }
+
     /// A failed append must not come back after a crash: whatever part of the batch reached the
     /// file before ENOSPC must not survive a power cut as valid records.
     @Test func failedBatchDoesNotReappearAfterPowerCut() async throws {

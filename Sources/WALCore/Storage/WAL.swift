@@ -264,6 +264,13 @@ public actor WAL {
         do {
             name = try Recovery.install(io: io, options: options, handle: prepared.handle, tempPath: prepared.path,
                                         logID: logID, firstLSN: nextLSN, previousFirstLSN: active.firstLSN)
+        } catch let error as IOError where error.isNoSpace && error.path == prepared.path {
+            // Still the temp file (header write or its fdatasync; nothing renamed): the log is
+            // untouched, so this is ENOSPC for the append, not a failed log. Without
+            // preallocation the header write is the first to grow a file at rotation.
+            io.close(prepared.handle)
+            try? io.remove(prepared.path)
+            throw WALError.noSpace(path: prepared.path)
         } catch {
             io.close(prepared.handle)
             enterFailedState("installing segment for LSN \(nextLSN) failed: \(error)")
