@@ -1,21 +1,31 @@
-# wald: build, test, benchmark and run. Every target installs the system packages it needs.
+# wald: build, test, benchmark, run and install. Targets install the system packages they need.
 SWIFT ?= swift
 PREFIX ?= /usr/local
+DESTDIR ?=
 DATA_DIR ?= data
-APT_PACKAGES := libsystemd-dev
+LISTEN ?= 127.0.0.1:7070
+APT_PACKAGES := libsystemd-dev systemd
+BENCH_PACKAGES := redis-server redis-tools
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build release test bench run clean deps
+.PHONY: all build release test bench bench-compare run clean deps bench-deps
 
 all: build
 
-# Installs missing Debian packages (libsystemd-dev and what tests use).
-deps:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+# Installs missing Debian packages: $(1) is the package list.
+define apt_install
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
+endef
+
+deps:
+	$(call apt_install,$(APT_PACKAGES))
+
+bench-deps: deps
+	$(call apt_install,$(BENCH_PACKAGES))
 
 build: deps
 	$(SWIFT) build
@@ -28,12 +38,57 @@ test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 
-# Benchmarks in release mode; prints a table with ratios measured in the same run.
+# Storage-engine benchmarks in release mode: one table, ratios measured in the same run.
 bench: release
 	.build/release/wal-bench
 
+# wald vs Redis (appendfsync always / everysec) and a raw fdatasync loop, same machine and disk.
+bench-compare: release bench-deps
+	.build/release/wal-bench-compare
+
+# Builds and starts wald on $(LISTEN) with data in $(DATA_DIR) (Ctrl-C stops it cleanly).
 run: build
-	.build/debug/wal-example-basic $(DATA_DIR)
+	.build/debug/wald --listen $(LISTEN) --data-dir $(DATA_DIR)
 
 clean:
 	rm -rf .build .build-* data
+
+# --- install / uninstall -----------------------------------------------------------------------------------
+# Binaries, units and docs go under $(PREFIX); the config always goes to $(SYSCONFDIR)/wald (default /etc/wald,
+# whatever PREFIX is: host configuration belongs in /etc). systemd/*.{service,socket} are written for
+# PREFIX=/usr/local and SYSCONFDIR=/etc; install rewrites those paths with sed. An existing wald.yaml is never
+# overwritten: the new sample is installed next to it as wald.yaml.new. BINDIR_SRC names prebuilt binaries;
+# only when it is left at .build/release does install build them first.
+SYSCONFDIR ?= /etc
+BINDIR_SRC ?= .build/release
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+DOCDIR ?= $(PREFIX)/share/doc/wald
+INSTALL ?= install
+UNITS := wald.service wald.socket
+# docs/systemd-readme-section.md is a draft for README.md, not a document of its own.
+DOCS = $(filter-out docs/systemd-readme-section.md,$(wildcard README.md docs/*.md))
+
+.PHONY: install uninstall
+
+install: $(if $(filter .build/release,$(BINDIR_SRC)),release)
+	$(INSTALL) -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/wald
+	$(INSTALL) -m 755 $(BINDIR_SRC)/wald $(BINDIR_SRC)/walctl $(DESTDIR)$(PREFIX)/bin/
+	for u in $(UNITS); do \
+		sed -e 's|/usr/local/|$(PREFIX)/|g' -e 's|/etc/wald/|$(SYSCONFDIR)/wald/|g' systemd/$$u \
+			> $(DESTDIR)$(UNITDIR)/$$u.tmp && \
+		chmod 644 $(DESTDIR)$(UNITDIR)/$$u.tmp && mv $(DESTDIR)$(UNITDIR)/$$u.tmp $(DESTDIR)$(UNITDIR)/$$u || exit 1; \
+	done
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/wald/wald.yaml ]; then \
+		echo "keeping $(DESTDIR)$(SYSCONFDIR)/wald/wald.yaml; new sample: $(DESTDIR)$(SYSCONFDIR)/wald/wald.yaml.new"; \
+		$(INSTALL) -m 644 config/wald.yaml $(DESTDIR)$(SYSCONFDIR)/wald/wald.yaml.new; \
+	else \
+		$(INSTALL) -m 644 config/wald.yaml $(DESTDIR)$(SYSCONFDIR)/wald/wald.yaml; \
+	fi
+	$(INSTALL) -m 644 $(DOCS) $(DESTDIR)$(DOCDIR)/
+
+# Removes what install put under $(PREFIX); keeps $(SYSCONFDIR)/wald and the data in /var/lib/wald.
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/wald $(DESTDIR)$(PREFIX)/bin/walctl
+	rm -f $(addprefix $(DESTDIR)$(UNITDIR)/,$(UNITS))
+	rm -f $(addprefix $(DESTDIR)$(DOCDIR)/,$(notdir $(DOCS)))
+	rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null || true

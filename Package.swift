@@ -15,6 +15,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0", traits: [.defaults, "YAML"]),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
@@ -26,6 +28,7 @@ let package = Package(
             dependencies: [
                 "CCRC32C",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "DequeModule", package: "swift-collections"),
             ]
         ),
@@ -37,17 +40,22 @@ let package = Package(
             dependencies: [
                 "WALCore", "WALProtocol",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "DequeModule", package: "swift-collections"),
             ]
         ),
         // Async Swift client for the binary protocol (walctl and the end-to-end tests use it).
         .target(name: "WALClient", dependencies: ["WALProtocol"]),
+        // libsystemd (notify, watchdog, socket activation), from Debian's libsystemd-dev.
+        .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
         // The daemon.
         .executableTarget(
             name: "wald",
             dependencies: [
-                "WALCore", "WALServer", "WALDaemon",
+                "WALCore", "WALServer", "WALDaemon", "CSystemd",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -62,6 +70,8 @@ let package = Package(
         .executableTarget(name: "wal-example-basic", dependencies: ["WALCore"]),
         .executableTarget(name: "wal-example-kvstore", dependencies: ["WALCore"]),
         .executableTarget(name: "wal-bench", dependencies: ["WALCore"]),
+        // `make bench-compare`: wald vs Redis AOF and a raw fdatasync loop, side by side.
+        .executableTarget(name: "wal-bench-compare"),
         // Test helper: appends durable records and prints each acknowledged LSN (crash tests SIGKILL it).
         .executableTarget(name: "wal-stress", dependencies: ["WALCore"]),
         .testTarget(name: "WALCoreTests", dependencies: ["WALCore"]),

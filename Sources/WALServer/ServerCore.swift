@@ -51,6 +51,7 @@ final class ServerCore: @unchecked Sendable {
             let connection = Connection(id: m.nextID, fd: fd, peer: peer, server: self)
             m.nextID += 1
             m.connections[connection.id] = connection
+            metrics.connectionCount(m.connections.count)
             return connection
         }
     }
@@ -59,8 +60,8 @@ final class ServerCore: @unchecked Sendable {
         mutable.withLock { m in
             m.connections[connection.id] = nil
             m.followers[connection.id] = nil
+            metrics.connectionCount(m.connections.count)
         }
-        metrics.connectionClosed()
     }
 
     var allConnections: [Connection] { mutable.withLock { Array($0.connections.values) } }
@@ -113,8 +114,9 @@ final class ServerCore: @unchecked Sendable {
         return "{" + fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}"
     }
 
-    func metricsText() async -> String {
-        await metrics.prometheusText(status: wal.status, connections: connectionCount)
+    /// Prometheus text from the daemon's registry, or a note when metrics are off.
+    func metricsText() -> String {
+        options.metricsText?() ?? "# metrics are not enabled in this process\n"
     }
 }
 

@@ -22,6 +22,8 @@ public struct ServerOptions: Sendable {
     /// "primary" or "follower", reported by INFO.
     public var role: String = "primary"
     public var logger: Logger = Logger(label: "wald.server")
+    /// Produces the METRICS text (Prometheus exposition format). Default none.
+    public var metricsText: (@Sendable () -> String)?
 
     public init() {}
 }

@@ -68,7 +68,6 @@ public final class WALServer: Sendable {
                 core.logger.warning("connection refused: too many connections", metadata: ["peer": "\(peer)"])
                 continue
             }
-            core.metrics.connectionAccepted()
             connection.start()
         }
     }

@@ -1,11 +1,7 @@
-// The wald daemon: resolve the configuration, open the WAL (recovery), serve it, and stop
-// gracefully on SIGTERM/SIGINT (answer in-flight requests, final fsync, exit 0).
+// The wald daemon's command line: resolve the configuration, then hand over to Daemon.
 import ArgumentParser
 import Foundation
-import Logging
-import WALCore
 import WALDaemon
-import WALServer
 
 @main
 struct Wald: AsyncParsableCommand {
@@ -15,7 +11,8 @@ struct Wald: AsyncParsableCommand {
         discussion: """
             Options come from flags, then WALD_* environment variables, then the YAML file given \
             with --config, then defaults. See README.md for the table. Once every listener is \
-            bound, wald prints one line "ready <address> ..." on standard output.
+            bound, wald prints one line "ready <address> ..." on standard output. SIGHUP reloads \
+            the config file; SIGTERM/SIGINT stop gracefully.
             """)
 
     @OptionGroup var flags: WaldFlags
@@ -26,9 +23,10 @@ struct Wald: AsyncParsableCommand {
             config = try await WaldConfig.load(flags: flags, environment: ProcessInfo.processInfo.environment)
         } catch {
             FileHandle.standardError.write(Data("wald: \(error)\n".utf8))
+            Systemd.notify("STATUS=invalid configuration: \(error)")
             throw ExitCode(2)
         }
-        let code = await Daemon(config: config).run()
+        let code = await Daemon(config: config, flags: flags).run()
         throw ExitCode(code)
     }
 }

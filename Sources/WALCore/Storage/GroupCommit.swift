@@ -3,6 +3,7 @@
 // sync finishes, every waiter it covers is resumed directly from the sync thread, and the
 // next sync starts at once if anyone is still waiting. One client therefore pays one
 // fdatasync per append with no added delay, and many clients share one.
+import CoreMetrics
 import Dispatch
 import DequeModule
 import Logging
@@ -42,6 +43,7 @@ final class GroupCommit: Sendable {
         var cancelledWatchers: Set<Int> = []
         var stopping = false
         var stats = GroupCommitStats()
+        var slowSyncNanos: UInt64
     }
 
     private let state: Mutex<State>
@@ -49,18 +51,24 @@ final class GroupCommit: Sendable {
     private let finished = DispatchSemaphore(value: 0)
     private let io: any FileIO
     private let logger: Logger
-    private let slowSyncNanos: UInt64
+    private let syncTimer = CoreMetrics.Timer(label: "wald_fsync_duration_seconds")
+    private let recordsPerSync = Recorder(label: "wald_records_per_fsync")
+    private let failedGauge = Gauge(label: "wald_failed")
 
     init(io: any FileIO, target: Target, durable: LSN, logger: Logger, slowSyncThreshold: Duration) {
         self.io = io
         self.logger = logger
-        let (seconds, attoseconds) = slowSyncThreshold.components
-        slowSyncNanos = UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
-        state = Mutex(State(target: target, written: durable, durable: durable, requested: durable))
+        state = Mutex(State(target: target, written: durable, durable: durable, requested: durable,
+                            slowSyncNanos: nanoseconds(slowSyncThreshold)))
         DispatchQueue(label: "wald.wal.sync", qos: .userInitiated).async { [self] in run() }
     }
 
     var durableLSN: LSN { state.withLock { $0.durable } }
+
+    /// An fdatasync slower than this is logged at warning.
+    func setSlowSyncThreshold(_ threshold: Duration) {
+        state.withLock { $0.slowSyncNanos = nanoseconds(threshold) }
+    }
     var failure: WALError? { state.withLock { $0.failure } }
     var stats: GroupCommitStats { state.withLock { $0.stats } }
 
@@ -174,6 +182,7 @@ final class GroupCommit: Sendable {
             guard s.failure == nil else { return }
             let error = WALError.failed(reason: reason)
             s.failure = error
+            failedGauge.record(1)
             while let waiter = s.waiters.popFirst() { waiter.continuation.resume(throwing: error) }
             for watcher in s.watchers { watcher.continuation.resume(throwing: error) }
             s.watchers.removeAll()
@@ -232,10 +241,9 @@ final class GroupCommit: Sendable {
                 // Targets retired while this sync ran are unused now: close them before waking
                 // anyone, so a caller that saw its sync complete sees the old segment closed.
                 closeRetired()
-                let elapsed = ContinuousClock.now - started
-                let nanos = UInt64(elapsed.components.seconds) * 1_000_000_000
-                    + UInt64(elapsed.components.attoseconds / 1_000_000_000)
-                if nanos >= slowSyncNanos {
+                let nanos = nanoseconds(ContinuousClock.now - started)
+                syncTimer.recordNanoseconds(Int64(nanos))
+                if nanos >= state.withLock({ $0.slowSyncNanos }) {
                     logger.warning("slow fdatasync", metadata: [
                         "duration_ms": "\(nanos / 1_000_000)", "segment": "\(target.path)",
                     ])
@@ -244,6 +252,7 @@ final class GroupCommit: Sendable {
                     s.stats.syncs += 1
                     s.stats.syncNanos += nanos
                     s.stats.maxSyncNanos = max(s.stats.maxSyncNanos, nanos)
+                    recordsPerSync.record(upTo > s.durable ? upTo - s.durable : 0)
                     markDurable(&s, upTo)
                     // Forced probes wait at an LSN that was already durable.
                     while let first = s.waiters.first, first.lsn <= s.durable {
@@ -291,4 +300,9 @@ public struct GroupCommitStats: Sendable, Equatable {
     /// Total and maximum time spent in fdatasync.
     public var syncNanos: UInt64 = 0
     public var maxSyncNanos: UInt64 = 0
+}
+
+func nanoseconds(_ duration: Duration) -> UInt64 {
+    let (seconds, attoseconds) = duration.components
+    return UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
 }

@@ -1,6 +1,7 @@
 // The writer: a single actor owns the active segment, the append buffer and every file
 // mutation (rotation, retention, truncation). fdatasync runs on GroupCommit's thread, so
 // appends keep being encoded and written while a sync is in flight.
+import CoreMetrics
 import Logging
 
 /// A segmented, checksummed write-ahead log in one directory.
@@ -36,6 +37,10 @@ public actor WAL {
     private var closedSegmentBytes: [LSN: Int] = [:]
     private var flushTask: Task<Void, Never>?
     private var isClosed = false
+    private let appendedRecords = Counter(label: "wald_appended_records_total")
+    private let appendedBytes = Counter(label: "wald_appended_bytes_total")
+    private let segmentGauge = Gauge(label: "wald_segments")
+    private let diskBytesGauge = Gauge(label: "wald_disk_bytes")
 
     // MARK: Opening and closing
 
@@ -59,6 +64,7 @@ public actor WAL {
             let recovered = try wrapIO { try Recovery.recover(options, logger: options.logger) }
             let wal = try WAL(options: options, recovered: recovered, lock: lock)
             await wal.startFlushTimer()
+            await wal.reportSize()
             return wal
         } catch {
             io.close(lock)
@@ -153,6 +159,8 @@ public actor WAL {
                 throw error
             }
         }
+        appendedRecords.increment(by: records.count)
+        appendedBytes.increment(by: batchBytes - records.count * RecordFrame.headerSize)
         if durability == .durable {
             _ = try await commit.waitDurable(last)
         }
@@ -286,6 +294,13 @@ public actor WAL {
         logger.debug("rotated segment", metadata: ["segment": "\(name)"])
         preparer.start()
         applyRetention(truncateBefore: nil)
+        reportSize()
+    }
+
+    /// Updates the segment-count and bytes-on-disk gauges.
+    private func reportSize() {
+        segmentGauge.record(catalog.segments.count)
+        diskBytesGauge.record(closedSegmentBytes.values.reduce(0, +) + writeOffset)
     }
 
     /// Deletes old segments per maxSegments, retentionBytes and an explicit truncation point,
@@ -314,6 +329,7 @@ public actor WAL {
             logger.error("directory fsync after retention failed", metadata: ["error": "\(error)"])
         }
         logger.info("deleted old segments", metadata: ["count": "\(deleted)", "first_lsn": "\(catalog.firstLSN)"])
+        reportSize()
         return deleted
     }
 
@@ -359,8 +375,9 @@ public actor WAL {
 
     // MARK: Runtime changes
 
-    /// Changes the options that can change while open: retention, flush interval, buffer
-    /// size, record limit and slow-sync logging threshold are taken from `newOptions`.
+    /// Changes the options that can change while open: retention (maxSegments, retentionBytes),
+    /// flushInterval, maxBufferBytes, maxRecordBytes and slowSyncThreshold are taken from
+    /// `newOptions`; the rest of it is ignored.
     public func update(_ newOptions: WALOptions) throws {
         try newOptions.validate()
         options.maxSegments = newOptions.maxSegments
@@ -369,6 +386,8 @@ public actor WAL {
         options.maxBufferBytes = newOptions.maxBufferBytes
         let intervalChanged = options.flushInterval != newOptions.flushInterval
         options.flushInterval = newOptions.flushInterval
+        options.slowSyncThreshold = newOptions.slowSyncThreshold
+        commit.setSlowSyncThreshold(newOptions.slowSyncThreshold)
         if intervalChanged { startFlushTimer() }
         applyRetention(truncateBefore: nil)
     }

@@ -65,7 +65,6 @@ extension Connection {
                         replies.append(.durableAppend(first: first, count: count))
                         waitFor = first + UInt64(count) - 1
                     }
-                    server.metrics.appended(records: records.count, bytes: records.reduce(0) { $0 + $1.count })
                 } catch {
                     replies.append(.ready(errorResponse(error)))
                 }
@@ -105,7 +104,7 @@ extension Connection {
                 closeGracefully()
                 return
             case .metrics:
-                replies.append(.ready(.metrics(await server.metricsText())))
+                replies.append(.ready(.metrics(server.metricsText())))
             case .replay(let from, let maxCount, let follow):
                 await flush(&replies, &waitFor, mode: mode)
                 let reader: LogReader

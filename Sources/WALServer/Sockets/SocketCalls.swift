@@ -128,6 +128,12 @@ enum SocketCalls {
         if flags >= 0 { _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK) }
     }
 
+    /// Makes a socket blocking again (for a short, final reply).
+    static func setBlocking(_ fd: Int32) {
+        let flags = fcntl(fd, F_GETFL)
+        if flags >= 0 { _ = fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) }
+    }
+
     /// Accepts one connection, non-blocking and CLOEXEC; nil when none is pending.
     static func accept(_ listener: Int32) -> (fd: Int32, peer: String)? {
         var storage = sockaddr_storage()

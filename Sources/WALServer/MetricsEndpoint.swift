@@ -1,0 +1,89 @@
+// `--metrics-listen HOST:PORT`: a minimal HTTP/1.1 endpoint answering `GET /metrics` with
+// the Prometheus text, one request per connection, on the server's I/O queue.
+import Dispatch
+import Synchronization
+
+public final class MetricsEndpoint: Sendable {
+    private let queue = DispatchQueue(label: "wald.metrics")
+    private let text: @Sendable () -> String
+    private let state = Mutex<[Source]>([])
+
+    private struct Source: @unchecked Sendable {
+        // @unchecked: DispatchSource is thread-safe but not annotated; stored under `state`.
+        let source: any DispatchSourceRead
+    }
+
+    public init(text: @escaping @Sendable () -> String) {
+        self.text = text
+    }
+
+    /// Listens on `address`, or on `inherited` (a socket-activated fd). Returns the bound address.
+    @discardableResult
+    public func start(address: SocketAddress?, inherited: Int32? = nil) throws -> String {
+        let fd: Int32
+        if let inherited {
+            SocketCalls.setNonBlocking(inherited)
+            fd = inherited
+        } else if let address {
+            fd = try SocketCalls.listenTCP(address)
+        } else {
+            return ""
+        }
+        let listener = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
+        listener.setEventHandler { [self] in
+            while let (client, _) = SocketCalls.accept(fd) { serve(client) }
+        }
+        listener.setCancelHandler { SocketCalls.close(fd) }
+        state.withLock { $0.append(Source(source: listener)) }
+        listener.resume()
+        return SocketCalls.localAddress(fd)
+    }
+
+    public func stop() {
+        for entry in state.withLock({ list -> [Source] in defer { list.removeAll() }; return list }) {
+            entry.source.cancel()
+        }
+    }
+
+    /// Reads one request (up to 8 KiB, 5 s) and answers it, then closes.
+    private func serve(_ fd: Int32) {
+        let box = Source(source: DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue))
+        let reader = box.source
+        let request = Mutex<[UInt8]>([])
+        let done = Mutex(false)
+        let finish: @Sendable (String, String) -> Void = { status, body in
+            guard done.withLock({ d in defer { d = true }; return !d }) else { return }
+            let head = "HTTP/1.1 \(status)\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n"
+            let bytes = Array((head + body).utf8)
+            SocketCalls.setBlocking(fd)
+            _ = bytes.withUnsafeBytes { SocketCalls.write(fd, $0) }
+            box.source.cancel()
+        }
+        reader.setEventHandler { [self, box] in
+            var chunk = [UInt8](repeating: 0, count: 4096)
+            let outcome = chunk.withUnsafeMutableBytes { SocketCalls.read(fd, into: $0) }
+            switch outcome {
+            case .bytes(let n):
+                let complete = request.withLock { r -> [UInt8]? in
+                    r.append(contentsOf: chunk[0..<n])
+                    return r.count > 8192 || r.firstRange(of: [13, 10, 13, 10]) != nil ? r : nil
+                }
+                guard let complete else { return }
+                let line = String(decoding: complete.prefix { $0 != 13 }, as: UTF8.self)
+                if line.hasPrefix("GET /metrics ") || line == "GET /metrics" {
+                    finish("200 OK", text())
+                } else {
+                    finish("404 Not Found", "only GET /metrics is served here\n")
+                }
+            case .wouldBlock:
+                return
+            case .endOfFile, .failed:
+                done.withLock { $0 = true }
+                box.source.cancel()
+            }
+        }
+        reader.setCancelHandler { SocketCalls.close(fd) }
+        reader.resume()
+        queue.asyncAfter(deadline: .now() + 5) { finish("408 Request Timeout", "") }
+    }
+}

@@ -1,0 +1,213 @@
+// `make bench-compare`: wald against Redis's append-only file on the same machine, disk and
+// load generator shape, plus a raw fdatasync-per-write loop as the physical reference.
+// Prints one table per pass; every ratio comes from runs made side by side in this process.
+@preconcurrency import Foundation
+
+@main
+struct BenchCompare {
+    static func main() async throws {
+        let arguments = CommandLine.arguments.dropFirst()
+        let quick = arguments.contains("--quick")
+        let binaries = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent("wald-bench-compare-\(getpid())")
+        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: work) }
+
+        let raw = RawSyncLoop.run(directory: work.path, iterations: quick ? 1000 : 4000)
+        print(String(format: "raw pwrite(100 B)+fdatasync loop on a zero-filled file: %.0f writes/s (p50 %.0f µs)\n",
+                     raw.perSecond, raw.p50Micros))
+
+        let clients = quick ? [1, 16] : [1, 16, 64]
+        let pipelines = [1, 16]
+        let sizes = quick ? [100] : [100, 4096]
+        for pass in [Pass.durable, .buffered] {
+            let redis = try Server.redis(directory: work.appendingPathComponent("redis-\(pass)").path, fsync: pass.redisFsync)
+            let wald = try Server.wald(binaries: binaries, directory: work.appendingPathComponent("wald-\(pass)").path)
+            defer { redis.stop(); wald.stop() }
+            print("## \(pass.title)\n")
+            print("| clients | pipeline | size | Redis req/s | Redis p99 ms | wald req/s | wald p99 ms | wald/Redis | p99 no worse |")
+            print("|---:|---:|---:|---:|---:|---:|---:|---:|:---:|")
+            for size in sizes {
+                for c in clients {
+                    for p in pipelines {
+                        let requests = max(pass == .buffered ? 50_000 : 10_000, min(2_000_000, 5_000 * c * p)) / (quick ? 4 : 1)
+                        let r = try Runner.redisBenchmark(port: redis.port, clients: c, pipeline: p, size: size, requests: requests)
+                        let w = try Runner.waldBench(binaries: binaries, port: wald.port, clients: c, pipeline: p, size: size,
+                                                     requests: requests, buffered: pass == .buffered)
+                        let ratio = w.perSecond / max(r.perSecond, 1)
+                        print(String(format: "| %d | %d | %d | %.0f | %.2f | %.0f | %.2f | %.2f× | %@ |",
+                                     c, p, size, r.perSecond, r.p99Millis, w.perSecond, w.p99Millis, ratio,
+                                     w.p99Millis <= r.p99Millis ? "yes" : "no"))
+                        if c == 1 && p == 1 && pass == .durable {
+                            print(String(format: "|  |  |  | raw fdatasync %.0f/s |  | wald = %.0f%% of raw |  |  |  |",
+                                         raw.perSecond, 100 * w.perSecond / raw.perSecond))
+                        }
+                        fflush(stdout)
+                    }
+                }
+            }
+            print("")
+        }
+    }
+}
+
+enum Pass: CustomStringConvertible {
+    case durable, buffered
+    var redisFsync: String { self == .durable ? "always" : "everysec" }
+    var title: String {
+        self == .durable ? "Durable: wald durable appends vs Redis appendfsync always"
+            : "Buffered: wald --buffered (10 ms flush) vs Redis appendfsync everysec"
+    }
+    var description: String { self == .durable ? "durable" : "buffered" }
+}
+
+struct Measurement {
+    var perSecond: Double
+    var p99Millis: Double
+}
+
+final class Server {
+    let process: Process
+    let port: UInt16
+
+    private init(process: Process, port: UInt16) {
+        self.process = process
+        self.port = port
+    }
+
+    static func redis(directory: String, fsync: String) throws -> Server {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let port = try freePort()
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
+        process.arguments = ["--port", "\(port)", "--bind", "127.0.0.1", "--appendonly", "yes", "--appendfsync", fsync,
+                             "--save", "", "--dir", directory, "--daemonize", "no", "--loglevel", "warning"]
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        try waitForPort(port)
+        return Server(process: process, port: port)
+    }
+
+    static func wald(binaries: URL, directory: String) throws -> Server {
+        let process = Process()
+        process.executableURL = binaries.appendingPathComponent("wald")
+        process.arguments = ["--data-dir", directory, "--listen", "127.0.0.1:0", "--log-level", "warning"]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try process.run()
+        var text = ""
+        while !text.contains("\n") {
+            let chunk = pipe.fileHandleForReading.availableData
+            if chunk.isEmpty { throw BenchError.failed("wald exited before it was ready") }
+            text += String(decoding: chunk, as: UTF8.self)
+        }
+        guard text.hasPrefix("ready "), let port = text.split(separator: "\n")[0].split(separator: ":").last.flatMap({ UInt16($0) }) else {
+            throw BenchError.failed("unexpected wald output: \(text)")
+        }
+        return Server(process: process, port: port)
+    }
+
+    func stop() {
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+    }
+
+    private static func freePort() throws -> UInt16 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length); return getsockname(fd, $0, &length) }
+        }
+        return UInt16(bigEndian: address.sin_port)
+    }
+
+    private static func waitForPort(_ port: UInt16) throws {
+        for _ in 0..<200 {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = port.bigEndian
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            let ok = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            } == 0
+            close(fd)
+            if ok { return }
+            usleep(25_000)
+        }
+        throw BenchError.failed("server on port \(port) did not start")
+    }
+}
+
+enum Runner {
+    static func redisBenchmark(port: UInt16, clients: Int, pipeline: Int, size: Int, requests: Int) throws -> Measurement {
+        let output = try run("/usr/bin/redis-benchmark", ["-p", "\(port)", "-t", "rpush", "-c", "\(clients)", "-P", "\(pipeline)",
+                                                          "-n", "\(requests)", "-d", "\(size)", "--csv"])
+        // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+        guard let line = output.split(separator: "\n").first(where: { $0.hasPrefix("\"RPUSH") }) else {
+            throw BenchError.failed("redis-benchmark printed: \(output)")
+        }
+        let fields = line.split(separator: ",").map { Double($0.replacingOccurrences(of: "\"", with: "")) ?? 0 }
+        return Measurement(perSecond: fields[1], p99Millis: fields[6])
+    }
+
+    static func waldBench(binaries: URL, port: UInt16, clients: Int, pipeline: Int, size: Int, requests: Int, buffered: Bool) throws -> Measurement {
+        var arguments = ["bench", "--server", "127.0.0.1:\(port)", "--clients", "\(clients)", "--pipeline", "\(pipeline)",
+                         "--size", "\(size)", "--count", "\(requests)", "--json"]
+        if buffered { arguments.append("--buffered") }
+        let output = try run(binaries.appendingPathComponent("walctl").path, arguments)
+        guard let data = output.split(separator: "\n").last.map({ Data($0.utf8) }),
+              let object = try JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let rate = object["ops_per_sec"] as? Double, let p99 = object["p99_us"] as? Double else {
+            throw BenchError.failed("walctl bench printed: \(output)")
+        }
+        return Measurement(perSecond: rate, p99Millis: p99 / 1000)
+    }
+
+    private static func run(_ path: String, _ arguments: [String]) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return String(decoding: data, as: UTF8.self)
+    }
+}
+
+/// pwrite 100 bytes + fdatasync, in a loop, on a zero-filled file: the disk's floor.
+enum RawSyncLoop {
+    static func run(directory: String, iterations: Int) -> (perSecond: Double, p50Micros: Double) {
+        let path = directory + "/raw-fdatasync.dat"
+        let fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0o644)
+        defer { close(fd); unlink(path) }
+        let size = iterations * 100 + 4096
+        let zeros = [UInt8](repeating: 0, count: size)
+        _ = zeros.withUnsafeBytes { pwrite(fd, $0.baseAddress, size, 0) }
+        fsync(fd)
+        let record = [UInt8](repeating: 42, count: 100)
+        var samples: [Double] = []
+        samples.reserveCapacity(iterations)
+        let start = DispatchTime.now().uptimeNanoseconds
+        for i in 0..<iterations {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            _ = record.withUnsafeBytes { pwrite(fd, $0.baseAddress, 100, off_t(i * 100)) }
+            fdatasync(fd)
+            samples.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1000)
+        }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        samples.sort()
+        return (Double(iterations) / seconds, samples[samples.count / 2])
+    }
+}
+
+enum BenchError: Error { case failed(String) }
