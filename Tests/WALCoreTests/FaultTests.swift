@@ -240,6 +240,23 @@ func bytes(_ count: Int, _ value: UInt8) -> [UInt8] { [UInt8](repeating: value, 
         try await wal.close()
     }
 
+    /// The next segment is prepared in the background; if that attempt met a full disk and
+    /// space was freed since, the rotation must not fail with the old error.
+    @Test func staleBackgroundPreparationFailureDoesNotFailRotation() async throws {
+        let io = SimulatedFileIO()
+        var options = smallOptions("/wal", io: io, segmentBytes: 2048)
+        options.preallocate = true
+        io.setCapacity(2048 + 10)  // the first segment fits, the prepared next one does not
+        let wal = try await WAL.open(options)
+        while io.noSpaceFailures == 0 { await Task.yield() }  // the background preparation has failed
+        io.setCapacity(nil)
+        for lsn in LSN(1)...30 {
+            #expect(try await wal.append(bytes(100, 1)) == lsn)
+        }
+        #expect(await wal.status.segments == 2)
+        try await wal.close()
+    }
+
     /// Without preallocation the prepared segment is empty, so writing its header at rotation
     /// grows a file: on a full disk that is ENOSPC for the append, not a failed log.
     @Test func fullDiskAtRotationHeaderIsNoSpaceNotFailure() async throws {

@@ -86,9 +86,33 @@ func simulatedOptions<G: RandomNumberGenerator>(_ io: SimulatedFileIO, _ rng: in
         var model = LogModel()
         var wal = try await WAL.open(options)
         let operations = Int.random(in: 15...45, using: &rng)
-        for _ in 0..<operations {
+        operations: for _ in 0..<operations {
             switch Int.random(in: 0..<100, using: &rng) {
-            case 0..<50:
+            case 0..<4:
+                // A full disk for one append: ENOSPC means nothing of the batch is in the log.
+                io.setCapacity(io.usedBytes + Int.random(in: 0...600, using: &rng))
+                let batch = randomBatch(&rng)
+                let durability: Durability = Bool.random(using: &rng) ? .durable : .buffered
+                do {
+                    let first = try await wal.append(contentsOf: batch, durability: durability)
+                    model.record(first: first, batch)
+                    if durability == .durable { model.acknowledged = first + LSN(batch.count) - 1 }
+                } catch WALError.noSpace {
+                    #expect(await wal.lastLSN == (model.appended.keys.max() ?? 0), comment)
+                }
+                io.setCapacity(nil)
+            case 4..<6:
+                // fdatasync fails: the log is failed from here on; the cut decides what survived.
+                io.failSync()
+                let batch = randomBatch(&rng)
+                do {
+                    let first = try await wal.append(contentsOf: batch)
+                    Issue.record("durable append after a failed fsync succeeded at \(first). \(comment)")
+                } catch WALError.failed {
+                    model.record(first: (model.appended.keys.max() ?? 0) + 1, batch)  // may or may not survive
+                }
+                break operations
+            case 6..<50:
                 let batch = randomBatch(&rng)
                 let first = try await wal.append(contentsOf: batch)
                 model.record(first: first, batch)

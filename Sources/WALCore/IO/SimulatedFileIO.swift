@@ -38,6 +38,7 @@ public final class SimulatedFileIO: FileIO {
         var failSyncAtCall: Int?
         var syncErrno: Int32 = 5  // EIO
         var capacityBytes: Int?
+        var noSpaceFailures = 0
         var syncDelayHook: (@Sendable (_ path: String) -> Void)?
     }
 
@@ -58,6 +59,11 @@ public final class SimulatedFileIO: FileIO {
     /// Limits the total size of all files; writes past it fail with ENOSPC after a partial write.
     public func setCapacity(_ bytes: Int?) {
         state.withLock { $0.capacityBytes = bytes }
+    }
+
+    /// Writes that have failed with ENOSPC so far (lets a test wait for background work to hit a full disk).
+    public var noSpaceFailures: Int {
+        state.withLock { $0.noSpaceFailures }
     }
 
     /// Total bytes of all files currently reachable by name.
@@ -187,6 +193,7 @@ public final class SimulatedFileIO: FileIO {
                     let fits = max(0, data.count - (growth - max(0, room)))
                     data = Array(data.prefix(fits))
                     failure = IOError("pwrite", path: path, errno: ENOSPCValue)
+                    s.noSpaceFailures += 1
                 }
             }
             if !data.isEmpty {

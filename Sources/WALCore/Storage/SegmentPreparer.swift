@@ -43,13 +43,22 @@ final class SegmentPreparer: Sendable {
     /// Waits for the prepared file (starting the work if needed). After a failure the temp
     /// file is removed and the next call tries again.
     func take() throws(IOError) -> Prepared {
+        var result = waitForResult()
+        if case .failure = result {
+            // The failure may be stale: a background attempt that met a full disk long ago
+            // would otherwise fail the first rotation after space was freed. Try once more now.
+            result = waitForResult()
+        }
+        return try result.get()
+    }
+
+    private func waitForResult() -> Result<Prepared, IOError> {
         start()
         ready.wait()
-        let result = pending.withLock { state -> Result<Prepared, IOError> in
+        return pending.withLock { state -> Result<Prepared, IOError> in
             defer { state = (nil, false) }
             return state.0!
         }
-        return try result.get()
     }
 
     /// Closes and removes a prepared file nobody took (on close).
