@@ -225,6 +225,18 @@ func reason(_ error: WALError?) -> String {
         #expect(FileManager.default.fileExists(atPath: path + ".broken.1"))
     }
 
+    @Test func repairOfAHealthyLogChangesNothing() async throws {
+        let log = FixedLog()
+        defer { log.dir.cleanup() }
+        try await log.write(150)
+        let before = log.segments.map { log.read(log.path($0)) }
+        let status = try await WAL.repair(log.options)
+        #expect(status.firstLSN == 1 && status.lastLSN == 150)
+        #expect(log.segments.map { log.read(log.path($0)) } == before)
+        let names = try FileManager.default.contentsOfDirectory(atPath: log.dir.path)
+        #expect(!names.contains { $0.contains(".broken") })
+    }
+
     @Test func missingMiddleSegmentIsCorruptionNamingIt() async throws {
         let log = FixedLog()
         defer { log.dir.cleanup() }

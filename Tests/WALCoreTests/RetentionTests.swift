@@ -151,6 +151,24 @@ func segmentFiles(_ io: SimulatedFileIO) throws -> [String] {
         try await wal.close()
     }
 
+    @Test func slowReaderKeepsSegmentsFromMaxSegmentsRetention() async throws {
+        let (wal, io) = try await filledLog(1) { $0.maxSegments = 2 }
+        let reader = try await wal.reader(from: 1)
+        #expect(try reader.next()?.lsn == 1)
+        for lsn in LSN(2)...LSN(300) { try await wal.append(payload(lsn, size: 100)) }
+        #expect(await wal.status.firstLSN == 1)  // the reader is still in the first segment
+        var lsns: [LSN] = [1]
+        while let record = try reader.next() {
+            #expect(record.payload == payload(record.lsn, size: 100))
+            lsns.append(record.lsn)
+        }
+        #expect(lsns == Array(1...300))
+        // Caught up, the reader holds only the active segment: the next rotation trims to 2.
+        while try segmentFiles(io).count > 2 { try await wal.append(payload(0, size: 100)) }
+        #expect(await wal.status.segments == 2)
+        try await wal.close()
+    }
+
     @Test func readingATruncatedAwayLSNIsOutOfRangeNamingTheFirst() async throws {
         let (wal, _) = try await filledLog(200)
         let first = try await wal.truncate(before: 150)
