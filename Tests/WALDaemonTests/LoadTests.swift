@@ -44,6 +44,9 @@ func loadError(
         #expect(defaults.maxFrameBytes == 16_777_215)
         #expect(defaults.flushInterval == .milliseconds(10))
         #expect(defaults.logLevel == .info)
+        #expect(defaults.minSyncReplicas == 0)
+        #expect(defaults.syncReplicaTimeout == .seconds(5))
+        #expect(defaults.maxFollowerHoldBytes == 1 << 30)
     }
 
     @Test func flagBeatsEnvironmentBeatsFileBeatsDefault() async throws {
@@ -100,7 +103,8 @@ func loadError(
             "--max-segment-bytes", "128", "--max-segments", "3", "--retention-bytes", "1G", "--max-record-bytes", "4K",
             "--flush-interval", "0", "--max-buffer-bytes", "2M", "--max-connections", "1", "--max-frame-bytes", "8KiB",
             "--auth-token", "s3cret", "--log-level", "TRACE", "--slow-sync-threshold", "500us",
-            "--metrics-listen", "[::1]:9090", "--follow", "primary:7070",
+            "--metrics-listen", "[::1]:9090", "--follow", "primary:7070", "--min-sync-replicas", "2",
+            "--sync-replica-timeout", "250ms", "--max-follower-hold-bytes", "0",
         ])
         var expected = WaldConfig()
         expected.listen = [ListenAddress(host: "0.0.0.0", port: 1)]
@@ -120,6 +124,9 @@ func loadError(
         expected.slowSyncThreshold = .microseconds(500)
         expected.metricsListen = ListenAddress(host: "::1", port: 9090, isIPv6: true)
         expected.follow = ListenAddress(host: "primary", port: 7070)
+        expected.minSyncReplicas = 2
+        expected.syncReplicaTimeout = .milliseconds(250)
+        expected.maxFollowerHoldBytes = 0
         #expect(config == expected)
     }
 
@@ -130,7 +137,8 @@ func loadError(
             "WALD_MAX_RECORD_BYTES": "4K", "WALD_FLUSH_INTERVAL": "0", "WALD_MAX_BUFFER_BYTES": "2M",
             "WALD_MAX_CONNECTIONS": "1", "WALD_MAX_FRAME_BYTES": "8KiB", "WALD_AUTH_TOKEN": "s3cret",
             "WALD_LOG_LEVEL": "trace", "WALD_SLOW_SYNC_THRESHOLD": "500us", "WALD_METRICS_LISTEN": "[::1]:9090",
-            "WALD_FOLLOW": "primary:7070",
+            "WALD_FOLLOW": "primary:7070", "WALD_MIN_SYNC_REPLICAS": "2", "WALD_SYNC_REPLICA_TIMEOUT": "250ms",
+            "WALD_MAX_FOLLOWER_HOLD_BYTES": "0",
         ]
         let fromEnvironment = try await load(environment: environment)
         let fromFlags = try await load([
@@ -138,9 +146,46 @@ func loadError(
             "--max-segment-bytes", "128", "--max-segments", "3", "--retention-bytes", "1G", "--max-record-bytes", "4K",
             "--flush-interval", "0", "--max-buffer-bytes", "2M", "--max-connections", "1", "--max-frame-bytes", "8KiB",
             "--auth-token", "s3cret", "--log-level", "trace", "--slow-sync-threshold", "500us",
-            "--metrics-listen", "[::1]:9090", "--follow", "primary:7070",
+            "--metrics-listen", "[::1]:9090", "--follow", "primary:7070", "--min-sync-replicas", "2",
+            "--sync-replica-timeout", "250ms", "--max-follower-hold-bytes", "0",
         ])
         #expect(fromEnvironment == fromFlags)
+        #expect(fromFlags.minSyncReplicas == 2 && fromFlags.maxFollowerHoldBytes == 0)
+    }
+
+    @Test func replicationOptionsFlagBeatsEnvironmentBeatsFileBeatsDefault() async throws {
+        let file = try TemporaryConfigFile(
+            """
+            min_sync_replicas: 1
+            sync_replica_timeout: 1s
+            max_follower_hold_bytes: 256MiB
+            """)
+        let fromFile = try await load(["--config", file.path])
+        #expect(fromFile.minSyncReplicas == 1)
+        #expect(fromFile.syncReplicaTimeout == .seconds(1))
+        #expect(fromFile.maxFollowerHoldBytes == 256 << 20)
+
+        let environment = [
+            "WALD_CONFIG": file.path, "WALD_MIN_SYNC_REPLICAS": "2", "WALD_SYNC_REPLICA_TIMEOUT": "2s",
+            "WALD_MAX_FOLLOWER_HOLD_BYTES": "512MiB",
+        ]
+        let fromEnvironment = try await load(environment: environment)
+        #expect(fromEnvironment.minSyncReplicas == 2)
+        #expect(fromEnvironment.syncReplicaTimeout == .seconds(2))
+        #expect(fromEnvironment.maxFollowerHoldBytes == 512 << 20)
+
+        let fromFlags = try await load(
+            ["--min-sync-replicas", "3", "--sync-replica-timeout", "1m", "--max-follower-hold-bytes", "2G"],
+            environment: environment)
+        #expect(fromFlags.minSyncReplicas == 3)
+        #expect(fromFlags.syncReplicaTimeout == .seconds(60))
+        #expect(fromFlags.maxFollowerHoldBytes == 2 << 30)
+
+        // Only one of the three set: the others keep their defaults.
+        let mixed = try await load(["--sync-replica-timeout", "750ms"], environment: ["WALD_MIN_SYNC_REPLICAS": "1"])
+        #expect(mixed.minSyncReplicas == 1)
+        #expect(mixed.syncReplicaTimeout == .milliseconds(750))
+        #expect(mixed.maxFollowerHoldBytes == 1 << 30)
     }
 
     @Test func unprefixedVariablesAreIgnored() async throws {
@@ -182,6 +227,13 @@ func loadError(
         #expect(config.unixSocket != nil && config.authToken != nil && config.metricsListen != nil && config.follow != nil)
     }
 
+    @Test func sampleFileSetsTheReplicationDefaultsExplicitly() throws {
+        let text = try String(contentsOfFile: Self.samplePath, encoding: .utf8)
+        #expect(text.contains("\nmin_sync_replicas: 0\n"))
+        #expect(text.contains("\nsync_replica_timeout: 5s\n"))
+        #expect(text.contains("\nmax_follower_hold_bytes: 1GiB\n"))
+    }
+
     @Test func readmeTableListsEveryOption() throws {
         let table = try String(
             contentsOfFile: URL(fileURLWithPath: Self.samplePath).deletingLastPathComponent().deletingLastPathComponent()
@@ -190,6 +242,17 @@ func loadError(
         for option in WaldOption.allCases {
             #expect(table.contains("`\(option.flag)"), "table lacks \(option.flag)")
             #expect(table.contains("`\(option.environmentVariable)`"), "table lacks \(option.environmentVariable)")
+        }
+    }
+
+    @Test func readmeCarriesTheSameTableAsTheDocs() throws {
+        let root = URL(fileURLWithPath: Self.samplePath).deletingLastPathComponent().deletingLastPathComponent()
+        let table = try String(contentsOfFile: root.appendingPathComponent("docs/config-table.md").path, encoding: .utf8)
+        let readme = try String(contentsOfFile: root.appendingPathComponent("README.md").path, encoding: .utf8)
+        let rows = table.split(separator: "\n").filter { $0.hasPrefix("| `--") }
+        #expect(rows.count == WaldOption.allCases.count)
+        for row in rows {
+            #expect(readme.contains(row), "README.md lacks the row: \(row)")
         }
     }
 }
@@ -325,6 +388,17 @@ func loadError(
         (["--metrics-listen", "[::1]:70000"], .metricsListen),
         (["--follow", "primary"], .follow),
         (["--follow", "primary:0"], .follow),
+        (["--min-sync-replicas=-1"], .minSyncReplicas),
+        (["--min-sync-replicas", "two"], .minSyncReplicas),
+        (["--min-sync-replicas", "1.5"], .minSyncReplicas),
+        (["--min-sync-replicas", ""], .minSyncReplicas),
+        (["--sync-replica-timeout", "0"], .syncReplicaTimeout),
+        (["--sync-replica-timeout", "0ms"], .syncReplicaTimeout),
+        (["--sync-replica-timeout", "5"], .syncReplicaTimeout),
+        (["--sync-replica-timeout", "1.5s"], .syncReplicaTimeout),
+        (["--max-follower-hold-bytes=-1"], .maxFollowerHoldBytes),
+        (["--max-follower-hold-bytes", "1GB"], .maxFollowerHoldBytes),
+        (["--max-follower-hold-bytes", "99999999999G"], .maxFollowerHoldBytes),
     ])
     func badFlagNamesTheFlag(arguments: [String], option: WaldOption) async throws {
         let error = try await loadError(arguments)
@@ -332,6 +406,36 @@ func loadError(
         #expect(error.source == .flag)
         #expect(error.description.hasPrefix("invalid \(option.flag) "))
         #expect(error.description.contains(": expected "))
+    }
+
+    @Test func negativeSyncReplicasNamesTheRangeInEachSource() async throws {
+        let fromFlag = try await loadError(["--min-sync-replicas=-1"])
+        #expect(fromFlag.description == "invalid --min-sync-replicas \"-1\": expected an integer of at least 0 (0 = don't wait for followers)")
+        let fromEnvironment = try await loadError(environment: ["WALD_MIN_SYNC_REPLICAS": "all"])
+        #expect(
+            fromEnvironment.description
+                == "invalid WALD_MIN_SYNC_REPLICAS \"all\" (environment): expected an integer of at least 0 (0 = don't wait for followers)")
+        let file = try TemporaryConfigFile("min_sync_replicas: -2\n")
+        let fromFile = try await loadError(["--config", file.path])
+        #expect(fromFile.option == .minSyncReplicas && fromFile.source == .file(file.path))
+        #expect(fromFile.description.hasPrefix("invalid min_sync_replicas \"-2\" in config file \(file.path): "))
+    }
+
+    @Test func zeroSyncReplicaTimeoutIsRejected() async throws {
+        let error = try await loadError(environment: ["WALD_SYNC_REPLICA_TIMEOUT": "0"])
+        #expect(error.description == "invalid WALD_SYNC_REPLICA_TIMEOUT \"0\" (environment): expected a duration above 0 like 500ms, 5s or 1m")
+        let unparsable = try await loadError(["--sync-replica-timeout", "soon"])
+        #expect(unparsable.description == "invalid --sync-replica-timeout \"soon\": \(DurationText.expectedForm)")
+        #expect(try await load(["--sync-replica-timeout", "1ns"]).syncReplicaTimeout == .nanoseconds(1))
+    }
+
+    @Test func badFollowerHoldSizeFromFileSaysZeroIsUnlimited() async throws {
+        let file = try TemporaryConfigFile("max_follower_hold_bytes: 1TiB\n")
+        let error = try await loadError(["--config", file.path])
+        #expect(
+            error.description
+                == "invalid max_follower_hold_bytes \"1TiB\" in config file \(file.path): \(ByteSize.expectedForm) (0 = unlimited)")
+        #expect(try await load(["--max-follower-hold-bytes", "0"]).maxFollowerHoldBytes == 0)
     }
 
     @Test func recordLargerThanFrameAllowsIsBlamedOnTheRecordOption() async throws {

@@ -21,11 +21,15 @@ import Testing
         new.maxBufferBytes = 2048
         new.authToken = "t"
         new.slowSyncThreshold = .seconds(2)
+        new.minSyncReplicas = 2
+        new.syncReplicaTimeout = .seconds(1)
+        new.maxFollowerHoldBytes = 0
         let result = WaldConfig().reloadable(from: new)
         #expect(
             result.changed == [
                 "max_segments", "retention_bytes", "max_record_bytes", "flush_interval", "max_buffer_bytes",
                 "max_connections", "max_frame_bytes", "auth_token", "log_level", "slow_sync_threshold",
+                "min_sync_replicas", "sync_replica_timeout", "max_follower_hold_bytes",
             ])
         #expect(result.needsRestart.isEmpty)
     }
@@ -43,6 +47,17 @@ import Testing
         let all = ["listen", "unix", "data_dir", "segment_prefix", "max_segment_bytes", "metrics_listen", "follow"]
         #expect(result.changed == all)
         #expect(result.needsRestart == all)
+    }
+
+    @Test func replicationLimitsAreReloadableButFollowIsNot() {
+        var new = WaldConfig()
+        new.follow = ListenAddress(host: "primary", port: 7070)
+        new.minSyncReplicas = 1
+        new.syncReplicaTimeout = .milliseconds(100)
+        new.maxFollowerHoldBytes = 64 << 20
+        let result = WaldConfig().reloadable(from: new)
+        #expect(result.changed == ["follow", "min_sync_replicas", "sync_replica_timeout", "max_follower_hold_bytes"])
+        #expect(result.needsRestart == ["follow"])
     }
 
     @Test func mixedChangesSplitCorrectly() {
@@ -66,6 +81,9 @@ import Testing
         config.authToken = "hunter2"
         #expect(config.loggingMetadata["auth_token"] == "<redacted>")
         #expect(config.loggingMetadata["flush_interval"] == "10ms")
+        #expect(config.loggingMetadata["min_sync_replicas"] == "0")
+        #expect(config.loggingMetadata["sync_replica_timeout"] == "5s")
+        #expect(config.loggingMetadata["max_follower_hold_bytes"] == "1073741824")
         #expect(config.loggingMetadata.count == WaldOption.allCases.count)
     }
 }

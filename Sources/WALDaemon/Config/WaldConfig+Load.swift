@@ -114,6 +114,23 @@ extension WaldConfig {
         ).value
         config.metricsListen = try await values.optional(.metricsListen, parse: ListenAddress.parseBindable)
         config.follow = try await values.optional(.follow, parse: ListenAddress.parseRemote)
+        config.minSyncReplicas = try await values.value(.minSyncReplicas, default: config.minSyncReplicas) {
+            (text) throws(ValueError) in try Count.parse(text, minimum: 0, meaning: " (0 = don't wait for followers)")
+        }.value
+        config.syncReplicaTimeout = try await values.value(.syncReplicaTimeout, default: config.syncReplicaTimeout) {
+            (text) throws(ValueError) in
+            let timeout = try DurationText.parse(text)
+            guard timeout > .zero else { throw ValueError("expected a duration above 0 like 500ms, 5s or 1m") }
+            return timeout
+        }.value
+        config.maxFollowerHoldBytes = try await values.value(.maxFollowerHoldBytes, default: config.maxFollowerHoldBytes) {
+            (text) throws(ValueError) in
+            do throws(ValueError) {
+                return try ByteSize.parse(text)
+            } catch {
+                throw ValueError("\(error.expected) (0 = unlimited)")
+            }
+        }.value
 
         // Cross-checks. Blame the value the operator set, not a default it collides with.
         let recordLimit = config.maxFrameBytes - frameOverheadBytes

@@ -36,8 +36,19 @@ public struct WaldConfig: Sendable, Equatable {
     public var slowSyncThreshold: Duration = .seconds(1)
     /// Serve metrics on this address. Default none.
     public var metricsListen: ListenAddress? = nil
-    /// Replicate from the wald at this address. Parsed and carried only; default none.
+    /// Run as a follower of the wald at this address: stream its log and keep an identical copy;
+    /// read-only to clients. Default none (a primary). Needs a restart to change.
     public var follow: ListenAddress? = nil
+    /// A durable append is acknowledged only after the local fdatasync and this many followers'
+    /// feedback cover its LSN. Default 0 (the local fdatasync alone); at least 0. Reloadable.
+    public var minSyncReplicas: Int = 0
+    /// A durable append still waiting for `minSyncReplicas` followers after this long fails with
+    /// UNAVAILABLE (it is durable locally, but not acknowledged as replicated). Default 5 s; above 0. Reloadable.
+    public var syncReplicaTimeout: Duration = .seconds(5)
+    /// Retention keeps the segments a connected follower still needs, but only up to this many bytes
+    /// behind the end of the log; a follower further behind is dropped. 0 = unlimited (a follower may
+    /// hold segments indefinitely). Default 1 GiB. Reloadable.
+    public var maxFollowerHoldBytes: Int = 1 << 30
     /// The YAML file the configuration was read from (`--config` or `WALD_CONFIG`), if any.
     public var configFile: String? = nil
 
@@ -78,6 +89,9 @@ public struct WaldConfig: Sendable, Equatable {
         case .slowSyncThreshold: slowSyncThreshold == other.slowSyncThreshold
         case .metricsListen: metricsListen == other.metricsListen
         case .follow: follow == other.follow
+        case .minSyncReplicas: minSyncReplicas == other.minSyncReplicas
+        case .syncReplicaTimeout: syncReplicaTimeout == other.syncReplicaTimeout
+        case .maxFollowerHoldBytes: maxFollowerHoldBytes == other.maxFollowerHoldBytes
         }
     }
 
@@ -103,6 +117,9 @@ public struct WaldConfig: Sendable, Equatable {
             "slow_sync_threshold": "\(DurationText.format(slowSyncThreshold))",
             "metrics_listen": "\(metricsListen.map { "\($0)" } ?? "none")",
             "follow": "\(follow.map { "\($0)" } ?? "none")",
+            "min_sync_replicas": "\(minSyncReplicas)",
+            "sync_replica_timeout": "\(DurationText.format(syncReplicaTimeout))",
+            "max_follower_hold_bytes": size(maxFollowerHoldBytes),
         ]
     }
 }

@@ -61,8 +61,17 @@ public struct WaldFlags: ParsableArguments, Sendable {
     @Option(help: ArgumentHelp("Serve metrics on this TCP address. Default none.", valueName: "host:port"))
     public var metricsListen: String?
 
-    @Option(help: ArgumentHelp("Replicate from the wald at this address (not implemented yet). Default none.", valueName: "host:port"))
+    @Option(help: ArgumentHelp("Run as a follower of the wald at this address: stream its log and keep an identical copy; read-only to clients. Default none.", valueName: "host:port"))
     public var follow: String?
+
+    @Option(help: ArgumentHelp("A durable append is acknowledged only after the local fsync and this many followers cover it. Default 0.", valueName: "count"))
+    public var minSyncReplicas: String?
+
+    @Option(help: ArgumentHelp("A durable append waiting longer than this for followers fails with UNAVAILABLE; above 0. Default 5s.", valueName: "duration"))
+    public var syncReplicaTimeout: String?
+
+    @Option(help: ArgumentHelp("Keep segments a connected follower needs up to this far behind the end of the log, then drop the follower; 0 = unlimited. Default 1GiB.", valueName: "size"))
+    public var maxFollowerHoldBytes: String?
 
     public init() {}
 
@@ -76,7 +85,8 @@ public struct WaldFlags: ParsableArguments, Sendable {
             (.maxRecordBytes, maxRecordBytes), (.flushInterval, flushInterval), (.maxBufferBytes, maxBufferBytes),
             (.maxConnections, maxConnections), (.maxFrameBytes, maxFrameBytes), (.authToken, authToken),
             (.logLevel, logLevel), (.slowSyncThreshold, slowSyncThreshold), (.metricsListen, metricsListen),
-            (.follow, follow),
+            (.follow, follow), (.minSyncReplicas, minSyncReplicas), (.syncReplicaTimeout, syncReplicaTimeout),
+            (.maxFollowerHoldBytes, maxFollowerHoldBytes),
         ]
         for case (let option, let value?) in single {
             values[option.configKey] = ConfigValue(.string(value), isSecret: option == .authToken)

@@ -21,6 +21,9 @@ public enum WaldOption: String, Sendable, CaseIterable, Hashable {
     case slowSyncThreshold = "slow_sync_threshold"
     case metricsListen = "metrics_listen"
     case follow
+    case minSyncReplicas = "min_sync_replicas"
+    case syncReplicaTimeout = "sync_replica_timeout"
+    case maxFollowerHoldBytes = "max_follower_hold_bytes"
 
     /// The key in the YAML config file, e.g. `max_segment_bytes`.
     public var yamlKey: String { rawValue }
@@ -35,11 +38,13 @@ public enum WaldOption: String, Sendable, CaseIterable, Hashable {
     public var isFileKey: Bool { self != .config }
 
     /// Whether a running daemon can apply a new value (on SIGHUP) without restarting.
-    /// Addresses, the data directory and the segment layout are fixed for the life of the process.
+    /// Addresses, the data directory, the segment layout and the follower role are fixed for the life
+    /// of the process.
     public var isReloadable: Bool {
         switch self {
         case .logLevel, .flushInterval, .maxSegments, .retentionBytes, .maxConnections, .maxRecordBytes,
-            .maxFrameBytes, .maxBufferBytes, .authToken, .slowSyncThreshold, .config:
+            .maxFrameBytes, .maxBufferBytes, .authToken, .slowSyncThreshold, .minSyncReplicas, .syncReplicaTimeout,
+            .maxFollowerHoldBytes, .config:
             return true
         case .listen, .unix, .dataDir, .segmentPrefix, .maxSegmentBytes, .metricsListen, .follow:
             return false
