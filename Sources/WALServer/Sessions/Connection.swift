@@ -89,7 +89,10 @@ final class Connection: @unchecked Sendable {
                 case .bytes(let n):
                     s.input.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
                     parse(&s)
-                    if s.stopReading || n < buffer.count { break reading }
+                    // Read on after a short read, until EAGAIN: a reset that arrives with the
+                    // last bytes is reported only once (EPOLLHUP), so stopping here would leave
+                    // the connection open, and counted against max_connections, forever.
+                    if s.stopReading { break reading }
                 case .wouldBlock:
                     break reading
                 case .endOfFile:
