@@ -25,7 +25,7 @@ func bytes(_ count: Int, _ value: UInt8) -> [UInt8] { [UInt8](repeating: value, 
 @Suite struct FsyncFailureTests {
     @Test func failedFsyncFailsThePendingDurableAppend() async throws {
         let io = SimulatedFileIO()
-        let wal = try await WAL.open(smallOptions("/wal", io: io, segmentBytes: 8192))
+        let wal = try await WAL.open(quiet(smallOptions("/wal", io: io, segmentBytes: 8192)))
         var model = LogModel()
         for i in 0..<5 {
             let payload = bytes(20, UInt8(i))
@@ -43,7 +43,7 @@ func bytes(_ count: Int, _ value: UInt8) -> [UInt8] { [UInt8](repeating: value, 
 
     @Test func everyCallAfterAFailedFsyncFails() async throws {
         let io = SimulatedFileIO()
-        let wal = try await WAL.open(smallOptions("/wal", io: io, segmentBytes: 8192))
+        let wal = try await WAL.open(quiet(smallOptions("/wal", io: io, segmentBytes: 8192)))
         try await wal.append([1])
         try await wal.append([2], durability: .buffered)
         io.failSync()
@@ -60,7 +60,7 @@ func bytes(_ count: Int, _ value: UInt8) -> [UInt8] { [UInt8](repeating: value, 
 
     @Test func bufferedAppendsBeforeAFailedFsyncAreNotAcknowledged() async throws {
         let io = SimulatedFileIO()
-        let wal = try await WAL.open(smallOptions("/wal", io: io, segmentBytes: 8192))
+        let wal = try await WAL.open(quiet(smallOptions("/wal", io: io, segmentBytes: 8192)))
         var model = LogModel()
         model.record(first: try await wal.append([1]), [[1]])
         model.acknowledged = 1
@@ -74,7 +74,7 @@ func bytes(_ count: Int, _ value: UInt8) -> [UInt8] { [UInt8](repeating: value, 
 
     @Test func failedFsyncAtRotationFailsTheLog() async throws {
         let io = SimulatedFileIO()
-        var options = smallOptions("/wal", io: io, segmentBytes: 2048)
+        var options = quiet(smallOptions("/wal", io: io, segmentBytes: 2048))
         options.preallocate = false
         let wal = try await WAL.open(options)
         var model = LogModel()
@@ -98,7 +98,7 @@ func bytes(_ count: Int, _ value: UInt8) -> [UInt8] { [UInt8](repeating: value, 
         for seed in UInt64(1)...UInt64(cuts) {
             var rng = SplitMix64(seed: seed)
             let survivor = io.powerCut(using: &rng)
-            try await PowerCutTests.checkSurvivor(survivor, options: smallOptions("/wal", io: survivor, segmentBytes: 8192),
+            try await PowerCutTests.checkSurvivor(survivor, options: quiet(smallOptions("/wal", io: survivor, segmentBytes: 8192)),
                                                   model: model, firstAllowed: 1, "cut seed \(seed)")
         }
     }
@@ -108,7 +108,7 @@ func bytes(_ count: Int, _ value: UInt8) -> [UInt8] { [UInt8](repeating: value, 
     /// Without preallocation the data pwrite is what meets the full disk.
     @Test func fullDiskAtWriteFailsTheBatchAndLeavesNothingOfIt() async throws {
         let io = SimulatedFileIO()
-        var options = smallOptions("/wal", io: io, segmentBytes: 8192)
+        var options = quiet(smallOptions("/wal", io: io, segmentBytes: 8192))
         options.preallocate = false
         var wal = try await WAL.open(options)
         var model = LogModel()
@@ -139,7 +139,7 @@ func bytes(_ count: Int, _ value: UInt8) -> [UInt8] { [UInt8](repeating: value, 
 
     @Test func bufferedRecordsBeforeAFailedBatchAreKept() async throws {
         let io = SimulatedFileIO()
-        var options = smallOptions("/wal", io: io, segmentBytes: 8192)
+        var options = quiet(smallOptions("/wal", io: io, segmentBytes: 8192))
         options.preallocate = false
         var wal = try await WAL.open(options)
         try await wal.append([1])
@@ -158,7 +158,7 @@ func bytes(_ count: Int, _ value: UInt8) -> [UInt8] { [UInt8](repeating: value, 
 
     @Test func truncationFreesSpaceForLaterAppends() async throws {
         let io = SimulatedFileIO()
-        var options = smallOptions("/wal", io: io, segmentBytes: 2048)
+        var options = quiet(smallOptions("/wal", io: io, segmentBytes: 2048))
         options.preallocate = false
         var wal = try await WAL.open(options)
         while await wal.status.segments < 4 { try await wal.append(bytes(200, 1)) }
@@ -244,7 +244,7 @@ func bytes(_ count: Int, _ value: UInt8) -> [UInt8] { [UInt8](repeating: value, 
     /// space was freed since, the rotation must not fail with the old error.
     @Test func staleBackgroundPreparationFailureDoesNotFailRotation() async throws {
         let io = SimulatedFileIO()
-        var options = smallOptions("/wal", io: io, segmentBytes: 2048)
+        var options = quiet(smallOptions("/wal", io: io, segmentBytes: 2048))
         options.preallocate = true
         io.setCapacity(2048 + 10)  // the first segment fits, the prepared next one does not
         let wal = try await WAL.open(options)
@@ -261,7 +261,7 @@ func bytes(_ count: Int, _ value: UInt8) -> [UInt8] { [UInt8](repeating: value, 
     /// grows a file: on a full disk that is ENOSPC for the append, not a failed log.
     @Test func fullDiskAtRotationHeaderIsNoSpaceNotFailure() async throws {
         let io = SimulatedFileIO()
-        var options = smallOptions("/wal", io: io, segmentBytes: 2048)
+        var options = quiet(smallOptions("/wal", io: io, segmentBytes: 2048))
         options.preallocate = false
         var wal = try await WAL.open(options)
         var model = LogModel()
@@ -294,7 +294,7 @@ func bytes(_ count: Int, _ value: UInt8) -> [UInt8] { [UInt8](repeating: value, 
     @Test func failedBatchDoesNotReappearAfterPowerCut() async throws {
         for seed in UInt64(1)...60 {
             let io = SimulatedFileIO()
-            var options = smallOptions("/wal", io: io, segmentBytes: 8192)
+            var options = quiet(smallOptions("/wal", io: io, segmentBytes: 8192))
             options.preallocate = false
             let wal = try await WAL.open(options)
             var model = LogModel()

@@ -151,7 +151,7 @@ import Testing
 
     @Test func probeSyncsEvenWithNothingNew() async throws {
         let io = SimulatedFileIO()
-        let wal = try await WAL.open(smallOptions("/wal", io: io))
+        let wal = try await WAL.open(quiet(smallOptions("/wal", io: io)))
         try await wal.append([1])
         let before = await wal.status.syncStats.syncs
         #expect(try await wal.probe() == 1)

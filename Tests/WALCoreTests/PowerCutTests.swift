@@ -58,8 +58,8 @@ func simulatedOptions<G: RandomNumberGenerator>(_ io: SimulatedFileIO, _ rng: in
     options.preallocate = Bool.random(using: &rng)
     // Sometimes let retention delete segments on its own, so cuts land mid-deletion too.
     options.maxSegments = Int.random(in: 0...3, using: &rng) == 0 ? Int.random(in: 2...4, using: &rng) : 0
-    options.logger.logLevel = .critical
-    return options
+    // Trials fail fsyncs and fill the disk on purpose: keep the expected critical logs out.
+    return quiet(options)
 }
 
 @Suite struct PowerCutTests {
@@ -86,56 +86,61 @@ func simulatedOptions<G: RandomNumberGenerator>(_ io: SimulatedFileIO, _ rng: in
         var model = LogModel()
         var wal = try await WAL.open(options)
         let operations = Int.random(in: 15...45, using: &rng)
-        operations: for _ in 0..<operations {
-            switch Int.random(in: 0..<100, using: &rng) {
-            case 0..<4:
-                // A full disk for one append: ENOSPC means nothing of the batch is in the log.
-                io.setCapacity(io.usedBytes + Int.random(in: 0...600, using: &rng))
-                let batch = randomBatch(&rng)
-                let durability: Durability = Bool.random(using: &rng) ? .durable : .buffered
-                do {
-                    let first = try await wal.append(contentsOf: batch, durability: durability)
-                    model.record(first: first, batch)
-                    if durability == .durable { model.acknowledged = first + LSN(batch.count) - 1 }
-                } catch WALError.noSpace {
-                    #expect(await wal.lastLSN == (model.appended.keys.max() ?? 0), comment)
-                }
-                io.setCapacity(nil)
-            case 4..<6:
-                // fdatasync fails: the log is failed from here on; the cut decides what survived.
-                io.failSync()
-                let batch = randomBatch(&rng)
-                do {
+        do {
+            operations: for _ in 0..<operations {
+                switch Int.random(in: 0..<100, using: &rng) {
+                case 0..<4:
+                    // A full disk for one append: ENOSPC means nothing of the batch is in the log.
+                    io.setCapacity(io.usedBytes + Int.random(in: 0...600, using: &rng))
+                    let batch = randomBatch(&rng)
+                    let durability: Durability = Bool.random(using: &rng) ? .durable : .buffered
+                    do {
+                        let first = try await wal.append(contentsOf: batch, durability: durability)
+                        model.record(first: first, batch)
+                        if durability == .durable { model.acknowledged = first + LSN(batch.count) - 1 }
+                    } catch WALError.noSpace {
+                        #expect(await wal.lastLSN == (model.appended.keys.max() ?? 0), comment)
+                    }
+                    io.setCapacity(nil)
+                case 4..<6:
+                    // fdatasync fails: the log is failed from here on; the cut decides what survived.
+                    io.failSync()
+                    let batch = randomBatch(&rng)
+                    do {
+                        let first = try await wal.append(contentsOf: batch)
+                        Issue.record("durable append after a failed fsync succeeded at \(first). \(comment)")
+                    } catch WALError.failed {
+                        model.record(first: (model.appended.keys.max() ?? 0) + 1, batch)  // may or may not survive
+                    }
+                    break operations
+                case 6..<50:
+                    let batch = randomBatch(&rng)
                     let first = try await wal.append(contentsOf: batch)
-                    Issue.record("durable append after a failed fsync succeeded at \(first). \(comment)")
-                } catch WALError.failed {
-                    model.record(first: (model.appended.keys.max() ?? 0) + 1, batch)  // may or may not survive
+                    model.record(first: first, batch)
+                    model.acknowledged = first + LSN(batch.count) - 1
+                case 50..<80:
+                    let batch = randomBatch(&rng)
+                    let first = try await wal.append(contentsOf: batch, durability: .buffered)
+                    model.record(first: first, batch)
+                case 80..<90:
+                    let durable = try await wal.sync()
+                    #expect(durable == (model.appended.keys.max() ?? 0), comment)
+                    model.acknowledged = durable
+                case 90..<96:
+                    let status = await wal.status
+                    let target = LSN.random(in: status.firstLSN...(status.durableLSN + 1), using: &rng)
+                    let first = try await wal.truncate(before: target)
+                    #expect(first <= max(target, status.firstLSN), comment)
+                default:
+                    // A clean restart in the middle: close syncs everything.
+                    try await wal.close()
+                    model.acknowledged = model.appended.keys.max() ?? 0
+                    wal = try await WAL.open(options)
                 }
-                break operations
-            case 6..<50:
-                let batch = randomBatch(&rng)
-                let first = try await wal.append(contentsOf: batch)
-                model.record(first: first, batch)
-                model.acknowledged = first + LSN(batch.count) - 1
-            case 50..<80:
-                let batch = randomBatch(&rng)
-                let first = try await wal.append(contentsOf: batch, durability: .buffered)
-                model.record(first: first, batch)
-            case 80..<90:
-                let durable = try await wal.sync()
-                #expect(durable == (model.appended.keys.max() ?? 0), comment)
-                model.acknowledged = durable
-            case 90..<96:
-                let status = await wal.status
-                let target = LSN.random(in: status.firstLSN...(status.durableLSN + 1), using: &rng)
-                let first = try await wal.truncate(before: target)
-                #expect(first <= max(target, status.firstLSN), comment)
-            default:
-                // A clean restart in the middle: close syncs everything.
-                try await wal.close()
-                model.acknowledged = model.appended.keys.max() ?? 0
-                wal = try await WAL.open(options)
             }
+        } catch {
+            try? await wal.close()  // an open log would keep its sync thread forever
+            throw error
         }
         let firstAllowed = await wal.status.firstLSN
         let survivor = io.powerCut(using: &rng)
@@ -165,7 +170,8 @@ func simulatedOptions<G: RandomNumberGenerator>(_ io: SimulatedFileIO, _ rng: in
         try await wal.close()
         wal = try await WAL.open(options)
         let again = try await readAll(wal)
-        #expect(again.dropLast() == records[...], comment)
+        // The extra append may rotate and let retention trim the front; the rest is unchanged.
+        #expect(again.dropLast().elementsEqual(records.suffix(again.count - 1)), comment)
         #expect(again.last == Record(lsn: status.lastLSN + 1, payload: extra), comment)
         #expect(await wal.lastLSN == status.lastLSN + 1, comment)
         try await wal.close()
@@ -199,45 +205,57 @@ func simulatedOptions<G: RandomNumberGenerator>(_ io: SimulatedFileIO, _ rng: in
         let comment: Comment = "seed \(seed)"
         var rng = SplitMix64(seed: seed)
         let io = SimulatedFileIO()
-        var options = simulatedOptions(io, &rng)
-        options.maxSegments = 0  // the cut's first LSN is read racily; keep the log whole
+        let options = simulatedOptions(io, &rng)
         let box = CutBox(syncsLeft: Int.random(in: 1...40, using: &rng), seed: rng.next())
         io.setSyncHook { [box, io] in
             box.state.withLock { s in
                 guard let wal = s.wal, s.cut == nil else { return }
                 s.syncsLeft -= 1
                 guard s.syncsLeft == 0 else { return }
-                // Durable LSN first: everything it covers is already in the durable state.
+                // Durable LSN first: everything it covers is already in the durable state. The
+                // first LSN after: segments leave the catalog before they are unlinked, so none
+                // the survivor lacks can still be listed then.
                 let durable = wal.durableLSN
-                s.cut = (io.powerCut(using: &s.rng), durable, 1)
+                let survivor = io.powerCut(using: &s.rng)
+                s.cut = (survivor, durable, wal.catalog.firstLSN)
             }
         }
         defer { io.setSyncHook(nil) }
         let wal = try await WAL.open(options)
         box.state.withLock { $0.wal = wal }
         let plans: [(seed: UInt64, operations: Int)] = (0..<3).map { _ in (rng.next(), Int.random(in: 5...15, using: &rng)) }
-        let results = try await withThrowingTaskGroup(of: [(LSN, [[UInt8]])].self) { group in
-            for plan in plans {
-                group.addTask {
-                    var rng = SplitMix64(seed: plan.seed)
-                    var done: [(LSN, [[UInt8]])] = []
-                    for _ in 0..<plan.operations {
-                        let batch = randomBatch(&rng)
-                        switch Int.random(in: 0..<10, using: &rng) {
-                        case 0..<6: done.append((try await wal.append(contentsOf: batch), batch))
-                        case 6..<9: done.append((try await wal.append(contentsOf: batch, durability: .buffered), batch))
-                        default: _ = try await wal.sync()
+        let results: [(LSN, [[UInt8]])]
+        do {
+            results = try await withThrowingTaskGroup(of: [(LSN, [[UInt8]])].self) { group in
+                for plan in plans {
+                    group.addTask {
+                        var rng = SplitMix64(seed: plan.seed)
+                        var done: [(LSN, [[UInt8]])] = []
+                        for _ in 0..<plan.operations {
+                            let batch = randomBatch(&rng)
+                            switch Int.random(in: 0..<20, using: &rng) {
+                            case 0..<12: done.append((try await wal.append(contentsOf: batch), batch))
+                            case 12..<18: done.append((try await wal.append(contentsOf: batch, durability: .buffered), batch))
+                            case 18: _ = try await wal.sync()
+                            default:
+                                let durable = wal.durableLSN
+                                _ = try await wal.truncate(before: durable + 1 - min(durable, LSN.random(in: 0...10, using: &rng)))
+                            }
                         }
+                        return done
                     }
-                    return done
                 }
+                return try await group.reduce(into: []) { $0 += $1 }
             }
-            return try await group.reduce(into: []) { $0 += $1 }
+        } catch {
+            try? await wal.close()
+            throw error
         }
         box.state.withLock { $0.wal = nil }
         let last = await wal.lastLSN
         let durableAtFallback = wal.durableLSN
         let fallback = io.powerCut(using: &rng)
+        let firstAtFallback = wal.catalog.firstLSN
         try await wal.close()
         var model = LogModel()
         for (first, batch) in results { model.record(first: first, batch) }
@@ -245,6 +263,7 @@ func simulatedOptions<G: RandomNumberGenerator>(_ io: SimulatedFileIO, _ rng: in
         let cut = box.state.withLock { $0.cut }
         let survivor = cut?.io ?? fallback
         model.acknowledged = cut?.durable ?? durableAtFallback
-        try await checkSurvivor(survivor, options: options, model: model, firstAllowed: 1, comment)
+        try await checkSurvivor(survivor, options: options, model: model,
+                                firstAllowed: cut?.first ?? firstAtFallback, comment)
     }
 }

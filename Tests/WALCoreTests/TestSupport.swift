@@ -1,5 +1,6 @@
 // Shared helpers for WALCore tests: temporary directories and small option sets.
 import Foundation
+import Logging
 import WALCore
 
 /// A fresh directory under the system temp dir, removed by `cleanup()`.
@@ -21,6 +22,14 @@ func smallOptions(_ directory: String, io: any FileIO = PosixFileIO(), segmentBy
     options.maxRecordBytes = 1024
     options.flushInterval = .zero
     options.logger.logLevel = .warning
+    return options
+}
+
+/// `options` with a logger that drops everything, for tests that make the engine log
+/// critical errors on purpose (failed fsyncs, full disks).
+func quiet(_ options: WALOptions) -> WALOptions {
+    var options = options
+    options.logger = Logger(label: "wal-test") { _ in SwiftLogNoOpLogHandler() }
     return options
 }
 

@@ -189,7 +189,9 @@ public final class SimulatedFileIO: FileIO {
                 let used = Set(s.names.values).reduce(0) { $0 + (s.inodes[$1]?.current.count ?? 0) }
                 let growth = max(0, offset + data.count - inode.current.count)
                 let room = capacity - used
-                if growth > room {
+                // Only growth needs space: a write within the file's size never fails, even when
+                // other files (a background preparation) already pushed usage past the capacity.
+                if growth > 0 && growth > room {
                     let fits = max(0, data.count - (growth - max(0, room)))
                     data = Array(data.prefix(fits))
                     failure = IOError("pwrite", path: path, errno: ENOSPCValue)
