@@ -52,7 +52,7 @@ let package = Package(
         .executableTarget(
             name: "wald",
             dependencies: [
-                "WALCore", "WALServer", "WALDaemon", "CSystemd",
+                "WALCore", "WALServer", "WALClient", "WALDaemon", "CSystemd",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -89,6 +89,8 @@ let package = Package(
             ]
         ),
         .testTarget(name: "WALDaemonTests", dependencies: ["WALDaemon"]),
+        // The systemd units offline (verify, security score), `make install`, and wald under `systemd --user`.
+        .testTarget(name: "SystemdUnitTests"),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -25,6 +25,8 @@ final class ServerCore: @unchecked Sendable {
         var followers: [Int: FollowerState] = [:]
     }
 
+    let syncReplicas = SyncReplicas()
+
     private let mutable: Mutex<Mutable>
 
     init(wal: WAL, options: ServerOptions, version: String) {
@@ -57,11 +59,13 @@ final class ServerCore: @unchecked Sendable {
     }
 
     func connectionClosed(_ connection: Connection) {
-        mutable.withLock { m in
+        let follower = mutable.withLock { m -> FollowerState? in
             m.connections[connection.id] = nil
-            m.followers[connection.id] = nil
             metrics.connectionCount(m.connections.count)
+            return m.followers.removeValue(forKey: connection.id)
         }
+        follower?.hold.release()
+        syncReplicas.remove(connection: connection.id)
     }
 
     var allConnections: [Connection] { mutable.withLock { Array($0.connections.values) } }
@@ -78,17 +82,47 @@ final class ServerCore: @unchecked Sendable {
         return difference == 0
     }
 
+    /// A follow stream started at `lsn`: hold the segments it still needs.
+    func followStarted(_ connection: Connection, from lsn: LSN) {
+        let state = FollowerState(address: connection.peer, start: lsn, hold: wal.hold(from: lsn))
+        mutable.withLock { $0.followers[connection.id] = state }
+    }
+
     func recordFeedback(from connection: Connection, durableLSN: LSN) {
-        mutable.withLock { m in
-            m.followers[connection.id] = FollowerState(address: connection.peer, durableLSN: durableLSN,
-                                                       lastFeedback: ContinuousClock.now)
+        let follower = mutable.withLock { m -> FollowerState? in
+            guard var f = m.followers[connection.id] else { return nil }
+            f.durableLSN = max(f.durableLSN, durableLSN)
+            f.lastFeedback = ContinuousClock.now
+            m.followers[connection.id] = f
+            return f
+        }
+        guard let follower else { return }
+        follower.hold.move(to: follower.durableLSN + 1)
+        syncReplicas.feedback(connection: connection.id, durableLSN: durableLSN)
+    }
+
+    /// Drops followers that fell more than `maxFollowerHoldBytes` behind, releasing what
+    /// they held; they get OUT_OF_RANGE when they come back after retention deleted it.
+    func dropLaggingFollowers() async {
+        let (limit, followers) = mutable.withLock { m in (m.options.maxFollowerHoldBytes, m.followers) }
+        guard limit > 0 else { return }
+        for (id, follower) in followers {
+            let position = max(follower.durableLSN + 1, follower.start)
+            let behind = await wal.bytes(from: position)
+            guard behind > limit, let connection = mutable.withLock({ $0.connections[id] }) else { continue }
+            logger.warning("dropping a follower that fell too far behind", metadata: [
+                "follower": "\(follower.address)", "durable_lsn": "\(follower.durableLSN)",
+                "bytes_behind": "\(behind)", "max_follower_hold_bytes": "\(limit)",
+            ])
+            connection.close()
         }
     }
 
     /// The INFO object.
     func infoJSON() async -> String {
         let status = await wal.status
-        let (connections, role, followers) = mutable.withLock { m in (m.connections.count, m.options.role, Array(m.followers.values)) }
+        let (connections, options, followers) = mutable.withLock { m in (m.connections.count, m.options, Array(m.followers.values)) }
+        let role = options.replication
         var fields: [(String, String)] = [
             ("version", jsonString(version)),
             ("log_id", jsonString(status.logID.description)),
@@ -98,19 +132,32 @@ final class ServerCore: @unchecked Sendable {
             ("segments", "\(status.segments)"),
             ("bytes", "\(status.bytes)"),
             ("connections", "\(connections)"),
-            ("role", jsonString(role)),
+            ("role", jsonString(role.isFollower ? "follower" : "primary")),
             ("failed", status.failure == nil ? "false" : "true"),
             ("syncs", "\(status.syncStats.syncs)"),
         ]
         if let failure = status.failure { fields.append(("failure", jsonString(failure.description))) }
+        if let upstream = role.upstream {
+            fields.append(("upstream", jsonString(upstream)))
+            fields.append(("upstream_connected", role.upstreamConnected ? "true" : "false"))
+            if let error = role.lastError { fields.append(("upstream_error", jsonString(error))) }
+        }
         let now = ContinuousClock.now
-        let followerObjects = followers.map { f in
-            let ms = (now - f.lastFeedback).components
-            let elapsed = ms.seconds * 1000 + ms.attoseconds / 1_000_000_000_000_000
+        var followerObjects: [String] = []
+        for f in followers.sorted(by: { $0.address < $1.address }) {
+            let since = (now - f.lastFeedback).components
+            let elapsed = since.seconds * 1000 + since.attoseconds / 1_000_000_000_000_000
             let lag = status.durableLSN > f.durableLSN ? status.durableLSN - f.durableLSN : 0
-            return "{\"address\":\(jsonString(f.address)),\"durable_lsn\":\(f.durableLSN),\"lag_records\":\(lag),\"last_feedback_ms\":\(elapsed)}"
+            let lagBytes = lag == 0 ? 0 : await wal.bytes(from: f.durableLSN + 1)
+            followerObjects.append(
+                "{\"address\":\(jsonString(f.address)),\"durable_lsn\":\(f.durableLSN),\"lag_records\":\(lag),"
+                    + "\"lag_bytes\":\(lagBytes),\"last_feedback_ms\":\(elapsed)}")
         }
         fields.append(("followers", "[" + followerObjects.joined(separator: ",") + "]"))
+        fields.append(("min_sync_replicas", "\(options.minSyncReplicas)"))
+        let timeouts = syncReplicas.timeouts
+        fields.append(("sync_replica_timeouts", "\(timeouts.count)"))
+        if let last = timeouts.last { fields.append(("sync_replica_error", jsonString(last))) }
         return "{" + fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}"
     }
 
@@ -122,8 +169,11 @@ final class ServerCore: @unchecked Sendable {
 
 struct FollowerState {
     let address: String
-    let durableLSN: LSN
-    let lastFeedback: ContinuousClock.Instant
+    /// Where the stream started; the follower has everything before it.
+    let start: LSN
+    let hold: SegmentHold
+    var durableLSN: LSN = 0
+    var lastFeedback = ContinuousClock.now
 }
 
 /// A JSON string literal with the required escapes.

@@ -19,8 +19,15 @@ public struct ServerOptions: Sendable {
     public var maxOutputBytes: Int = 4 << 20
     /// When set, clients must AUTH with it before anything but PING and QUIT. Reloadable.
     public var authToken: String?
-    /// "primary" or "follower", reported by INFO.
-    public var role: String = "primary"
+    /// Whether this server follows an upstream (read-only to clients). Default: a primary.
+    public var replication = ReplicationRole(upstream: nil)
+    /// Durable appends are acknowledged only after this many followers acknowledged them. Reloadable.
+    public var minSyncReplicas: Int = 0
+    /// How long a durable append waits for `minSyncReplicas` before failing with UNAVAILABLE. Reloadable.
+    public var syncReplicaTimeout: Duration = .seconds(5)
+    /// A follower more than this many bytes behind the end of the log is dropped, and its
+    /// segments are no longer held. 0 = unlimited. Reloadable.
+    public var maxFollowerHoldBytes: Int = 1 << 30
     public var logger: Logger = Logger(label: "wald.server")
     /// Produces the METRICS text (Prometheus exposition format). Default none.
     public var metricsText: (@Sendable () -> String)?

@@ -9,6 +9,7 @@ import WALCore
 public final class WALServer: Sendable {
     private let core: ServerCore
     private let listeners = Mutex<[Listener]>([])
+    private let followerWatch = Mutex<Task<Void, Never>?>(nil)
 
     private struct Listener: @unchecked Sendable {
         // @unchecked: DispatchSource is thread-safe but not annotated Sendable; listeners are
@@ -54,6 +55,14 @@ public final class WALServer: Sendable {
             source.resume()
         }
         core.logger.info("listening", metadata: ["addresses": "\(bound.joined(separator: ", "))"])
+        let core = self.core
+        let watcher = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(500))
+                await core.dropLaggingFollowers()
+            }
+        }
+        followerWatch.withLock { $0 = watcher }
         return bound
     }
 
@@ -79,12 +88,18 @@ public final class WALServer: Sendable {
     public var connectionCount: Int { core.connectionCount }
 
     /// Changes the options that may change at run time: max connections, max frame bytes,
-    /// auth token.
-    public func update(maxConnections: Int? = nil, maxFrameBytes: Int? = nil, authToken: String?? = nil) {
+    /// auth token, and the replication limits.
+    public func update(
+        maxConnections: Int? = nil, maxFrameBytes: Int? = nil, authToken: String?? = nil,
+        minSyncReplicas: Int? = nil, syncReplicaTimeout: Duration? = nil, maxFollowerHoldBytes: Int? = nil
+    ) {
         core.update { options in
             if let maxConnections { options.maxConnections = maxConnections }
             if let maxFrameBytes { options.maxFrameBytes = maxFrameBytes }
             if let authToken { options.authToken = authToken }
+            if let minSyncReplicas { options.minSyncReplicas = minSyncReplicas }
+            if let syncReplicaTimeout { options.syncReplicaTimeout = syncReplicaTimeout }
+            if let maxFollowerHoldBytes { options.maxFollowerHoldBytes = maxFollowerHoldBytes }
         }
     }
 
@@ -100,6 +115,7 @@ public final class WALServer: Sendable {
             return list
         }
         for listener in closing { listener.source.cancel() }
+        followerWatch.withLock { $0?.cancel() }
         for connection in core.allConnections { connection.closeGracefully() }
         let deadline = ContinuousClock.now + timeout
         while core.connectionCount > 0 && ContinuousClock.now < deadline {

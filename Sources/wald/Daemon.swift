@@ -7,6 +7,7 @@ import Logging
 import Metrics
 import Prometheus
 import Synchronization
+import WALClient
 import WALCore
 import WALDaemon
 import WALServer
@@ -47,6 +48,18 @@ struct Daemon: Sendable {
         var serverOptions = serverOptions(from: config)
         serverOptions.metricsText = { registry.emitToString() }
         serverOptions.inheritedListeners = activated.filter { $0.name != "metrics" }.map(\.fd)
+        var replicator: Replicator?
+        if let upstream = config.follow {
+            let role = ReplicationRole(upstream: upstream.description)
+            serverOptions.replication = role
+            let endpoint = Endpoint.tcp(host: upstream.host, port: upstream.port)
+            let follower = Replicator(wal: wal, upstream: endpoint, token: config.authToken, role: role, logger: logger)
+            role.setPromotionHandler {
+                await follower.stop()
+                logger.notice("promoted: no longer following; accepting appends", metadata: ["upstream": "\(upstream)"])
+            }
+            replicator = follower
+        }
         let server = WALServer(wal: wal, options: serverOptions)
         let metrics = MetricsEndpoint { registry.emitToString() }
         var addresses: [String]
@@ -64,6 +77,7 @@ struct Daemon: Sendable {
         if !activated.isEmpty {
             logger.info("serving on sockets passed by systemd", metadata: ["names": "\(activated.map(\.name))"])
         }
+        replicator?.start()
         print("ready " + addresses.joined(separator: " "))
         fflush(stdout)
         Systemd.notify("READY=1\n" + (await statusLine(wal: wal, server: server, addresses: addresses)))
@@ -92,6 +106,7 @@ struct Daemon: Sendable {
         }
         for task in background { task.cancel() }
         Systemd.notify("STOPPING=1\nSTATUS=stopping: draining connections and syncing")
+        await replicator?.stop()
         await server.shutdown()
         metrics.stop()
         do {
@@ -132,6 +147,9 @@ struct Daemon: Sendable {
         applied.maxFrameBytes = new.maxFrameBytes
         applied.authToken = new.authToken
         applied.slowSyncThreshold = new.slowSyncThreshold
+        applied.minSyncReplicas = new.minSyncReplicas
+        applied.syncReplicaTimeout = new.syncReplicaTimeout
+        applied.maxFollowerHoldBytes = new.maxFollowerHoldBytes
         level.value = applied.logLevel
         do {
             try await wal.update(walOptions(from: applied))
@@ -139,7 +157,10 @@ struct Daemon: Sendable {
             logger.error("configuration reload rejected by the WAL", metadata: ["error": "\(error)"])
             return running
         }
-        server.update(maxConnections: applied.maxConnections, maxFrameBytes: applied.maxFrameBytes, authToken: .some(applied.authToken))
+        server.update(
+            maxConnections: applied.maxConnections, maxFrameBytes: applied.maxFrameBytes, authToken: .some(applied.authToken),
+            minSyncReplicas: applied.minSyncReplicas, syncReplicaTimeout: applied.syncReplicaTimeout,
+            maxFollowerHoldBytes: applied.maxFollowerHoldBytes)
         logger.notice("configuration reloaded", metadata: ["changed": "\(changed.filter { !needsRestart.contains($0) })"])
         return applied
     }
@@ -199,6 +220,9 @@ struct Daemon: Sendable {
         options.maxConnections = config.maxConnections
         options.maxFrameBytes = config.maxFrameBytes
         options.authToken = config.authToken
+        options.minSyncReplicas = config.minSyncReplicas
+        options.syncReplicaTimeout = config.syncReplicaTimeout
+        options.maxFollowerHoldBytes = config.maxFollowerHoldBytes
         options.logger = Logger(label: "wald.server")
         return options
     }

@@ -26,6 +26,8 @@ final class WaldProcess: @unchecked Sendable {
         process.executableURL = buildProductsDirectory().appendingPathComponent("wald")
         var args = ["--data-dir", self.dataDirectory, "--flush-interval", "5ms", "--log-level", "warning"]
         if !arguments.contains("--listen") { args += ["--listen", "127.0.0.1:0"] }
+        // Small segments by default: every start zero-fills a segment and prepares the next.
+        if !arguments.contains("--max-segment-bytes") { args += ["--max-segment-bytes", "1MiB"] }
         process.arguments = args + arguments
         var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("WALD_") }
         env.merge(environment) { $1 }

@@ -10,6 +10,7 @@ public struct SegmentInfo: Equatable, Sendable {
 
 final class SegmentCatalog: Sendable {
     private struct State {
+        var logID: LogID
         var segments: [SegmentInfo] = []
         var holds: [Int: LSN] = [:]
         var nextHoldID = 1
@@ -17,8 +18,19 @@ final class SegmentCatalog: Sendable {
 
     private let state: Mutex<State>
 
-    init(segments: [SegmentInfo]) {
-        state = Mutex(State(segments: segments))
+    init(logID: LogID, segments: [SegmentInfo]) {
+        state = Mutex(State(logID: logID, segments: segments))
+    }
+
+    /// The log's identity (changes only when an empty follower adopts its primary's).
+    var logID: LogID { state.withLock { $0.logID } }
+
+    /// Replaces the whole list and identity (adopting an identity on an empty log).
+    func reset(logID: LogID, segments: [SegmentInfo]) {
+        state.withLock {
+            $0.logID = logID
+            $0.segments = segments
+        }
     }
 
     var segments: [SegmentInfo] { state.withLock { $0.segments } }

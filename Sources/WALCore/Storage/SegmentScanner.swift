@@ -95,7 +95,7 @@ enum SegmentScanner {
         while offset < fileSize {
             let view = try window.view(from: offset, minimum: min(1 << 20, fileSize - offset))
             if view.isEmpty { break }
-            if let last = view.lastIndex(where: { $0 != 0 }) { result = offset + last + 1 }
+            if let last = ZeroScan.lastNonZero(view) { result = offset + last + 1 }
             offset += view.count
         }
         return result
@@ -111,7 +111,7 @@ enum SegmentScanner {
         while candidate + RecordFrame.headerSize <= limit {
             let view = try window.view(from: candidate, minimum: min(RecordFrame.headerSize, limit - candidate))
             // Skip ahead to within one frame header of the next non-zero byte.
-            guard let firstNonZero = view.firstIndex(where: { $0 != 0 }) else {
+            guard let firstNonZero = ZeroScan.firstNonZero(view) else {
                 candidate += max(1, view.count - RecordFrame.headerSize + 1)
                 continue
             }

@@ -17,7 +17,7 @@ public actor WAL {
     /// The options the log was opened with (runtime changes go through `update`).
     public private(set) var options: WALOptions
     /// The identity shared by every segment of this log.
-    public nonisolated let logID: LogID
+    public nonisolated var logID: LogID { catalog.logID }
     nonisolated let catalog: SegmentCatalog
     nonisolated let commit: GroupCommit
     private nonisolated let io: any FileIO
@@ -77,8 +77,7 @@ public actor WAL {
         io = options.io
         logger = options.logger
         self.lock = lock
-        logID = recovered.logID
-        catalog = SegmentCatalog(segments: recovered.segments)
+        catalog = SegmentCatalog(logID: recovered.logID, segments: recovered.segments)
         active = recovered.segments.last!
         activePath = joinPath(options.directory, active.name)
         activeHandle = try wrapIO { try options.io.open(joinPath(options.directory, recovered.segments.last!.name), mode: .readWrite) }
@@ -345,6 +344,50 @@ public actor WAL {
         }
         applyRetention(truncateBefore: lsn)
         return catalog.firstLSN
+    }
+
+    // MARK: Replication support
+
+    /// Gives an empty log another identity and first LSN: a new follower adopts its primary's
+    /// log id, starting where the primary's (possibly truncated) log starts. Throws when the log
+    /// already holds records. The new segment is created durably before the old one is removed.
+    public func adoptIdentity(logID newID: LogID, firstLSN: LSN) throws {
+        try checkWritable()
+        guard firstLSN >= 1 else { throw WALError.invalidOptions("first LSN must be at least 1") }
+        let segments = catalog.segments
+        guard segments.count == 1, nextLSN == active.firstLSN, buffer.isEmpty else {
+            throw WALError.invalidOptions("only an empty log can adopt another identity")
+        }
+        let created = try wrapIO {
+            try Recovery.createSegment(io: io, options: options, logID: newID, firstLSN: firstLSN, previousFirstLSN: 0)
+        }
+        let oldPath = activePath
+        if created.info.name != active.name {
+            try wrapIO {
+                try io.remove(oldPath)
+                try io.syncDirectory(options.directory)
+            }
+        }
+        active = created.info
+        activeHandle = created.handle
+        activePath = joinPath(options.directory, created.info.name)
+        writeOffset = SegmentHeader.size
+        nextLSN = firstLSN
+        closedSegmentBytes = [:]
+        catalog.reset(logID: newID, segments: [created.info])
+        commit.switchTarget(to: .init(handle: activeHandle, path: activePath), durableThrough: firstLSN - 1)
+        logger.notice("adopted log identity", metadata: ["log_id": "\(newID)", "first_lsn": "\(firstLSN)"])
+        reportSize()
+    }
+
+    /// Bytes on disk from the segment holding `lsn` to the end of the log: how far behind a
+    /// reader at `lsn` is, at segment granularity.
+    public func bytes(from lsn: LSN) -> Int {
+        let segments = catalog.segments
+        guard let index = segments.lastIndex(where: { $0.firstLSN <= lsn }) else {
+            return closedSegmentBytes.values.reduce(0, +) + writeOffset
+        }
+        return segments[index...].dropLast().reduce(0) { $0 + (closedSegmentBytes[$1.firstLSN] ?? 0) } + writeOffset
     }
 
     // MARK: Flush timer

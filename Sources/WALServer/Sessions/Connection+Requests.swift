@@ -53,6 +53,9 @@ extension Connection {
             }
 
             switch request {
+            case .append where server.options.replication.isFollower:
+                let upstream = server.options.replication.upstream ?? "?"
+                replies.append(.ready(.error(.readOnly, "this server is a read-only follower of \(upstream); append there")))
             case .append(let records, let buffered):
                 // The WAL checks sizes before writing anything: an oversize record fails the
                 // whole frame with TOO_LARGE and the connection stays open.
@@ -97,6 +100,8 @@ extension Connection {
                     replies.append(.ready(.error(.unauthorized, "wrong token")))
                 }
             case .promote:
+                await flush(&replies, &waitFor, mode: mode)
+                await server.options.replication.promote()
                 replies.append(.ready(.promoted(lastLSN: await server.wal.lastLSN)))
             case .quit:
                 replies.append(.ready(.bye))
@@ -115,6 +120,7 @@ extension Connection {
                     continue
                 }
                 if follow {
+                    server.followStarted(self, from: reader.nextLSN)
                     startFollowing(reader, maxCount: maxCount, mode: mode)
                 } else {
                     await streamReplay(reader, maxCount: maxCount, mode: mode)
@@ -128,7 +134,13 @@ extension Connection {
     private func flush(_ replies: inout [Reply], _ waitFor: inout LSN, mode: Mode) async {
         var failure: Response?
         if waitFor > 0 {
-            do { try await server.wal.waitDurable(waitFor) } catch { failure = errorResponse(error) }
+            do {
+                try await server.wal.waitDurable(waitFor)
+                let options = server.options
+                try await server.syncReplicas.wait(for: waitFor, count: options.minSyncReplicas, timeout: options.syncReplicaTimeout)
+            } catch {
+                failure = errorResponse(error)
+            }
             waitFor = 0
         }
         var out: [UInt8] = []
@@ -220,6 +232,7 @@ extension Connection {
     }
 
     func errorResponse(_ error: any Error) -> Response {
+        if let timeout = error as? SyncReplicaTimeout { return .error(.unavailable, timeout.message) }
         guard let error = error as? WALError else { return .error(.unavailable, "\(error)") }
         switch error {
         case .recordTooLarge: return .error(.tooLarge, error.description)

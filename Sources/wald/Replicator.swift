@@ -1,0 +1,155 @@
+// A follower's replication loop: connect to the upstream, check that both logs are the same
+// log (adopting the upstream's identity when ours is empty), then FOLLOW from our last LSN + 1,
+// appending every record under the upstream's LSN, group-fsyncing, and sending FEEDBACK with
+// our durable LSN after each sync. Reconnects with backoff; refuses a foreign, diverged or
+// ahead log without touching it.
+import Logging
+import Synchronization
+import WALClient
+import WALCore
+import WALServer
+
+final class Replicator: Sendable {
+    private let wal: WAL
+    private let upstream: Endpoint
+    private let token: String?
+    private let role: ReplicationRole
+    private let logger: Logger
+    private let current = Mutex<WALClient?>(nil)
+    private let task = Mutex<Task<Void, Never>?>(nil)
+
+    init(wal: WAL, upstream: Endpoint, token: String?, role: ReplicationRole, logger: Logger) {
+        self.wal = wal
+        self.upstream = upstream
+        self.token = token
+        self.role = role
+        self.logger = logger
+    }
+
+    func start() {
+        let loop = Task { await run() }
+        task.withLock { $0 = loop }
+    }
+
+    /// Stops following (PROMOTE or shutdown) and waits until no more records are appended.
+    func stop() async {
+        let loop = task.withLock { $0 }
+        loop?.cancel()
+        current.withLock { $0?.close() }
+        await loop?.value
+    }
+
+    private func run() async {
+        var backoff = Duration.milliseconds(100)
+        while !Task.isCancelled {
+            do {
+                try await followOnce()
+                backoff = .milliseconds(100)
+            } catch is CancellationError {
+                break
+            } catch {
+                if Task.isCancelled { break }
+                role.setConnected(false, error: "\(error)")
+                logger.warning("replication from upstream stopped; retrying", metadata: [
+                    "upstream": "\(upstream)", "error": "\(error)", "retry_in": "\(backoff)",
+                ])
+            }
+            role.setConnected(false)
+            try? await Task.sleep(for: backoff)
+            backoff = min(backoff * 2, .seconds(5))
+        }
+        role.setConnected(false)
+    }
+
+    private func followOnce() async throws {
+        let start = try await checkIdentity()
+        let client = try await WALClient.connect(upstream, token: token)
+        current.withLock { $0 = client }
+        defer {
+            current.withLock { $0 = nil }
+            client.close()
+        }
+        let (appended, appendedSignal) = AsyncStream<LSN>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let wal = self.wal
+        let feedback = Task {
+            // Group fsync: while one sync runs, more records arrive; the next covers them all.
+            for await last in appended {
+                guard let durable = try? await wal.waitDurable(last) else { return }
+                try? client.sendFeedback(durableLSN: durable)
+            }
+        }
+        defer {
+            appendedSignal.finish()
+            feedback.cancel()
+        }
+        role.setConnected(true)
+        logger.notice("following upstream", metadata: ["upstream": "\(upstream)", "from_lsn": "\(start)"])
+        var expected = start
+        for try await record in client.follow(from: start) {
+            try Task.checkCancellation()
+            guard record.lsn == expected else {
+                throw ReplicationError.gap(expected: expected, received: record.lsn)
+            }
+            let lsn = try await wal.append(record.payload, durability: .buffered)
+            guard lsn == record.lsn else { throw ReplicationError.lsnMismatch(local: lsn, upstream: record.lsn) }
+            expected += 1
+            appendedSignal.yield(lsn)
+        }
+        try Task.checkCancellation()
+        throw ReplicationError.streamEnded
+    }
+
+    /// Makes sure we follow the same log and returns the LSN to stream from.
+    private func checkIdentity() async throws -> LSN {
+        let control = try await WALClient.connect(upstream, token: token)
+        defer { control.close() }
+        let info = try await control.info()
+        var local = await wal.status
+        let localIsEmpty = local.lastLSN < local.firstLSN
+        if local.logID.description != info.logID || (localIsEmpty && local.firstLSN < info.firstLSN) {
+            guard localIsEmpty, let id = LogID(info.logID) else {
+                throw ReplicationError.foreignLog(local: local.logID.description, upstream: info.logID)
+            }
+            // A new follower takes the upstream's identity and starts where its log starts.
+            try await wal.adoptIdentity(logID: id, firstLSN: max(info.firstLSN, 1))
+            local = await wal.status
+        }
+        if local.lastLSN > info.lastLSN {
+            throw ReplicationError.ahead(local: local.lastLSN, upstream: info.lastLSN)
+        }
+        if local.lastLSN >= local.firstLSN && local.lastLSN >= info.firstLSN {
+            // Same history? Compare our last record with the upstream's record at that LSN.
+            let reader = try await wal.reader(from: local.lastLSN)
+            let mine = try reader.next()
+            var theirs: ReplayedRecord?
+            for try await record in control.replay(from: local.lastLSN, count: 1) { theirs = record }
+            if mine?.payload != theirs?.payload {
+                throw ReplicationError.diverged(lsn: local.lastLSN)
+            }
+        }
+        return local.lastLSN + 1
+    }
+}
+
+enum ReplicationError: Error, CustomStringConvertible {
+    case foreignLog(local: String, upstream: String)
+    case ahead(local: LSN, upstream: LSN)
+    case diverged(lsn: LSN)
+    case gap(expected: LSN, received: LSN)
+    case lsnMismatch(local: LSN, upstream: LSN)
+    case streamEnded
+
+    var description: String {
+        switch self {
+        case .foreignLog(let local, let upstream):
+            "refusing to follow: the local log \(local) is not the upstream's log \(upstream) (local data left untouched)"
+        case .ahead(let local, let upstream):
+            "refusing to follow: the local log ends at LSN \(local), beyond the upstream's last LSN \(upstream) (local data left untouched)"
+        case .diverged(let lsn):
+            "refusing to follow: the local record at LSN \(lsn) differs from the upstream's (the logs diverged; local data left untouched)"
+        case .gap(let expected, let received): "upstream sent LSN \(received), expected \(expected)"
+        case .lsnMismatch(let local, let upstream): "local append got LSN \(local) for upstream LSN \(upstream)"
+        case .streamEnded: "the upstream closed the follow stream"
+        }
+    }
+}
