@@ -328,6 +328,20 @@ func reason(_ error: WALError?) -> String {
         #expect(reason(error).contains("header checksum"))
     }
 
+    @Test func readerReportsAHeaderDamagedWhileOpenWithTheSegmentsLSN() async throws {
+        let log = FixedLog()
+        defer { log.dir.cleanup() }
+        try await log.write(200)
+        let wal = try await WAL.open(log.options)
+        let segment = log.segments[1]
+        log.flip(log.path(segment), at: 2)  // magic
+        let reader = try await wal.reader(from: segment.firstLSN)
+        let error = await walError { try reader.next() }
+        #expect(isCorruption(error, file: log.path(segment), offset: 0, lsn: segment.firstLSN))
+        #expect(reason(error).contains("magic"))
+        try await wal.close()
+    }
+
     @Test func segmentThatEndsEarlyIsReportedByVerify() async throws {
         let log = FixedLog(preallocate: false)
         defer { log.dir.cleanup() }

@@ -126,7 +126,13 @@ public final class LogReader {
         window = newWindow
         segment = found.segment
         segmentSize = try wrapIO { try io.size(handle, path: path) }
-        let header = try SegmentScanner.readHeader(io: io, handle: handle, path: path)
+        let header: SegmentHeader
+        do {
+            header = try SegmentScanner.readHeader(io: io, handle: handle, path: path)
+        } catch WALError.corruption(let file, let offset, _, let reason) {
+            // readHeader knows no LSN; name the segment's first LSN, as open and verifyLog do.
+            throw WALError.corruption(file: file, offset: offset, lsn: found.segment.firstLSN, reason: reason)
+        }
         guard header.firstLSN == found.segment.firstLSN else {
             offset = 0
             throw corruption("segment header says first LSN \(header.firstLSN)")
