@@ -71,7 +71,7 @@ let package = Package(
         .executableTarget(name: "wal-example-kvstore", dependencies: ["WALCore"]),
         .executableTarget(name: "wal-bench", dependencies: ["WALCore"]),
         // `make bench-compare`: wald vs Redis AOF and a raw fdatasync loop, side by side.
-        .executableTarget(name: "wal-bench-compare"),
+        .executableTarget(name: "wal-bench-compare", dependencies: ["WALClient"]),
         // Test helper: appends durable records and prints each acknowledged LSN (crash tests SIGKILL it).
         .executableTarget(name: "wal-stress", dependencies: ["WALCore"]),
         .testTarget(name: "WALCoreTests", dependencies: ["WALCore"]),

@@ -2,6 +2,7 @@
 // load generator shape, plus a raw fdatasync-per-write loop as the physical reference.
 // Prints one table per pass; every ratio comes from runs made side by side in this process.
 @preconcurrency import Foundation
+import WALClient
 
 @main
 struct BenchCompare {
@@ -16,6 +17,11 @@ struct BenchCompare {
         let raw = RawSyncLoop.run(directory: work.path, iterations: quick ? 1000 : 4000)
         print(String(format: "raw pwrite(100 B)+fdatasync loop on a zero-filled file: %.0f writes/s (p50 %.0f µs)\n",
                      raw.perSecond, raw.p50Micros))
+
+        if !arguments.contains("--no-replication") {
+            try await Replication.run(binaries: binaries, work: work, seconds: quick ? 2 : 5)
+        }
+        if arguments.contains("--replication-only") { return }
 
         let clients = quick ? [1, 16] : [1, 16, 64]
         let pipelines = [1, 16]
@@ -88,10 +94,10 @@ final class Server {
         return Server(process: process, port: port)
     }
 
-    static func wald(binaries: URL, directory: String) throws -> Server {
+    static func wald(binaries: URL, directory: String, extra: [String] = []) throws -> Server {
         let process = Process()
         process.executableURL = binaries.appendingPathComponent("wald")
-        process.arguments = ["--data-dir", directory, "--listen", "127.0.0.1:0", "--log-level", "warning"]
+        process.arguments = ["--data-dir", directory, "--listen", "127.0.0.1:0", "--log-level", "warning"] + extra
         let pipe = Pipe()
         process.standardOutput = pipe
         try process.run()
@@ -211,3 +217,90 @@ enum RawSyncLoop {
 }
 
 enum BenchError: Error { case failed(String) }
+
+/// Replication: follower lag under a 16-client durable load (time from the primary's ack to
+/// the record arriving on a FOLLOW stream from the follower, which sends only what it has made
+/// durable), and durable throughput with min_sync_replicas=1 as a ratio of without it.
+enum Replication {
+    static func run(binaries: URL, work: URL, seconds: Double) async throws {
+        print("## Replication (primary + 1 follower on loopback, 16 clients, durable 100 B appends)\n")
+        let primary = try Server.wald(binaries: binaries, directory: work.appendingPathComponent("repl-primary").path)
+        let follower = try Server.wald(binaries: binaries, directory: work.appendingPathComponent("repl-follower").path,
+                                       extra: ["--follow", "127.0.0.1:\(primary.port)"])
+        defer { primary.stop(); follower.stop() }
+        try await Task.sleep(for: .milliseconds(300))
+
+        let arrivals = Arrivals()
+        let stream = try await WALClient.connect(.tcp(host: "127.0.0.1", port: follower.port))
+        let tail = Task {
+            do {
+                for try await record in stream.follow(from: 1) { arrivals.record(record.lsn) }
+            } catch {}
+        }
+        let acks = Arrivals()
+        let primaryPort = primary.port
+        let deadline = ContinuousClock.now + .seconds(seconds)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<16 {
+                group.addTask {
+                    let client = try await WALClient.connect(.tcp(host: "127.0.0.1", port: primaryPort))
+                    defer { client.close() }
+                    let payload = [UInt8](repeating: 7, count: 100)
+                    while ContinuousClock.now < deadline { acks.record(try await client.append(payload)) }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let total = acks.count
+        let waitUntil = ContinuousClock.now + .seconds(10)
+        while arrivals.count < total && ContinuousClock.now < waitUntil { try await Task.sleep(for: .milliseconds(10)) }
+        stream.close()
+        tail.cancel()
+        var lags: [Double] = []
+        for (lsn, ackedAt) in acks.all {
+            guard let arrivedAt = arrivals.time(of: lsn) else { continue }
+            let lag = (arrivedAt - ackedAt).components
+            lags.append(max(0, Double(lag.seconds) * 1e6 + Double(lag.attoseconds) / 1e12))
+        }
+        lags.sort()
+        let percentile = { (q: Double) in lags.isEmpty ? 0 : lags[min(lags.count - 1, Int(Double(lags.count) * q))] }
+        print(String(format: "follower lag (primary ack → durable on follower and streamed): p50 %.0f µs, p99 %.0f µs over %d records (%d missing); target p99 < 2000 µs",
+                     percentile(0.50), percentile(0.99), lags.count, total - lags.count))
+
+        let asynchronous = try Runner.waldBench(binaries: binaries, port: primary.port, clients: 16, pipeline: 1, size: 100,
+                                                requests: 40_000, buffered: false)
+        primary.stop()
+        follower.stop()
+        let syncPrimary = try Server.wald(binaries: binaries, directory: work.appendingPathComponent("repl-sync-primary").path,
+                                          extra: ["--min-sync-replicas", "1", "--sync-replica-timeout", "5s"])
+        let syncFollower = try Server.wald(binaries: binaries, directory: work.appendingPathComponent("repl-sync-follower").path,
+                                           extra: ["--follow", "127.0.0.1:\(syncPrimary.port)"])
+        defer { syncPrimary.stop(); syncFollower.stop() }
+        try await Task.sleep(for: .milliseconds(500))
+        let synchronous = try Runner.waldBench(binaries: binaries, port: syncPrimary.port, clients: 16, pipeline: 1, size: 100,
+                                               requests: 40_000, buffered: false)
+        print(String(format: "durable appends/s, 16 clients: async %.0f (p99 %.2f ms), min_sync_replicas=1 %.0f (p99 %.2f ms): ratio %.2f (target ≥ 0.50)\n",
+                     asynchronous.perSecond, asynchronous.p99Millis, synchronous.perSecond, synchronous.p99Millis,
+                     synchronous.perSecond / max(asynchronous.perSecond, 1)))
+    }
+}
+
+/// When each LSN was seen, from many tasks.
+final class Arrivals: @unchecked Sendable {
+    // @unchecked: every access goes through `lock`.
+    private let lock = NSLock()
+    private var times: [UInt64: ContinuousClock.Instant] = [:]
+
+    func record(_ lsn: UInt64) {
+        let now = ContinuousClock.now
+        lock.lock(); times[lsn] = now; lock.unlock()
+    }
+
+    func time(of lsn: UInt64) -> ContinuousClock.Instant? {
+        lock.lock(); defer { lock.unlock() }
+        return times[lsn]
+    }
+
+    var count: Int { lock.lock(); defer { lock.unlock() }; return times.count }
+    var all: [UInt64: ContinuousClock.Instant] { lock.lock(); defer { lock.unlock() }; return times }
+}
