@@ -31,7 +31,8 @@ struct Daemon: Sendable {
         factory.valueHistogramBuckets["wald_records_per_fsync"] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096]
         MetricsSystem.bootstrap(factory)
         let logger = Logger(label: "wald")
-        for name in WaldConfig.unrecognizedEnvironmentVariables(in: environment) {
+        // WALD_TEST_FAULT_FILE is no option but is known (the test-only fault point, warned about below).
+        for name in WaldConfig.unrecognizedEnvironmentVariables(in: environment) where name != "WALD_TEST_FAULT_FILE" {
             logger.warning("ignoring unknown environment variable", metadata: ["name": "\(name)"])
         }
 
