@@ -46,6 +46,21 @@ bench: release
 bench-compare: release bench-deps
 	.build/release/wal-bench-compare
 
+# Chaos soak (Tests/Soak/soak.py, Python 3 stdlib): a primary and two followers under 64 clients while processes
+# are killed, stalled and cut off, every acknowledged record verified on every node; then a disk-full phase on a
+# 64 MiB tmpfs (needs root to mount). DURATION is the seconds of load; SOAK_ARGS passes more options.
+# Release binaries in their own scratch path, so a soak never races another build.
+DURATION ?= 300
+SOAK_SCRATCH ?= .build-soak
+SOAK_ARGS ?=
+
+.PHONY: soak
+soak: deps
+	$(SWIFT) build -c release --scratch-path $(SOAK_SCRATCH) --product wald
+	$(SWIFT) build -c release --scratch-path $(SOAK_SCRATCH) --product walctl
+	python3 Tests/Soak/soak.py --duration $(DURATION) --wald $(SOAK_SCRATCH)/release/wald \
+		--walctl $(SOAK_SCRATCH)/release/walctl $(SOAK_ARGS)
+
 # Builds and starts wald on $(LISTEN) with data in $(DATA_DIR) (Ctrl-C stops it cleanly).
 run: build
 	.build/debug/wald --listen $(LISTEN) --data-dir $(DATA_DIR)

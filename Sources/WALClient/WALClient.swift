@@ -223,7 +223,13 @@ public final class WALClient: Sendable {
     }
 
     private func unexpected(_ response: Response) -> WALClientError {
-        .protocolViolation("unexpected response \(response)")
+        // Never the payload bytes: this text reaches logs (the replicator logs it at warning).
+        let shown = switch response {
+        case .record(let lsn, let payload): "record(lsn: \(lsn), \(payload.count) bytes)"
+        case .pong(let echo): "pong(\(echo.count) bytes)"
+        default: "\(response)"
+        }
+        return .protocolViolation("unexpected response \(shown)")
     }
 
     private func readLoop() {

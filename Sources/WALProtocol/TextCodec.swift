@@ -30,7 +30,7 @@ public enum TextCodec {
         let words = rest.split(separator: UInt8(ascii: " ")).map { String(decoding: $0, as: UTF8.self) }
         func bad(_ message: String) -> ProtocolError { ProtocolError(.badRequest, message, closesConnection: false) }
         func number(_ text: String, _ what: String) throws(ProtocolError) -> UInt64 {
-            guard let value = UInt64(text) else { throw bad("\(what) must be a non-negative integer, got '\(text)'") }
+            guard let value = UInt64(text) else { throw bad("\(what) must be a non-negative integer, got '\(quoted(text))'") }
             return value
         }
         switch command {
@@ -64,9 +64,26 @@ public enum TextCodec {
         case "METRICS": return try noArguments(.metrics, words, "METRICS")
         case "PROMOTE": return try noArguments(.promote, words, "PROMOTE")
         default:
-            let shown = command.count > 32 ? String(command.prefix(32)) + "…" : command
-            throw bad("unknown command '\(shown)'; try PING, APPEND, REPLAY, SYNC, INFO, TRUNCATE, AUTH, QUIT")
+            throw bad("unknown command '\(quoted(command))'; try PING, APPEND, REPLAY, SYNC, INFO, TRUNCATE, AUTH, QUIT")
         }
+    }
+
+    /// Client text echoed in an error reply: at most 32 characters, and every character outside
+    /// printable ASCII as `\xNN` (UTF-8 bytes), so a reply never carries the client's control
+    /// bytes (terminal escapes, CR, NUL) back to whoever reads it.
+    static func quoted(_ text: String) -> String {
+        var out = ""
+        for (index, character) in text.enumerated() {
+            if index == 32 { return out + "…" }
+            for byte in character.utf8 {
+                if byte >= 0x20 && byte < 0x7F && byte != UInt8(ascii: "\\") {
+                    out.unicodeScalars.append(Unicode.Scalar(byte))
+                } else {
+                    out += "\\x" + (byte < 16 ? "0" : "") + String(byte, radix: 16, uppercase: true)
+                }
+            }
+        }
+        return out
     }
 
     private static func noArguments(_ request: Request, _ words: [String], _ name: String) throws(ProtocolError) -> Request {

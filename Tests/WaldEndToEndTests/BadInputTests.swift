@@ -195,6 +195,53 @@ import Glibc
         #expect(next > UInt64(bigRecords) && endLSN == next, "the slow replay ended at \(next) with END \(endLSN)")
     }
 
+    @Test(.timeLimit(.minutes(2)))
+    func pipelinedLargeFramesDuringAStalledFsyncHoldBoundedServerMemory() async throws {
+        let fault = NSTemporaryDirectory() + "wald-fault-\(UUID().uuidString)"
+        FileManager.default.createFile(atPath: fault, contents: nil)
+        defer { try? FileManager.default.removeItem(atPath: fault) }
+        let wald = try WaldProcess(environment: ["WALD_TEST_FAULT_FILE": fault])
+        defer { wald.cleanup() }
+        let pid = wald.process.processIdentifier
+        let rssBefore = residentKiB(pid: pid) ?? 0
+        try "stall".write(toFile: fault, atomically: false, encoding: .utf8)
+
+        // 64 pipelined frames of 8 records of almost 1 MiB (512 MiB in all). The first waits
+        // for the stalled fsync; the server must stop reading the rest instead of queueing it.
+        let record = [UInt8](repeating: 0x61, count: (1 << 20) - 64)
+        let big = appendFrame(Array(repeating: record, count: 8))
+        let c = try RawConnection(port: wald.port)
+        let fd = c.fd
+        let senderDone = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            defer { senderDone.signal() }
+            for _ in 0..<64 {
+                var sent = 0
+                while sent < big.count {
+                    let n = big.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + sent, big.count - sent, Int32(MSG_NOSIGNAL)) }
+                    if n <= 0 { return }
+                    sent += n
+                }
+            }
+        }
+        var peakKiB = rssBefore
+        for _ in 0..<16 {
+            try await Task.sleep(for: .milliseconds(250))
+            peakKiB = max(peakKiB, residentKiB(pid: pid) ?? 0)
+        }
+        #expect(peakKiB - rssBefore < 128 * 1024,
+                "wald grew by \((peakKiB - rssBefore) / 1024) MiB (\(rssBefore / 1024) → \(peakKiB / 1024) MiB) while a client pipelined 512 MiB during a stalled fsync")
+        shutdown(fd, Int32(SHUT_RDWR))  // ends the blocked send
+        senderDone.wait()
+
+        // Once the fsync goes through, the server serves others again.
+        try "".write(toFile: fault, atomically: false, encoding: .utf8)
+        let client = try await WALClient.connect(Endpoint.tcp(host: "127.0.0.1", port: wald.port))
+        defer { client.close() }
+        let (first, _) = try await client.append(batch: [Array("after".utf8)])
+        #expect(first > 0)
+    }
+
     /// A 10 KB-ish record for LSN `lsn`: its tag, then a fixed random block (cheap to build).
     private func bigPayload(_ lsn: Int, size: Int) -> [UInt8] {
         let tag = Array("big-\(lsn);".utf8)

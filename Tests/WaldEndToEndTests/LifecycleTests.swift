@@ -103,6 +103,58 @@ let ipv6LoopbackAvailable: Bool = {
     }
 
     @Test(.timeLimit(.minutes(1)))
+    func forgedRecordLengthInTheLastSegmentIsNeverAllocated() async throws {
+        let wald = try WaldProcess()
+        defer { wald.cleanup() }
+        let client = try await WALClient.connect(.tcp(host: "127.0.0.1", port: wald.port))
+        #expect(try await client.append(Array("hello".utf8)) == 1)
+        client.close()
+        #expect(wald.stop() == 0)
+        // A data directory someone tampered with: the first record claims 0xFFFFFFF0 bytes.
+        let names = try FileManager.default.contentsOfDirectory(atPath: wald.dataDirectory).filter { $0.hasSuffix(".wal") }.sorted()
+        let segment = try #require(FileHandle(forUpdatingAtPath: wald.dataDirectory + "/" + names.last!))
+        try segment.seek(toOffset: 64 + 4)
+        try segment.write(contentsOf: [0xF0, 0xFF, 0xFF, 0xFF])
+        try segment.close()
+
+        // Under a 2 GiB address-space limit (LimitAS=, vm.overcommit_memory=2) wald and walctl
+        // must treat it as a torn frame, not try to allocate 4 GiB and abort.
+        let products = buildProductsDirectory().path
+        let verify = Process()
+        verify.executableURL = URL(fileURLWithPath: "/bin/sh")
+        verify.arguments = ["-c", "ulimit -v 2097152; exec \"$0\" verify \"$1\"", products + "/walctl", wald.dataDirectory]
+        let verifyErr = Pipe()
+        verify.standardOutput = FileHandle.nullDevice
+        verify.standardError = verifyErr
+        try verify.run()
+        let verifyText = String(decoding: verifyErr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        verify.waitUntilExit()
+        #expect(verify.terminationReason == .exit && !verifyText.contains("failed to allocate"), "walctl verify crashed:\n\(verifyText)")
+
+        let daemon = Process()
+        daemon.executableURL = URL(fileURLWithPath: "/bin/sh")
+        daemon.arguments = ["-c", "ulimit -v 2097152; exec \"$0\" --data-dir \"$1\" --listen 127.0.0.1:0 --log-level warning",
+                            products + "/wald", wald.dataDirectory]
+        daemon.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("WALD_") }
+        let out = Pipe()
+        let err = Pipe()
+        daemon.standardOutput = out
+        daemon.standardError = err
+        try daemon.run()
+        defer { if daemon.isRunning { kill(daemon.processIdentifier, SIGKILL) } }
+        let ready = String(decoding: out.fileHandleForReading.availableData, as: UTF8.self)
+        if ready.hasPrefix("ready ") {
+            kill(daemon.processIdentifier, SIGTERM)
+            daemon.waitUntilExit()
+            #expect(daemon.terminationStatus == 0)
+        } else {
+            daemon.waitUntilExit()
+            let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            Issue.record("wald did not start on the tampered directory (status \(daemon.terminationStatus)):\n\(stderr.suffix(2000))")
+        }
+    }
+
+    @Test(.timeLimit(.minutes(1)))
     func unixSocketServesBothProtocolsWithMode0660() async throws {
         let path = "/tmp/wald-e2e-\(UInt32.random(in: 0...UInt32.max)).sock"
         let wald = try WaldProcess(arguments: ["--unix", path])

@@ -49,7 +49,9 @@ enum SegmentScanner {
             var view = try window.view(from: offset, minimum: RecordFrame.headerSize)
             var decoded = RecordFrame.decode(view, at: 0, expectedLSN: expected, maxPayload: maxPayload)
             if case .needMore(let bytes) = decoded, view.count >= RecordFrame.headerSize {
-                view = try window.view(from: offset, minimum: bytes)
+                // Never more than the file holds: a damaged or forged length field (up to
+                // 4 GiB) must not become an allocation; the frame is then "cut off" below.
+                view = try window.view(from: offset, minimum: min(bytes, max(RecordFrame.headerSize, scan.fileSize - offset)))
                 decoded = RecordFrame.decode(view, at: 0, expectedLSN: expected, maxPayload: maxPayload)
             }
             switch decoded {

@@ -28,6 +28,10 @@ final class Connection: @unchecked Sendable {
         var output: [UInt8] = []
         var outputSent = 0
         var pending: Deque<Item> = []
+        /// Bytes of the frames or lines in `pending`: reading stops above `maxOutputBytes`, so
+        /// a client that pipelines large frames while its requests wait (a slow fsync) holds
+        /// at most that much besides the batch being handled, not 1024 frames of 16 MiB.
+        var pendingBytes = 0
         var processing = false
         var readSuspended = false
         var writeArmed = false
@@ -104,7 +108,8 @@ final class Connection: @unchecked Sendable {
                     return
                 }
             }
-            if s.stopReading || s.pending.count >= 1024 || s.outputPending >= server.options.maxOutputBytes {
+            let limit = server.options.maxOutputBytes
+            if s.stopReading || s.pending.count >= 1024 || s.pendingBytes >= limit || s.outputPending >= limit {
                 suspendReading(&s)
             }
             if !s.pending.isEmpty && !s.processing {
@@ -146,6 +151,7 @@ final class Connection: @unchecked Sendable {
                 case .binary:
                     guard let (frame, used) = try BinaryCodec.nextFrame(in: rest, maxFrameLength: limit) else { break }
                     consumed += used
+                    s.pendingBytes += used
                     do {
                         s.pending.append(.request(try BinaryCodec.decodeRequest(frame)))
                     } catch {
@@ -156,6 +162,7 @@ final class Connection: @unchecked Sendable {
                 case .text:
                     guard let (line, used) = try TextCodec.nextLine(in: rest) else { break }
                     consumed += used
+                    s.pendingBytes += used
                     do {
                         s.pending.append(.request(try TextCodec.parse(line)))
                     } catch {
@@ -187,7 +194,8 @@ final class Connection: @unchecked Sendable {
 
     private func resumeReadingIfAllowed(_ s: inout State) {
         guard s.readSuspended, !s.closed, !s.stopReading else { return }
-        guard s.pending.count < 512, s.outputPending < server.options.maxOutputBytes / 2 else { return }
+        let limit = server.options.maxOutputBytes
+        guard s.pending.count < 512, s.pendingBytes < limit / 2, s.outputPending < limit / 2 else { return }
         s.readSuspended = false
         readSource.resume()
     }
@@ -204,6 +212,7 @@ final class Connection: @unchecked Sendable {
                 }
                 let items = Array(s.pending)
                 s.pending.removeAll()
+                s.pendingBytes = 0
                 resumeReadingIfAllowed(&s)
                 return items
             }
