@@ -19,14 +19,13 @@ public enum RecordFrame {
     public static func append(lsn: UInt64, payload: UnsafeRawBufferPointer, to buffer: inout [UInt8]) {
         let start = buffer.count
         let total = headerSize + payload.count
-        buffer.append(contentsOf: repeatElement(0, count: total))
+        // Header then payload, each one copy (no zero-fill first: this runs once per record);
+        // the checksum is patched in last.
+        var header = (UInt32(0), UInt32(payload.count).littleEndian, lsn.littleEndian)
+        withUnsafeBytes(of: &header) { buffer.append(contentsOf: $0) }
+        if payload.count > 0 { buffer.append(contentsOf: payload) }
         buffer.withUnsafeMutableBytes { out in
             let frame = UnsafeMutableRawBufferPointer(rebasing: out[start..<(start + total)])
-            frame.storeLE(UInt32(payload.count), at: 4)
-            frame.storeLE(lsn, at: 8)
-            if payload.count > 0 {
-                frame.baseAddress!.advanced(by: headerSize).copyMemory(from: payload.baseAddress!, byteCount: payload.count)
-            }
             let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: frame[4...]))
             frame.storeLE(crc, at: 0)
         }

@@ -252,6 +252,11 @@ public final class SimulatedFileIO: FileIO {
         state.withLock { $0.handles.count }
     }
 
+    /// The path each open handle was opened by, for checks on one file's descriptors.
+    public var openHandlePaths: [String] {
+        state.withLock { $0.handles.values.map(\.path) }
+    }
+
     public func size(_ handle: IOHandle, path: String) throws -> Int {
         try state.withLock { s in s.inodes[try handleInfo(s, handle, "fstat").inode]!.current.count }
     }

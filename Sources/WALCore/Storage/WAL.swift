@@ -1,6 +1,7 @@
 // The writer: a single actor owns the active segment, the append buffer and every file
-// mutation (rotation, retention, truncation). fdatasync runs on GroupCommit's thread, so
-// appends keep being encoded and written while a sync is in flight.
+// mutation (rotation, retention, truncation). fdatasync never runs on the actor: GroupCommit
+// runs it on the waiting client's own thread or its sync thread, so appends keep being
+// encoded and written while a sync is in flight.
 import CoreMetrics
 import Logging
 
@@ -121,8 +122,20 @@ public actor WAL {
 
     /// Appends one record; returns its LSN.
     @discardableResult
+    public func append(_ record: [UInt8], durability: Durability = .durable) async throws -> LSN {
+        // Not generic, so a caller in another module runs specialised code (the generic
+        // version costs ≈ 2–3× per buffered append in metadata lookups and async frames).
+        let lsn = try accept(record, durability: durability)
+        if durability == .durable { _ = try await commit.waitDurable(lsn) }
+        return lsn
+    }
+
+    /// Appends one record; returns its LSN.
+    @discardableResult
     public func append(_ record: some RecordPayload, durability: Durability = .durable) async throws -> LSN {
-        try await append(contentsOf: CollectionOfOne(record), durability: durability)
+        let lsn = try accept(record, durability: durability)
+        if durability == .durable { _ = try await commit.waitDurable(lsn) }
+        return lsn
     }
 
     /// Appends records as one batch with consecutive LSNs; returns the first. The batch
@@ -141,10 +154,7 @@ public actor WAL {
             }
             batchBytes += RecordFrame.headerSize + record.count
         }
-        let used = writeOffset + buffer.count
-        if used + batchBytes > options.maxSegmentBytes && used > SegmentHeader.size {
-            try rotate()
-        }
+        try makeRoom(for: batchBytes)
         let rollback = buffer.count
         let first = nextLSN
         for record in records {
@@ -152,18 +162,54 @@ public actor WAL {
             nextLSN += 1
         }
         let last = nextLSN - 1
-        if durability == .durable || buffer.count >= options.maxBufferBytes {
-            do { try flush() } catch {
-                discardFailedBatch(from: rollback, firstLSN: first)
-                throw error
-            }
-        }
+        try flushIfNeeded(durability, rollback: rollback, firstLSN: first)
         appendedRecords.increment(by: records.count)
         appendedBytes.increment(by: batchBytes - records.count * RecordFrame.headerSize)
         if durability == .durable {
             _ = try await commit.waitDurable(last)
         }
         return first
+    }
+
+    /// A one-record `append(contentsOf:)` up to the wait for durability: encodes the record,
+    /// writes it when `durability` (or a full buffer) asks for it, and returns its LSN.
+    @inline(__always)
+    private func accept(_ record: some RecordPayload, durability: Durability) throws -> LSN {
+        try checkWritable()
+        let count = record.count
+        guard count <= options.maxRecordBytes else {
+            throw WALError.recordTooLarge(size: count, limit: options.maxRecordBytes)
+        }
+        try makeRoom(for: RecordFrame.headerSize + count)
+        let rollback = buffer.count
+        let lsn = nextLSN
+        record.withUnsafeBytes { RecordFrame.append(lsn: lsn, payload: $0, to: &buffer) }
+        nextLSN += 1
+        try flushIfNeeded(durability, rollback: rollback, firstLSN: lsn)
+        appendedRecords.increment(by: 1)
+        appendedBytes.increment(by: count)
+        return lsn
+    }
+
+    /// Rotates first when a batch of `batchBytes` would overflow the active segment (unless
+    /// the segment is empty: an oversized batch gets a segment of its own).
+    @inline(__always)
+    private func makeRoom(for batchBytes: Int) throws {
+        let used = writeOffset + buffer.count
+        if used + batchBytes > options.maxSegmentBytes && used > SegmentHeader.size {
+            try rotate()
+        }
+    }
+
+    /// Writes the buffer when the batch just encoded at `rollback` must be durable or the
+    /// buffer is full; a failed write takes the batch back out.
+    @inline(__always)
+    private func flushIfNeeded(_ durability: Durability, rollback: Int, firstLSN: LSN) throws {
+        guard durability == .durable || buffer.count >= options.maxBufferBytes else { return }
+        do { try flush() } catch {
+            discardFailedBatch(from: rollback, firstLSN: firstLSN)
+            throw error
+        }
     }
 
     /// Takes a batch whose write failed (ENOSPC) back out: its LSNs are reused, and whatever
