@@ -46,6 +46,7 @@ public struct FaultInjectingFileIO: FileIO {
     public func list(_ directory: String) throws -> [String] { try base.list(directory) }
     public func createDirectory(_ directory: String) throws { try base.createDirectory(directory) }
     public func lock(_ path: String) throws -> IOHandle { try base.lock(path) }
+    public func unlock(_ handle: IOHandle) { base.unlock(handle) }
 }
 
 extension String {

@@ -61,8 +61,16 @@ public protocol FileIO: Sendable {
     func list(_ directory: String) throws -> [String]
     /// Creates `directory` and missing parents (`mkdir -p`).
     func createDirectory(_ directory: String) throws
-    /// Takes an exclusive, non-blocking `flock` on `path` (created if missing); released by `close`.
+    /// Takes an exclusive, non-blocking `flock` on `path` (created if missing); released by `unlock`.
     func lock(_ path: String) throws -> IOHandle
+    /// Releases a `lock` and closes its handle. Unlocking explicitly matters: a child forked at
+    /// that moment holds a copy of the descriptor until it execs, and closing alone would leave
+    /// the lock held by that copy.
+    func unlock(_ handle: IOHandle)
+}
+
+extension FileIO {
+    public func unlock(_ handle: IOHandle) { close(handle) }
 }
 
 extension FileIO {

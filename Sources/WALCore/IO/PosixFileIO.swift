@@ -119,6 +119,11 @@ public struct PosixFileIO: FileIO {
         }
     }
 
+    public func unlock(_ handle: IOHandle) {
+        _ = flock(handle.raw, LOCK_UN)
+        close(handle)
+    }
+
     public func lock(_ path: String) throws -> IOHandle {
         let fd = try retrying("open", path) { Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644) }
         do {

@@ -68,7 +68,7 @@ public actor WAL {
             await wal.reportSize()
             return wal
         } catch {
-            io.close(lock)
+            io.unlock(lock)
             throw error
         }
     }
@@ -114,7 +114,7 @@ public actor WAL {
         flushTask?.cancel()
         commit.stop()
         preparer.discard()
-        io.close(lock)
+        io.unlock(lock)
         if let firstError, commit.failure == nil { throw firstError }
     }
 
