@@ -74,6 +74,12 @@ let package = Package(
         .executableTarget(name: "wal-bench-compare", dependencies: ["WALClient"]),
         // Test helper: appends durable records and prints each acknowledged LSN (crash tests SIGKILL it).
         .executableTarget(name: "wal-stress", dependencies: ["WALCore"]),
+        // `make fuzz`: the libFuzzer targets (binary, text, recovery, session) in one binary; in an
+        // ordinary build it replays corpus files instead (see Sources/wald-fuzz/main.swift).
+        .executableTarget(
+            name: "wald-fuzz",
+            dependencies: ["WALCore", "WALProtocol", "WALServer", .product(name: "Logging", package: "swift-log")]
+        ),
         .testTarget(name: "WALCoreTests", dependencies: ["WALCore"]),
         // Start the real wald binary and speak the documented protocol to it.
         .testTarget(name: "WaldEndToEndTests", dependencies: ["WALClient"]),

@@ -81,6 +81,20 @@ public final class WALServer: Sendable {
         }
     }
 
+    /// Serves one already-connected stream socket (one end of a socketpair, say) as if a
+    /// listener had accepted it: the fuzzer (`wald-fuzz session`) drives client sessions
+    /// through it without a network. Takes ownership of `fd`. Returns false, having closed
+    /// `fd`, when the server is full.
+    package func serve(connectedSocket fd: Int32, peer: String) -> Bool {
+        SocketCalls.setNonBlocking(fd)
+        guard let connection = core.admit(fd: fd, peer: peer) else {
+            SocketCalls.close(fd)
+            return false
+        }
+        core.ioQueue.async { connection.start() }
+        return true
+    }
+
     /// Addresses being listened on.
     public var addresses: [String] { listeners.withLock { $0.map(\.address) } }
 

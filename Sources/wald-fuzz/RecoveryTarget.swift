@@ -1,0 +1,178 @@
+// Target `recovery`: the input becomes the LAST segment of a data directory in a
+// `SimulatedFileIO`, and the log is opened. The first input byte picks the directory:
+//   0: the rest is the whole segment file (header included), the log's only segment;
+//   1: a valid header (first LSN 1) followed by the rest, the only segment;
+//   2: a valid first segment holding LSNs 1...3, then a valid header (first LSN 4) + the rest.
+// Properties: verifyLog never crashes; open either fails with a typed WALError or yields a
+// log whose every record reads back with dense LSNs, and whose records in the fuzzed
+// segment are the input's own bytes (recovery keeps a prefix, never invents); after such an
+// open, an append survives close and reopen, and verifyLog finds no damage; a log that open
+// calls corrupt opens after repair. Allocation is bounded by the libFuzzer malloc limit
+// (`make fuzz` sets it far below what a corrupt 4 GiB length field would ask for).
+import Logging
+import WALCore
+
+enum RecoveryTarget {
+    static let directory = "/fuzz"
+    static let logID = LogID(bytes: Array(0x10..<0x20))!
+    static let earlierRecords: [[UInt8]] = [Array("one".utf8), [], Array("three".utf8)]
+
+    static func run(_ bytes: [UInt8]) {
+        guard let mode = bytes.first else { return }
+        let rest = Array(bytes.dropFirst())
+        let io = SimulatedFileIO()
+        try! io.createDirectory(directory)
+        let lastFirstLSN: LSN
+        var segment: [UInt8]
+        switch mode % 3 {
+        case 0:
+            lastFirstLSN = 1
+            segment = rest
+        case 1:
+            lastFirstLSN = 1
+            segment = SegmentHeader(logID: logID, firstLSN: 1, previousFirstLSN: 0, createdMillis: 0).encoded() + rest
+        default:
+            var first = SegmentHeader(logID: logID, firstLSN: 1, previousFirstLSN: 0, createdMillis: 0).encoded()
+            for (index, record) in earlierRecords.enumerated() {
+                record.withUnsafeBytes { RecordFrame.append(lsn: LSN(index + 1), payload: $0, to: &first) }
+            }
+            write(io, name: "wal-00000000000000000001.wal", first)
+            lastFirstLSN = LSN(earlierRecords.count + 1)
+            segment = SegmentHeader(logID: logID, firstLSN: lastFirstLSN, previousFirstLSN: 1, createdMillis: 0).encoded() + rest
+        }
+        let lastName = "wal-" + String(repeating: "0", count: 20 - "\(lastFirstLSN)".count) + "\(lastFirstLSN).wal"
+        write(io, name: lastName, segment)
+
+        // verifyLog only reads: run it on the untouched directory.
+        do {
+            _ = try verifyLog(directory: directory, io: io)
+        } catch {
+            invariant(error is WALError, "verifyLog threw an untyped error: \(error)")
+        }
+
+        let options = makeOptions(io)
+        let opened = runBlocking { () -> Result<Opened, WALError> in
+            do {
+                let wal = try await WAL.open(options)
+                let result = try await readAll(wal)
+                let appended = try await wal.append(Array("after recovery".utf8))
+                try await wal.close()
+                return .success(Opened(records: result.records, firstLSN: result.firstLSN, appended: appended))
+            } catch let error as WALError {
+                return .failure(error)
+            } catch {
+                invariant(false, "open or read threw an untyped error: \(error)")
+                return .failure(.closed)
+            }
+        }
+        switch opened {
+        case .failure(let error):
+            invariant(isOpenFailure(error), "open failed with an unexpected error: \(error)")
+            // Whatever open refused, repair must turn into a log that opens.
+            var repairing = options
+            repairing.repair = true
+            let repairOptions = repairing
+            let repaired = runBlocking { () -> String? in
+                do {
+                    _ = try await WAL.repair(repairOptions)
+                    let wal = try await WAL.open(options)
+                    _ = try await readAll(wal)
+                    try await wal.close()
+                    return nil
+                } catch {
+                    return "\(error)"
+                }
+            }
+            invariant(repaired == nil, "after repair the log does not open cleanly: \(repaired ?? "")")
+        case .success(let log):
+            checkPrefix(log, segment: segment, lastFirstLSN: lastFirstLSN)
+            invariant(log.appended == log.firstLSN + LSN(log.records.count), "append after recovery got LSN \(log.appended)")
+            let reopened = runBlocking { () -> Result<[Record], WALError> in
+                do {
+                    let wal = try await WAL.open(options)
+                    let result = try await readAll(wal)
+                    try await wal.close()
+                    return .success(result.records)
+                } catch {
+                    return .failure(error as? WALError ?? .closed)
+                }
+            }
+            guard case .success(let records) = reopened else {
+                invariant(false, "a recovered log did not reopen: \(reopened)")
+                return
+            }
+            invariant(records.map(\.payload) == log.records.map(\.payload) + [Array("after recovery".utf8)],
+                      "reopening changed the records")
+            do {
+                let report = try verifyLog(directory: directory, io: io)
+                invariant(report.damage == nil && report.tornTail == nil, "verifyLog finds damage after recovery: \(report.damage.map { "\($0)" } ?? "torn tail")")
+            } catch {
+                invariant(false, "verifyLog failed after recovery: \(error)")
+            }
+        }
+    }
+
+    struct Opened: Sendable {
+        let records: [Record]
+        let firstLSN: LSN
+        let appended: LSN
+    }
+
+    /// Every record from the first LSN, checking density against the log's own positions.
+    static func readAll(_ wal: WAL) async throws -> (records: [Record], firstLSN: LSN) {
+        let status = await wal.status
+        let reader = try await wal.reader(from: 0)
+        var records: [Record] = []
+        while let record = try reader.next() {
+            invariant(record.lsn == status.firstLSN + LSN(records.count), "reader skipped from \(records.last?.lsn ?? 0) to \(record.lsn)")
+            records.append(record)
+        }
+        invariant(LSN(records.count) == status.lastLSN + 1 - status.firstLSN,
+                  "reader returned \(records.count) records for LSNs \(status.firstLSN)...\(status.lastLSN)")
+        invariant(status.durableLSN == status.lastLSN, "a recovered log has non-durable records")
+        return (records, status.firstLSN)
+    }
+
+    /// The records recovered from the fuzzed segment are the frames at its start, in order.
+    static func checkPrefix(_ log: Opened, segment: [UInt8], lastFirstLSN: LSN) {
+        if lastFirstLSN > 1 {
+            invariant(log.records.count >= earlierRecords.count, "records of the intact first segment were lost")
+            invariant(Array(log.records.prefix(earlierRecords.count).map(\.payload)) == earlierRecords, "intact records changed")
+        }
+        var offset = SegmentHeader.size
+        for record in log.records where record.lsn >= lastFirstLSN {
+            let end = offset + RecordFrame.headerSize + record.payload.count
+            invariant(end <= segment.count, "record \(record.lsn) extends beyond the input")
+            var frame: [UInt8] = []
+            record.payload.withUnsafeBytes { RecordFrame.append(lsn: record.lsn, payload: $0, to: &frame) }
+            invariant(Array(segment[offset..<end]) == frame, "record \(record.lsn) is not the input's frame at byte \(offset)")
+            offset = end
+        }
+    }
+
+    static func isOpenFailure(_ error: WALError) -> Bool {
+        switch error {
+        case .corruption: true
+        default: false
+        }
+    }
+
+    static func makeOptions(_ io: SimulatedFileIO) -> WALOptions {
+        var options = WALOptions(directory: directory)
+        options.io = io
+        options.maxSegmentBytes = 1 << 20
+        options.preallocate = false
+        options.flushInterval = .zero
+        options.logger = Logger(label: "wald-fuzz") { _ in SwiftLogNoOpLogHandler() }
+        return options
+    }
+
+    static func write(_ io: SimulatedFileIO, name: String, _ bytes: [UInt8]) {
+        let path = directory + "/" + name
+        let handle = try! io.open(path, mode: .createExclusive)
+        if !bytes.isEmpty { try! bytes.withUnsafeBytes { try io.write(handle, $0, at: 0, path: path) } }
+        try! io.syncData(handle, path: path)
+        io.close(handle)
+        try! io.syncDirectory(directory)
+    }
+}

@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Writes the small seed corpora in corpus/<target>/ (valid inputs the fuzzer mutates).
+Run from anywhere: python3 Tests/Fuzz/make-seeds.py. The formats are docs/protocol.md and docs/format.md."""
+import os, struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+def crc32c(data):
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+def frame(op, body=b""):
+    return struct.pack(">I", 1 + len(body)) + bytes([op]) + body
+
+def append(records, buffered=False):
+    body = bytes([1 if buffered else 0]) + struct.pack(">I", len(records))
+    for r in records:
+        body += struct.pack(">I", len(r)) + r
+    return frame(0x01, body)
+
+def replay(start, count, follow=False):
+    return frame(0x02, struct.pack(">QQB", start, count, 1 if follow else 0))
+
+SYNC, INFO, PROMOTE = frame(0x03), frame(0x04), frame(0x09)
+
+def header(first, previous, log_id=bytes(range(0x10, 0x20))):
+    h = b"WALDSEG\0" + struct.pack("<HHI", 1, 64, 0) + log_id + struct.pack("<QQQI", first, previous, 0, 0)
+    return h + struct.pack("<I", crc32c(h))
+
+def record(lsn, payload):
+    body = struct.pack("<IQ", len(payload), lsn) + payload
+    return struct.pack("<I", crc32c(body)) + body
+
+def write(target, name, data):
+    d = os.path.join(HERE, "corpus", target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+binary = {
+    "append": append([b"hello", b"abc"]),
+    "append-buffered": append([b"x" * 40], buffered=True),
+    "replay": replay(7, 2),
+    "replay-follow": replay(0, 0, follow=True),
+    "small-requests": SYNC + INFO + frame(0x05, b"hi") + frame(0x06, struct.pack(">Q", 100)) + PROMOTE,
+    "feedback-auth": frame(0x07, struct.pack(">Q", 9)) + frame(0x08, b"s3cret"),
+    "responses": frame(0x81, struct.pack(">QI", 7, 2)) + frame(0x82, struct.pack(">Q", 7) + b"hello")
+        + frame(0x83, struct.pack(">Q", 9)) + frame(0x84, struct.pack(">Q", 8)) + frame(0x85, b'{"version":"0.1.0"}')
+        + frame(0x86, b"hi") + frame(0x87, struct.pack(">Q", 65)) + frame(0x88) + frame(0x89, struct.pack(">Q", 9)),
+    "error": frame(0xFF, b"\x00\x03LSN 1 is out of range"),
+    "too-large": struct.pack(">I", 0x00FFFFFF) + b"\x01",
+}
+for name, data in binary.items():
+    write("binary", name, data)
+
+text = {
+    "ping": b"PING\r\n",
+    "append-replay": b"APPEND hello world\nAPPEND second\nREPLAY 1\nREPLAY 1 1\nREPLAY 0 5 FOLLOW\n",
+    "commands": b"SYNC\ninfo\nTRUNCATE 100\nAUTH s3cret\nPROMOTE\nMETRICS\nQUIT\n",
+    "bad": b"FROB\nREPLAY x\nSYNC now\nAPPEND\n",
+}
+for name, data in text.items():
+    write("text", name, data)
+
+records = record(1, b"one") + record(2, b"") + record(3, b"three")
+recovery = {
+    "raw-valid": b"\x00" + header(1, 0) + records,
+    "header-records": b"\x01" + records,
+    "header-records-zeros": b"\x01" + records + bytes(64),
+    "header-torn-tail": b"\x01" + records + record(4, b"torn record")[:20],
+    "header-damage-then-valid": b"\x01" + record(1, b"one") + b"\xff" * 16 + record(3, b"three"),
+    "second-segment": b"\x02" + record(4, b"four") + record(5, b"five"),
+}
+for name, data in recovery.items():
+    write("recovery", name, data)
+
+session = {
+    "binary-append-replay": append([b"hello", b"abc"]) + append([b"buffered"], buffered=True) + SYNC
+        + replay(0, 3) + INFO + frame(0x05, b"hi") + frame(0x06, struct.pack(">Q", 1)),
+    "binary-follow": append([b"a"]) + replay(0, 0, follow=True) + frame(0x07, struct.pack(">Q", 1)),
+    "binary-bad-opcode": append([b"a"]) + frame(0x42, b"zz") + SYNC,
+    "text-session": b"PING\nAPPEND hello world\nREPLAY 1 2\nSYNC\nINFO\nTRUNCATE 1\nQUIT\n",
+    "text-follow": b"APPEND x\nREPLAY 0 0 FOLLOW\nPING\n",
+    "bad-first-byte": b"\x7fhello\n",
+}
+for name, data in session.items():
+    write("session", name, data)
