@@ -326,4 +326,22 @@ import Glibc
         #expect(partial.isEmpty, "\(partial.count) records from cut-off frames were appended, e.g. LSN \(partial.first?.lsn ?? 0)")
         #expect(records.count == acked.count)
     }
+
+    /// Found by `wald-fuzz session`: a REPLAY FOLLOW whose end of input arrives in the same read
+    /// (the client half-closes at once) left the follow stream, its connection slot and its
+    /// segment hold open forever. The end of input ends a follow stream in either order.
+    @Test(.timeLimit(.minutes(1)))
+    func followRequestWithItsEndOfInputInTheSameReadIsClosed() async throws {
+        let wald = try WaldProcess()
+        defer { wald.cleanup() }
+        for attempt in 0..<5 {
+            let c = try RawConnection(port: wald.port, timeoutSeconds: 10)
+            c.send(attempt % 2 == 0 ? "APPEND x\nREPLAY 0 0 FOLLOW\n" : "REPLAY 0 0 FOLLOW\nPING\n")
+            shutdown(c.fd, Int32(SHUT_WR))
+            var chunk = [UInt8](repeating: 0, count: 65536)
+            var result = 1
+            while result > 0 { result = chunk.withUnsafeMutableBytes { recv(c.fd, $0.baseAddress, 65536, 0) } }
+            #expect(result == 0, "attempt \(attempt): the server kept the half-closed follow stream open (recv: \(result), errno \(errno))")
+        }
+    }
 }

@@ -203,11 +203,16 @@ final class Connection: @unchecked Sendable {
     // MARK: Processing
 
     private func processPending() async {
+        var followerLeft = false
         while true {
             let batch = state.withLock { s -> [Item]? in
                 guard !s.pending.isEmpty, !s.closed else {
                     s.processing = false
                     if s.endOfInput && !s.following { s.closing = true }
+                    // End of input that arrived with (or before) the REPLAY FOLLOW itself:
+                    // handleReadable saw no follow stream yet and no read event comes again,
+                    // so the follower has left now (fuzz target `session` found this hang).
+                    followerLeft = s.endOfInput && s.following
                     return nil
                 }
                 let items = Array(s.pending)
@@ -219,6 +224,7 @@ final class Connection: @unchecked Sendable {
             guard let batch else { break }
             await handle(batch)
         }
+        if followerLeft { closeGracefully() }
         closeIfDone()
     }
 
