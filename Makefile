@@ -107,3 +107,47 @@ uninstall:
 	rm -f $(addprefix $(DESTDIR)$(UNITDIR)/,$(UNITS))
 	rm -f $(addprefix $(DESTDIR)$(DOCDIR)/,$(notdir $(DOCS)))
 	rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null || true
+
+# --- fuzzing and sanitizers -----------------------------------------------------------------------------
+# `make fuzz FUZZ_SECONDS=N` runs each libFuzzer target (Sources/wald-fuzz: binary, text, recovery, session)
+# for N seconds, nice'd, starting from the committed seeds in Tests/Fuzz/corpus/<target> plus what earlier
+# runs found (kept in .build-fuzz/corpus, never committed). Crash inputs land in .build-fuzz/artifacts; turn
+# each into a regression test. -malloc_limit_mb makes any single allocation over 256 MiB a crash: no length
+# field may make the decoders allocate more than their configured maximum. Leak checks are off: every input
+# of recovery/session starts threads and tasks that outlive it by design.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= binary text recovery session
+FUZZ_BUILD := .build-fuzz
+FUZZ_FLAGS ?= -malloc_limit_mb=256 -rss_limit_mb=2048 -timeout=30 -detect_leaks=0 -max_len=8192
+
+.PHONY: fuzz fuzz-build test-asan test-tsan
+
+fuzz-build: deps
+	nice -n 19 $(SWIFT) build --scratch-path $(FUZZ_BUILD) --product wald-fuzz \
+		-Xswiftc -sanitize=fuzzer,address -Xlinker --export-dynamic-symbol=LLVMFuzzerRunDriver 2>&1 \
+		| grep -v "Cannot export local symbol"; test -x $(FUZZ_BUILD)/debug/wald-fuzz
+
+fuzz: fuzz-build
+	@mkdir -p $(FUZZ_BUILD)/artifacts
+	@status=0; for t in $(FUZZ_TARGETS); do \
+		mkdir -p $(FUZZ_BUILD)/corpus/$$t; \
+		echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
+		nice -n 19 $(FUZZ_BUILD)/debug/wald-fuzz $$t $(FUZZ_FLAGS) -max_total_time=$(FUZZ_SECONDS) \
+			-print_final_stats=1 -artifact_prefix=$(FUZZ_BUILD)/artifacts/$$t- \
+			$(FUZZ_BUILD)/corpus/$$t Tests/Fuzz/corpus/$$t > $(FUZZ_BUILD)/$$t.log 2>&1 || status=1; \
+		grep -E "^(stat::number_of_executed_units|stat::average_exec_per_sec|stat::peak_rss_mb)" $(FUZZ_BUILD)/$$t.log \
+			| sed "s/^/  $$t /"; \
+		grep -E "invariant failed|ERROR: |SUMMARY: |Test unit written" $(FUZZ_BUILD)/$$t.log | sed "s/^/  $$t /"; \
+	done; exit $$status
+
+# The test suite under AddressSanitizer / ThreadSanitizer, each in its own scratch path. TEST_FILTER narrows
+# it (e.g. TEST_FILTER=WALCoreTests); the end-to-end tests start the sanitized wald binary as well.
+TEST_FILTER ?=
+test-asan: deps
+	nice -n 19 $(SWIFT) build --build-tests --scratch-path .build-asan -Xswiftc -sanitize=address
+	nice -n 19 $(SWIFT) test --skip-build --scratch-path .build-asan $(if $(TEST_FILTER),--filter $(TEST_FILTER))
+
+test-tsan: deps
+	nice -n 19 $(SWIFT) build --build-tests --scratch-path .build-tsan -Xswiftc -sanitize=thread
+	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 $(TSAN_OPTIONS)" \
+		nice -n 19 $(SWIFT) test --skip-build --scratch-path .build-tsan $(if $(TEST_FILTER),--filter $(TEST_FILTER))
