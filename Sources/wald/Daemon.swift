@@ -84,7 +84,8 @@ struct Daemon: Sendable {
         Systemd.notify("READY=1\n" + (await statusLine(wal: wal, server: server, addresses: addresses)))
 
         var background: [Task<Void, Never>] = []
-        background.append(Task {
+        // A copy of `addresses` (a var): the task must not share it with the loop below.
+        background.append(Task { [addresses] in
             while !Task.isCancelled {
                 try? await Task.sleep(for: .seconds(2))
                 Systemd.notify(await statusLine(wal: wal, server: server, addresses: addresses))
