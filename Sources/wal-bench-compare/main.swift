@@ -113,11 +113,17 @@ final class Server {
         return Server(process: process, port: port)
     }
 
+    /// SIGTERM, then SIGKILL if the server has not exited within 10 s.
     func stop() {
+        guard process.isRunning else { return }
+        let pid = process.processIdentifier
+        kill(pid, SIGTERM)
+        for _ in 0..<200 where process.isRunning { usleep(50_000) }
         if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
+            FileHandle.standardError.write(Data("bench-compare: pid \(pid) ignored SIGTERM for 10 s; killing it\n".utf8))
+            kill(pid, SIGKILL)
         }
+        process.waitUntilExit()
     }
 
     private static func freePort() throws -> UInt16 {
