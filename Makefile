@@ -148,7 +148,8 @@ fuzz: fuzz-build
 TEST_FILTER ?=
 test-asan: deps
 	nice -n 19 $(SWIFT) build --build-tests --scratch-path .build-asan -Xswiftc -sanitize=address
-	nice -n 19 $(SWIFT) test --skip-build --scratch-path .build-asan $(if $(TEST_FILTER),--filter $(TEST_FILTER))
+	LSAN_OPTIONS="suppressions=$(CURDIR)/Tests/Sanitizers/lsan.supp $(LSAN_OPTIONS)" \
+		nice -n 19 $(SWIFT) test --skip-build --scratch-path .build-asan $(if $(TEST_FILTER),--filter $(TEST_FILTER))
 
 test-tsan: deps
 	nice -n 19 $(SWIFT) build --build-tests --scratch-path .build-tsan -Xswiftc -sanitize=thread
