@@ -186,8 +186,6 @@ enum SocketCalls {
 
     static func close(_ fd: Int32) { _ = Glibc.close(fd) }
 
-    static func shutdownWrite(_ fd: Int32) { _ = Glibc.shutdown(fd, Int32(SHUT_WR)) }
-
     /// The local address of a listening socket, e.g. to learn the port chosen for port 0.
     static func localAddress(_ fd: Int32) -> String {
         var storage = sockaddr_storage()
