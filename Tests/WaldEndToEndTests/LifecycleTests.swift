@@ -56,9 +56,11 @@ let ipv6LoopbackAvailable: Bool = {
                 return problems
             }
         }
+        // "Under load" needs appends in flight, not a throughput: with every suite running in
+        // parallel on 2 cores, fdatasync can take hundreds of milliseconds.
         let deadline = ContinuousClock.now + .seconds(30)
-        while acks.count < 300 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(2)) }
-        #expect(acks.count >= 300)
+        while acks.count < 40 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(2)) }
+        #expect(acks.count >= 40)
 
         let pid = wald.process.processIdentifier
         let watchdog = Watchdog(seconds: 30) { kill(pid, SIGKILL) }
