@@ -6,6 +6,15 @@ import Logging
 import Synchronization
 
 extension WaldConfig {
+    /// A byte size where 0 means unlimited, saying so when the text does not parse.
+    fileprivate static func byteSizeOrUnlimited(_ text: String) throws(ValueError) -> Int {
+        do throws(ValueError) {
+            return try ByteSize.parse(text)
+        } catch {
+            throw ValueError("\(error.expected) (0 = unlimited)")
+        }
+    }
+
     /// Resolves every option: flags > environment (`WALD_*`) > config file (`--config`/`WALD_CONFIG`) > defaults.
     ///
     /// - Parameters:
@@ -83,14 +92,9 @@ extension WaldConfig {
         config.maxSegments = try await values.value(.maxSegments, default: config.maxSegments) {
             (text) throws(ValueError) in try Count.parse(text, minimum: 0, meaning: " (0 = unlimited)")
         }.value
-        config.retentionBytes = try await values.value(.retentionBytes, default: config.retentionBytes) {
-            (text) throws(ValueError) in
-            do throws(ValueError) {
-                return try ByteSize.parse(text)
-            } catch {
-                throw ValueError("\(error.expected) (0 = unlimited)")
-            }
-        }.value
+        config.retentionBytes = try await values.value(
+            .retentionBytes, default: config.retentionBytes, parse: byteSizeOrUnlimited
+        ).value
         let maxRecordBytes = try await values.value(.maxRecordBytes, default: config.maxRecordBytes, parse: ByteSize.parse)
         config.maxRecordBytes = maxRecordBytes.value
         config.flushInterval = try await values.value(.flushInterval, default: config.flushInterval, parse: DurationText.parse).value
@@ -123,14 +127,9 @@ extension WaldConfig {
             guard timeout > .zero else { throw ValueError("expected a duration above 0 like 500ms, 5s or 1m") }
             return timeout
         }.value
-        config.maxFollowerHoldBytes = try await values.value(.maxFollowerHoldBytes, default: config.maxFollowerHoldBytes) {
-            (text) throws(ValueError) in
-            do throws(ValueError) {
-                return try ByteSize.parse(text)
-            } catch {
-                throw ValueError("\(error.expected) (0 = unlimited)")
-            }
-        }.value
+        config.maxFollowerHoldBytes = try await values.value(
+            .maxFollowerHoldBytes, default: config.maxFollowerHoldBytes, parse: byteSizeOrUnlimited
+        ).value
 
         // Cross-checks. Blame the value the operator set, not a default it collides with.
         let recordLimit = config.maxFrameBytes - frameOverheadBytes
