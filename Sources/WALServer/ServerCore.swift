@@ -26,6 +26,9 @@ final class ServerCore: @unchecked Sendable {
     }
 
     let syncReplicas = SyncReplicas()
+    /// Fixed for the server's life (the role object itself changes on PROMOTE); read without
+    /// copying the options on every append.
+    let replication: ReplicationRole
 
     private let mutable: Mutex<Mutable>
 
@@ -33,6 +36,7 @@ final class ServerCore: @unchecked Sendable {
         self.wal = wal
         self.version = version
         logger = options.logger
+        replication = options.replication
         mutable = Mutex(Mutable(options: options))
     }
 
@@ -122,7 +126,7 @@ final class ServerCore: @unchecked Sendable {
     func infoJSON() async -> String {
         let status = await wal.status
         let (connections, options, followers) = mutable.withLock { m in (m.connections.count, m.options, Array(m.followers.values)) }
-        let role = options.replication
+        let role = replication
         var fields: [(String, String)] = [
             ("version", jsonString(version)),
             ("log_id", jsonString(status.logID.description)),

@@ -1,6 +1,7 @@
 // The server's settings. The ones marked "reloadable" can change while it runs (SIGHUP).
 import Logging
 import WALCore
+import WALProtocol
 
 public struct ServerOptions: Sendable {
     /// TCP addresses to listen on. Default 127.0.0.1:7070.
@@ -13,7 +14,7 @@ public struct ServerOptions: Sendable {
     /// Connections served at once; one more gets `ERR BUSY` and is closed. Default 1024. Reloadable.
     public var maxConnections: Int = 1024
     /// Largest binary frame length accepted (at most 16 MiB - 1). Reloadable.
-    public var maxFrameBytes: Int = ProtocolLimitsProxy.maxFrameLength
+    public var maxFrameBytes: Int = ProtocolLimits.maxFrameLength
     /// Per-connection output kept before the server stops reading that client's requests
     /// (backpressure). Default 4 MiB.
     public var maxOutputBytes: Int = 4 << 20
@@ -33,9 +34,4 @@ public struct ServerOptions: Sendable {
     public var metricsText: (@Sendable () -> String)?
 
     public init() {}
-}
-
-/// Re-exports the protocol limit without making every importer import WALProtocol.
-public enum ProtocolLimitsProxy {
-    public static let maxFrameLength = (1 << 24) - 1
 }

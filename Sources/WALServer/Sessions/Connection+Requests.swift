@@ -53,8 +53,8 @@ extension Connection {
             }
 
             switch request {
-            case .append where server.options.replication.isFollower:
-                let upstream = server.options.replication.upstream ?? "?"
+            case .append where server.replication.isFollower:
+                let upstream = server.replication.upstream ?? "?"
                 replies.append(.ready(.error(.readOnly, "this server is a read-only follower of \(upstream); append there")))
             case .append(let records, let buffered):
                 // The WAL checks sizes before writing anything: an oversize record fails the
@@ -101,7 +101,7 @@ extension Connection {
                 }
             case .promote:
                 await flush(&replies, &waitFor, mode: mode)
-                await server.options.replication.promote()
+                await server.replication.promote()
                 replies.append(.ready(.promoted(lastLSN: await server.wal.lastLSN)))
             case .quit:
                 replies.append(.ready(.bye))
