@@ -17,6 +17,11 @@
 // one leader at once; a waiter that finds it taken (another log is leading) uses its log's sync
 // thread. `syncer` says who owns the sync path; exactly one sync is ever in flight per log.
 //
+// Continuations are resumed only after `state` is unlocked. Resuming one takes its task's
+// status lock; a task being cancelled holds that lock while its cancellation handler (in
+// `waitForDurable`) waits for `state`. Resuming under `state` deadlocked exactly so (found by
+// the TSan run: a connection closing while its follow stream's watcher was being woken).
+//
 // A failed fdatasync is never retried (the kernel may have dropped the dirty pages): the log
 // enters its failed state, and every pending and later waiter fails.
 import CoreMetrics
@@ -41,6 +46,19 @@ final class GroupCommit: Sendable {
         let id: Int
         let lsn: LSN
         let continuation: CheckedContinuation<LSN, any Error>
+    }
+
+    /// Continuations collected under `state` and resumed after it is unlocked (see the file comment).
+    private struct Resumptions: ~Copyable {
+        private var pending: [(CheckedContinuation<LSN, any Error>, Result<LSN, any Error>)] = []
+
+        mutating func add(_ continuation: CheckedContinuation<LSN, any Error>, _ result: Result<LSN, any Error>) {
+            pending.append((continuation, result))
+        }
+
+        consuming func resumeAll() {
+            for (continuation, result) in pending { continuation.resume(with: result) }
+        }
     }
 
     /// Who owns the sync path.
@@ -142,22 +160,19 @@ final class GroupCommit: Sendable {
     /// sync path works (the service watchdog uses this).
     func probe() async throws -> LSN {
         try await withCheckedThrowingContinuation { continuation in
-            let signal = state.withLock { s -> Bool in
-                if let failure = s.failure {
-                    continuation.resume(throwing: failure)
-                    return false
-                }
-                if s.stopped {
-                    continuation.resume(throwing: WALError.closed)
-                    return false
-                }
+            let outcome = state.withLock { s -> Result<Bool, any Error> in
+                if let failure = s.failure { return .failure(failure) }
+                if s.stopped { return .failure(WALError.closed) }
                 s.forceSync = true
                 s.requested = max(s.requested, s.written)
                 // A waiter at the already-durable LSN is resumed by the forced sync.
                 s.waiters.append(Waiter(lsn: s.written, continuation: continuation))
-                return wakeThreadIfIdle(&s)
+                return .success(wakeThreadIfIdle(&s))
             }
-            if signal { wakeup.signal() }
+            switch outcome {
+            case .failure(let error): continuation.resume(throwing: error)
+            case .success(let signal): if signal { wakeup.signal() }
+            }
         }
     }
 
@@ -215,20 +230,15 @@ final class GroupCommit: Sendable {
     /// Parks until the sync thread's syncs cover `lsn`.
     private func park(_ lsn: LSN) async throws -> LSN {
         try await withCheckedThrowingContinuation { continuation in
-            let signal = state.withLock { s -> Bool in
+            enum Parked {
+                case resume(Result<LSN, any Error>)
+                case parked(signal: Bool)
+            }
+            let parked = state.withLock { s -> Parked in
                 // Re-checked: a sync may have ended since `waitDurable` looked.
-                if let failure = s.failure {
-                    continuation.resume(throwing: failure)
-                    return false
-                }
-                if s.durable >= lsn {
-                    continuation.resume(returning: s.durable)
-                    return false
-                }
-                if s.stopped {
-                    continuation.resume(throwing: WALError.closed)
-                    return false
-                }
+                if let failure = s.failure { return .resume(.failure(failure)) }
+                if s.durable >= lsn { return .resume(.success(s.durable)) }
+                if s.stopped { return .resume(.failure(WALError.closed)) }
                 s.requested = max(s.requested, lsn)
                 // Appends reach here in LSN order through the writer actor; keep the deque sorted anyway.
                 if let last = s.waiters.last, last.lsn > lsn {
@@ -238,9 +248,12 @@ final class GroupCommit: Sendable {
                     s.waiters.append(Waiter(lsn: lsn, continuation: continuation))
                 }
                 // A running leader hands over to the thread when it sees this waiter.
-                return wakeThreadIfIdle(&s)
+                return .parked(signal: wakeThreadIfIdle(&s))
             }
-            if signal { wakeup.signal() }
+            switch parked {
+            case .resume(let result): continuation.resume(with: result)
+            case .parked(let signal): if signal { wakeup.signal() }
+            }
         }
     }
 
@@ -252,26 +265,22 @@ final class GroupCommit: Sendable {
         }
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
-                state.withLock { s in
-                    if let failure = s.failure {
-                        continuation.resume(throwing: failure)
-                    } else if s.durable > lsn {
-                        continuation.resume(returning: s.durable)
-                    } else if s.cancelledWatchers.remove(id) != nil || s.stopping {
-                        continuation.resume(throwing: CancellationError())
-                    } else {
-                        s.watchers.append(Watcher(id: id, lsn: lsn, continuation: continuation))
-                    }
+                let now = state.withLock { s -> Result<LSN, any Error>? in
+                    if let failure = s.failure { return .failure(failure) }
+                    if s.durable > lsn { return .success(s.durable) }
+                    if s.cancelledWatchers.remove(id) != nil || s.stopping { return .failure(CancellationError()) }
+                    s.watchers.append(Watcher(id: id, lsn: lsn, continuation: continuation))
+                    return nil
                 }
+                if let now { continuation.resume(with: now) }
             }
         } onCancel: {
-            state.withLock { s in
-                if let index = s.watchers.firstIndex(where: { $0.id == id }) {
-                    s.watchers.remove(at: index).continuation.resume(throwing: CancellationError())
-                } else {
-                    s.cancelledWatchers.insert(id)
-                }
+            let watcher = state.withLock { s -> Watcher? in
+                if let index = s.watchers.firstIndex(where: { $0.id == id }) { return s.watchers.remove(at: index) }
+                s.cancelledWatchers.insert(id)
+                return nil
             }
+            watcher?.continuation.resume(throwing: CancellationError())
         }
     }
 
@@ -279,26 +288,34 @@ final class GroupCommit: Sendable {
     /// is durable; later syncs flush `newTarget`. The old handle is closed once no sync uses it.
     func switchTarget(to newTarget: Target, durableThrough durableLSN: LSN) {
         var closeNow: Target?
+        var resumptions = Resumptions()
         state.withLock { s in
             let old = s.target
             s.target = newTarget
             if s.inSync == old.handle { s.retired.append(old) } else { closeNow = old }
-            markDurable(&s, durableLSN)
+            markDurable(&s, durableLSN, &resumptions)
         }
+        resumptions.resumeAll()
         if let closeNow { io.close(closeNow.handle) }
     }
 
     /// Enters the failed state: every waiter and every later call fails with `reason`.
     func fail(_ reason: String) {
+        var resumptions = Resumptions()
         state.withLock { s in
             guard s.failure == nil else { return }
             let error = WALError.failed(reason: reason)
             s.failure = error
             failedGauge.record(1)
-            while let waiter = s.waiters.popFirst() { waiter.continuation.resume(throwing: error) }
-            for watcher in s.watchers { watcher.continuation.resume(throwing: error) }
-            s.watchers.removeAll()
+            failAll(&s, error, &resumptions)
         }
+        resumptions.resumeAll()
+    }
+
+    private func failAll(_ s: inout State, _ error: WALError, _ resumptions: inout Resumptions) {
+        while let waiter = s.waiters.popFirst() { resumptions.add(waiter.continuation, .failure(error)) }
+        for watcher in s.watchers { resumptions.add(watcher.continuation, .failure(error)) }
+        s.watchers.removeAll()
     }
 
     /// Stops the sync thread after its current sync (and a running leader's) and closes the
@@ -314,18 +331,18 @@ final class GroupCommit: Sendable {
         finished.wait()
     }
 
-    private func markDurable(_ s: inout State, _ lsn: LSN) {
+    private func markDurable(_ s: inout State, _ lsn: LSN, _ resumptions: inout Resumptions) {
         guard lsn > s.durable else { return }
         let covered = lsn - s.durable
         s.durable = lsn
         s.stats.recordsSynced += covered
         while let first = s.waiters.first, first.lsn <= lsn {
-            s.waiters.removeFirst().continuation.resume(returning: lsn)
+            resumptions.add(s.waiters.removeFirst().continuation, .success(lsn))
         }
         if !s.watchers.isEmpty {
             var remaining: [Watcher] = []
             for watcher in s.watchers {
-                if watcher.lsn < lsn { watcher.continuation.resume(returning: lsn) } else { remaining.append(watcher) }
+                if watcher.lsn < lsn { resumptions.add(watcher.continuation, .success(lsn)) } else { remaining.append(watcher) }
             }
             s.watchers = remaining
         }
@@ -349,18 +366,20 @@ final class GroupCommit: Sendable {
         closeRetired()
         let nanos = nanoseconds(ContinuousClock.now - started)
         syncTimer.recordNanoseconds(Int64(nanos))
+        var resumptions = Resumptions()
         let slow = state.withLock { s -> Bool in
             s.stats.syncs += 1
             s.stats.syncNanos += nanos
             s.stats.maxSyncNanos = max(s.stats.maxSyncNanos, nanos)
             recordsPerSync.record(upTo > s.durable ? upTo - s.durable : 0)
-            markDurable(&s, upTo)
+            markDurable(&s, upTo, &resumptions)
             // Forced probes wait at an LSN that was already durable.
             while let first = s.waiters.first, first.lsn <= s.durable {
-                s.waiters.removeFirst().continuation.resume(returning: s.durable)
+                resumptions.add(s.waiters.removeFirst().continuation, .success(s.durable))
             }
             return nanos >= s.slowSyncNanos
         }
+        resumptions.resumeAll()
         if slow {
             logger.warning("slow fdatasync", metadata: [
                 "duration_ms": "\(nanos / 1_000_000)", "segment": "\(target.path)",
@@ -403,13 +422,13 @@ final class GroupCommit: Sendable {
                 // stop() waited for any leader, and no leader starts once stopping: no sync runs.
                 closeRetired()
                 io.close(target.handle)
+                var resumptions = Resumptions()
                 state.withLock { s in
                     s.stopped = true
                     let error = s.failure ?? WALError.closed
-                    while let waiter = s.waiters.popFirst() { waiter.continuation.resume(throwing: error) }
-                    for watcher in s.watchers { watcher.continuation.resume(throwing: error) }
-                    s.watchers.removeAll()
+                    failAll(&s, error, &resumptions)
                 }
+                resumptions.resumeAll()
                 finished.signal()
                 return
             }

@@ -1,0 +1,66 @@
+// A follow stream's watcher (`waitForDurable(beyond:)`) cancelled at the moment a sync wakes
+// it. Cancelling holds the task's status lock while the cancellation handler takes the group
+// commit's lock; resuming a continuation takes the status lock. A sync that resumed watchers
+// while holding its lock therefore deadlocked against a cancel (found by the TSan run: a
+// connection closing while its follow stream was being woken hung wald for good).
+import Dispatch
+import Synchronization
+import Testing
+@testable import WALCore
+
+@Suite struct WatcherCancellationTests {
+    final class Shared: Sendable {
+        let lastAcked = Atomic<UInt64>(0)
+        let stop = Atomic<Bool>(false)
+    }
+
+    @Test func cancellingWatchersWhileSyncsWakeThemNeverDeadlocks() async throws {
+        let wal = try await WAL.open(quiet(smallOptions("/wal", io: SimulatedFileIO(), segmentBytes: 1 << 20)))
+        let shared = Shared()
+        // Durable appends, one at a time: every sync wakes the watchers parked below its LSN.
+        // Appender and watchers run on their own threads: thousands of short tasks on the
+        // cooperative pool would starve every other suite running in parallel.
+        let appendThread = DedicatedThreadExecutor(), watcherThread = DedicatedThreadExecutor()
+        let appender = Task.detached(executorPreference: appendThread) { [wal] in
+            while !shared.stop.load(ordering: .relaxed) {
+                let lsn = try await wal.append([1, 2, 3])
+                shared.lastAcked.store(lsn, ordering: .relaxed)
+            }
+        }
+        // Cancels from plain threads, outside the cooperative pool, so a deadlock here leaves
+        // the pool free to notice it and fail the test instead of hanging the run.
+        let rounds = 5000
+        let finished = DispatchSemaphore(value: 0)
+        let cancellers = 2
+        for canceller in 0..<cancellers {
+            DispatchQueue(label: "wald.tests.canceller.\(canceller)").async { [wal] in
+                var rng = SplitMix64(seed: UInt64(canceller))
+                for _ in 0..<rounds {
+                    let beyond = shared.lastAcked.load(ordering: .relaxed)
+                    let watcher = Task.detached(executorPreference: watcherThread) {
+                        try await wal.waitForDurable(beyond: beyond)
+                    }
+                    // Cancel at a random point: before it parks, while it parks, or as a sync wakes it.
+                    for _ in 0..<(rng.next() % 20000) { _ = shared.lastAcked.load(ordering: .relaxed) }
+                    watcher.cancel()
+                }
+                finished.signal()
+            }
+        }
+        // A deadlock also blocks the cooperative pool (new watchers wait for the stuck lock), so
+        // no test code could report it: a plain thread ends the process with a message instead.
+        let deadline = DispatchTime.now() + 120
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            DispatchQueue(label: "wald.tests.deadline").async {
+                for _ in 0..<cancellers where finished.wait(timeout: deadline) == .timedOut {
+                    fatalError("a watcher's cancel and a sync deadlocked: the cancellers did not finish in 120 s")
+                }
+                continuation.resume()
+            }
+        }
+        shared.stop.store(true, ordering: .relaxed)
+        try await appender.value
+        #expect(shared.lastAcked.load(ordering: .relaxed) > 0)
+        try await wal.close()
+    }
+}
