@@ -23,10 +23,12 @@ let package = Package(
     targets: [
         // Hardware CRC32C (SSE4.2) with runtime detection; the portable fallback lives in WALCore.
         .target(name: "CCRC32C"),
+        // The pthread-backed Mutex that `make test-tsan` swaps in, because TSan cannot see the stdlib one.
+        .target(name: "WALSync"),
         .target(
             name: "WALCore",
             dependencies: [
-                "CCRC32C",
+                "CCRC32C", "WALSync",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "DequeModule", package: "swift-collections"),
@@ -38,21 +40,21 @@ let package = Package(
         .target(
             name: "WALServer",
             dependencies: [
-                "WALCore", "WALProtocol",
+                "WALCore", "WALProtocol", "WALSync",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "DequeModule", package: "swift-collections"),
             ]
         ),
         // Async Swift client for the binary protocol (walctl and the end-to-end tests use it).
-        .target(name: "WALClient", dependencies: ["WALProtocol"]),
+        .target(name: "WALClient", dependencies: ["WALProtocol", "WALSync"]),
         // libsystemd (notify, watchdog, socket activation), from Debian's libsystemd-dev.
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
         // The daemon.
         .executableTarget(
             name: "wald",
             dependencies: [
-                "WALCore", "WALServer", "WALClient", "WALDaemon", "CSystemd",
+                "WALCore", "WALServer", "WALClient", "WALDaemon", "CSystemd", "WALSync",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -69,7 +71,7 @@ let package = Package(
         ),
         .executableTarget(name: "wal-example-basic", dependencies: ["WALCore"]),
         .executableTarget(name: "wal-example-kvstore", dependencies: ["WALCore"]),
-        .executableTarget(name: "wal-bench", dependencies: ["WALCore"]),
+        .executableTarget(name: "wal-bench", dependencies: ["WALCore", "WALSync"]),
         // `make bench-compare`: wald vs Redis AOF and a raw fdatasync loop, side by side.
         .executableTarget(name: "wal-bench-compare", dependencies: ["WALClient"]),
         // Test helper: appends durable records and prints each acknowledged LSN (crash tests SIGKILL it).
@@ -80,13 +82,14 @@ let package = Package(
             name: "wald-fuzz",
             dependencies: ["WALCore", "WALProtocol", "WALServer", .product(name: "Logging", package: "swift-log")]
         ),
-        .testTarget(name: "WALCoreTests", dependencies: ["WALCore"]),
+        .testTarget(name: "WALCoreTests", dependencies: ["WALCore", "WALSync"]),
         // Start the real wald binary and speak the documented protocol to it.
-        .testTarget(name: "WaldEndToEndTests", dependencies: ["WALClient"]),
+        .testTarget(name: "WaldEndToEndTests", dependencies: ["WALClient", "WALSync"]),
         // The daemon's configuration: flags > WALD_* environment > YAML file > defaults.
         .target(
             name: "WALDaemon",
             dependencies: [
+                "WALSync",
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
