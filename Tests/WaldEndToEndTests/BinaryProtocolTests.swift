@@ -212,6 +212,27 @@ import Testing
         #expect(follower.readFrame() == nil)
     }
 
+    /// Found by the session fuzzer: FEEDBACK with an LSN near 2^64 overflowed the follower hold
+    /// arithmetic and crashed wald. A follower cannot be durable beyond this server.
+    @Test func feedbackBeyondTheDurableLSNIsRefusedAndTheServerStaysUp() throws {
+        let wald = try WaldProcess()
+        defer { wald.cleanup() }
+        let writer = try RawConnection(port: wald.port)
+        writer.send(appendFrame([[1], [2]]))
+        #expect(writer.readFrame()?.opcode == 0x81)
+        for claimed in [UInt64.max, UInt64.max - 1, 3] {
+            let follower = try RawConnection(port: wald.port)
+            follower.send(frame(0x02, be64(1) + be64(0) + [1]))
+            for lsn in UInt64(1)...2 { #expect(try #require(follower.readFrame()).opcode == 0x82, "LSN \(lsn)") }
+            follower.send(frame(0x07, be64(claimed)))
+            let reply = try #require(follower.readFrame(), "no reply to FEEDBACK \(claimed)")
+            #expect(reply.opcode == 0xFF && errorCode(reply.body) == 1)
+            #expect(follower.readFrame() == nil)
+        }
+        writer.send(frame(0x05))
+        #expect(writer.readFrame()?.opcode == 0x86, "wald did not survive the FEEDBACK frames")
+    }
+
     @Test func tokenIsRequiredBeforeAnythingButAuthPingAndQuit() throws {
         let wald = try WaldProcess(arguments: ["--auth-token", "s3cret"])
         defer { wald.cleanup() }

@@ -34,11 +34,19 @@ extension Connection {
 
             let (authenticated, following) = state.withLock { ($0.authenticated, $0.following) }
             if following {
-                if case .feedback(let lsn) = request {
+                // A follower cannot hold more than this server made durable (found by fuzzing:
+                // an LSN near 2^64 overflowed the hold arithmetic and crashed the server).
+                let durable = server.wal.durableLSN
+                if case .feedback(let lsn) = request, lsn <= durable {
                     server.recordFeedback(from: self, durableLSN: lsn)
                     continue
                 }
-                replies.append(.ready(.error(.badRequest, "only FEEDBACK is accepted on a follow stream")))
+                let message = if case .feedback(let lsn) = request {
+                    "FEEDBACK \(lsn) is beyond the durable LSN \(durable)"
+                } else {
+                    "only FEEDBACK is accepted on a follow stream"
+                }
+                replies.append(.ready(.error(.badRequest, message)))
                 await flush(&replies, &waitFor, mode: mode)
                 close()
                 return
