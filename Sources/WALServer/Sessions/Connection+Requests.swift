@@ -48,7 +48,7 @@ extension Connection {
                 }
                 replies.append(.ready(.error(.badRequest, message)))
                 await flush(&replies, &waitFor, mode: mode)
-                close()
+                closeGracefully()
                 return
             }
             if server.authToken != nil && !authenticated {

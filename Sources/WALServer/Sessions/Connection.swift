@@ -121,7 +121,10 @@ final class Connection: @unchecked Sendable {
             }
         }
         let followerLeft = state.withLock { $0.following && $0.endOfInput }
-        if failed != nil || followerLeft { close(); return }
+        if failed != nil { close(); return }
+        // The stream ends, but what was already queued is written whole: an abrupt close could
+        // cut a record in half (found by the session fuzzer).
+        if followerLeft { closeGracefully(); return }
         if startTask { Task { await self.processPending() } }
         closeIfDone()
     }
