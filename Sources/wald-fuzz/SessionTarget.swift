@@ -7,7 +7,8 @@
 // Properties: no crash; no hang (the server answers and closes within 10 s of the client's
 // end of input); in binary mode every reply is a whole, decodable response frame, in text
 // mode the replies end with a line end; the connection is gone from the server afterwards;
-// the log stays readable with dense LSNs.
+// the log stays readable with dense LSNs. With WALD_FUZZ_PAUSE_ON_HANG set, a hang pauses the
+// process instead of aborting it, so a debugger can attach (`gdb -p PID`, `thread apply all bt`).
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -103,6 +104,10 @@ enum SessionTarget {
                 }
                 if n == 0 { return received }
                 if errno == ECONNRESET { return received }
+            }
+            if now() >= deadline, getenv("WALD_FUZZ_PAUSE_ON_HANG") != nil {
+                printError("wald-fuzz: HANG pid \(getpid()); pausing for a debugger")
+                sleep(100_000)
             }
             invariant(now() < deadline, "hang: the server did not finish the session within 10 s (sent \(sent) of \(input.count) bytes, half-closed: \(halfClosed))")
         }
