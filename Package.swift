@@ -83,6 +83,11 @@ let package = Package(
             dependencies: ["WALCore", "WALProtocol", "WALServer", .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(name: "WALCoreTests", dependencies: ["WALCore", "WALSync"]),
+        // The server in process, over socketpairs, where a socket's buffers must be controlled.
+        .testTarget(
+            name: "WALServerTests",
+            dependencies: ["WALServer", "WALCore", .product(name: "Logging", package: "swift-log")]
+        ),
         // Start the real wald binary and speak the documented protocol to it.
         .testTarget(name: "WaldEndToEndTests", dependencies: ["WALClient", "WALSync"]),
         // The daemon's configuration: flags > WALD_* environment > YAML file > defaults.

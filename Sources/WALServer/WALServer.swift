@@ -101,6 +101,9 @@ public final class WALServer: Sendable {
     /// Connections open now.
     public var connectionCount: Int { core.connectionCount }
 
+    /// One line per open connection with its session state (for the fuzz targets' hang reports).
+    package var connectionStates: [String] { core.allConnections.map(\.stateDescription) }
+
     /// Changes the options that may change at run time: max connections, max frame bytes,
     /// auth token, and the replication limits.
     public func update(

@@ -106,7 +106,8 @@ enum SessionTarget {
                 if errno == ECONNRESET { return received }
             }
             if now() >= deadline, getenv("WALD_FUZZ_PAUSE_ON_HANG") != nil {
-                printError("wald-fuzz: HANG pid \(getpid()); pausing for a debugger")
+                let states = shared?.server.connectionStates ?? []
+                printError("wald-fuzz: HANG pid \(getpid()); pausing for a debugger\n" + states.joined(separator: "\n"))
                 sleep(100_000)
             }
             invariant(now() < deadline, "hang: the server did not finish the session within 10 s (sent \(sent) of \(input.count) bytes, half-closed: \(halfClosed))")

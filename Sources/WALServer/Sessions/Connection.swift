@@ -116,7 +116,10 @@ final class Connection: @unchecked Sendable {
                 s.processing = true
                 startTask = true
             }
-            if s.endOfInput && !s.processing && s.pending.isEmpty && s.outputPending == 0 && !s.following {
+            // Closing, not closed: closeIfDone waits for the output. (Requiring no output here
+            // left a client that half-closed while its last replies were queued open forever:
+            // nothing else sets `closing` once processing is over. Found by the session fuzzer.)
+            if s.endOfInput && !s.processing && s.pending.isEmpty && !s.following {
                 s.closing = true
             }
         }
@@ -306,6 +309,15 @@ final class Connection: @unchecked Sendable {
     }
 
     var isClosed: Bool { state.withLock { $0.closed } }
+
+    var stateDescription: String {
+        state.withLock { s in
+            "connection \(id) \(s.mode): pending=\(s.pending.count) processing=\(s.processing) "
+                + "output_pending=\(s.outputPending) write_armed=\(s.writeArmed) drain_waiters=\(s.drainWaiters.count) "
+                + "read_suspended=\(s.readSuspended) stop_reading=\(s.stopReading) end_of_input=\(s.endOfInput) "
+                + "following=\(s.following) closing=\(s.closing) closed=\(s.closed)"
+        }
+    }
 
     // MARK: Closing
 
