@@ -1,8 +1,8 @@
-// A client that half-closes while its last replies are still queued in the server must get
-// them all and then EOF. The server used to decide "close once written" only if no output was
-// queued at the moment it read the EOF; otherwise nothing ever decided it, and the connection
-// stayed open forever (found by the session fuzzer as a "hang" after thousands of sessions).
-// In process, over a socketpair with a small send buffer, so the output really is queued.
+// Ends of sessions while replies are still queued in the server, both found by the session
+// fuzzer: a client that half-closes must get every reply and then EOF (the connection used to
+// stay open forever when output was queued at the moment the EOF was read), and a follow stream
+// ended by a bad request must deliver what it queued whole (an abrupt close cut records in half).
+// In process, over a socketpair with small buffers, so the output really is queued.
 import Dispatch
 import Glibc
 import Logging
@@ -13,36 +13,72 @@ import WALServer
 @Suite struct HalfCloseTests {
     @Test(.timeLimit(.minutes(1)))
     func halfCloseWithRepliesStillQueuedGetsThemAllThenEOF() async throws {
+        let session = try await Session.start()
+        // ~200 KB of replay output against a few KiB of socket buffers: most of it is queued in
+        // the server when the client half-closes, after the server finished processing.
+        session.send("REPLAY 1 0\n")
+        try await Task.sleep(for: .milliseconds(300))
+        let text = try await session.halfCloseAndReadToEOF()
+        #expect(text.hasSuffix("END 201\r\n"), "the replies do not end with END 201: …\(text.suffix(60))")
+        #expect(Session.records(in: text) == 200)
+        try await session.wal.close()
+    }
+
+    /// A request other than FEEDBACK on a follow stream ends it; the records queued before it
+    /// still arrive whole (they used to be dropped mid-record by an abrupt close).
+    @Test(.timeLimit(.minutes(1)))
+    func aFollowStreamEndedByABadRequestDeliversWhatItQueuedWhole() async throws {
+        let session = try await Session.start()
+        session.send("REPLAY 1 0 FOLLOW\n")
+        try await Task.sleep(for: .milliseconds(300))
+        session.send("PING\n")
+        try await Task.sleep(for: .milliseconds(100))
+        let text = try await session.halfCloseAndReadToEOF()
+        #expect(Session.records(in: text) == 200, "records cut off: …\(text.suffix(60))")
+        #expect(text.hasSuffix("ERR BAD_REQUEST only FEEDBACK is accepted on a follow stream\r\n"), "…\(text.suffix(80))")
+        try await session.wal.close()
+    }
+}
+
+/// A WAL with 200 records of 1000 bytes on a simulated disk, served to one client over a
+/// socketpair whose buffers hold only a few KiB.
+struct Session {
+    let wal: WAL
+    let server: WALServer
+    let client: Int32
+
+    static func start() async throws -> Session {
         var options = WALOptions(directory: "/wal")
         options.io = SimulatedFileIO()
         options.maxSegmentBytes = 1 << 20
         options.preallocate = false
         options.logger = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
         let wal = try await WAL.open(options)
-        let records = (0..<200).map { Array(repeating: UInt8(ascii: "a") + UInt8($0 % 26), count: 1000) }
-        try await wal.append(contentsOf: records)
+        try await wal.append(contentsOf: (0..<200).map { Array(repeating: UInt8(ascii: "a") + UInt8($0 % 26), count: 1000) })
         var serverOptions = ServerOptions()
         serverOptions.listen = []
         serverOptions.logger = options.logger
         let server = WALServer(wal: wal, options: serverOptions)
-
         var fds: [Int32] = [0, 0]
         #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0)
         var small: Int32 = 4096
         setsockopt(fds[0], SOL_SOCKET, SO_SNDBUF, &small, socklen_t(MemoryLayout<Int32>.size))
         setsockopt(fds[1], SOL_SOCKET, SO_RCVBUF, &small, socklen_t(MemoryLayout<Int32>.size))
         #expect(server.serve(connectedSocket: fds[0], peer: "test"))
-        let client = fds[1]
-        defer { close(client) }
+        return Session(wal: wal, server: server, client: fds[1])
+    }
 
-        // ~200 KB of replay output against a few KiB of socket buffers: most of it is queued in
-        // the server when the client half-closes, after the server finished processing.
-        let request = Array("REPLAY 1 0\n".utf8)
-        #expect(request.withUnsafeBytes { write(client, $0.baseAddress, $0.count) } == request.count)
-        try await Task.sleep(for: .milliseconds(300))
+    func send(_ line: String) {
+        let bytes = Array(line.utf8)
+        #expect(bytes.withUnsafeBytes { write(client, $0.baseAddress, $0.count) } == bytes.count)
+    }
+
+    /// Half-closes, then reads until the server closes (a 20 s silence is a failure) and closes.
+    func halfCloseAndReadToEOF() async throws -> String {
         shutdown(client, Int32(SHUT_WR))
-
-        let received = try await Task.detached { () throws -> [UInt8] in
+        let client = self.client
+        let bytes = try await Task.detached { () throws -> [UInt8] in
+            defer { close(client) }
             var all: [UInt8] = []
             var chunk = [UInt8](repeating: 0, count: 65536)
             var timeout = timeval(tv_sec: 20, tv_usec: 0)
@@ -54,10 +90,17 @@ import WALServer
                 all.append(contentsOf: chunk[0..<n])
             }
         }.value
-        let text = String(decoding: received, as: UTF8.self)
-        #expect(text.hasSuffix("END 201\r\n"), "the replies do not end with END 201: …\(text.suffix(60))")
-        #expect(text.split(separator: "\r\n").filter { $0.hasPrefix("RECORD ") }.count == 200)
-        try await wal.close()
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Whole `RECORD <lsn> 1000` entries: the header line and all 1000 payload bytes.
+    static func records(in text: String) -> Int {
+        let lines = text.split(separator: "\r\n", omittingEmptySubsequences: false)
+        var count = 0
+        for (i, line) in lines.enumerated() where line.hasPrefix("RECORD ") && i + 1 < lines.count {
+            if lines[i + 1].utf8.count == 1000 { count += 1 }
+        }
+        return count
     }
 }
 
