@@ -154,7 +154,7 @@ fuzz: fuzz-build
 # address-space limits TSan cannot run under. Reports from the test process and from every wald it starts
 # go to $(TSAN_REPORTS); any report fails the target.
 TEST_FILTER ?=
-TSAN_TESTS ?= WALCoreTests|ConcurrencyTests|BinaryProtocolTests|TextProtocolTests|ReplicationTests
+TSAN_TESTS ?= WALCoreTests|WALServerTests|ConcurrencyTests|BinaryProtocolTests|TextProtocolTests|ReplicationTests
 TSAN_REPORTS := .build-tsan/reports
 test-asan: deps
 	nice -n 19 $(SWIFT) build --build-tests --scratch-path .build-asan -Xswiftc -sanitize=address
