@@ -144,28 +144,34 @@ fuzz: fuzz-build
 		grep -E "invariant failed|ERROR: |SUMMARY: |Test unit written" $(FUZZ_BUILD)/$$t.log | sed "s/^/  $$t /"; \
 	done; exit $$status
 
-# The test suite under AddressSanitizer / ThreadSanitizer, each in its own scratch path. TEST_FILTER narrows
-# it (e.g. TEST_FILTER=WALCoreTests); the end-to-end tests start the sanitized wald binary as well.
+# Tests under AddressSanitizer / ThreadSanitizer, each in its own scratch path. TEST_FILTER picks other
+# suites (e.g. TEST_FILTER=WALCoreTests); the end-to-end tests start the sanitized wald binary as well.
 # TSan builds with -DWALD_TSAN: on Linux, Synchronization.Mutex is invisible to TSan
 # (Tests/Sanitizers/tsan-mutex-repro.swift shows a false report on a correct program), so under that flag
 # every module's Mutex is the pthread-backed Sources/WALSync/TSanVisibleMutex.swift, which TSan sees.
-# test-tsan runs the concurrency-heavy suites (TSAN_TESTS): the engine, the server under concurrent and
-# pipelined clients, replication. The rest assume debug-build speed (time limits, acks per second) or set
-# address-space limits TSan cannot run under. Reports from the test process and from every wald it starts
-# go to $(TSAN_REPORTS); any report fails the target.
+# Both run the concurrency-heavy suites (SANITIZER_TESTS): the engine, the server in process and under
+# concurrent and pipelined clients, replication. The rest assume debug-build speed (time limits, acks per
+# second) or set address-space limits a sanitizer cannot run under. Reports from the test process and from
+# every wald it starts go to $(ASAN_REPORTS) / $(TSAN_REPORTS); any report fails the target.
 TEST_FILTER ?=
-TSAN_TESTS ?= WALCoreTests|WALServerTests|ConcurrencyTests|BinaryProtocolTests|TextProtocolTests|ReplicationTests
+SANITIZER_TESTS ?= WALCoreTests|WALServerTests|ConcurrencyTests|BinaryProtocolTests|TextProtocolTests|ReplicationTests
 TSAN_REPORTS := .build-tsan/reports
+ASAN_REPORTS := .build-asan/reports
 test-asan: deps
 	nice -n 19 $(SWIFT) build --build-tests --scratch-path .build-asan -Xswiftc -sanitize=address
-	LSAN_OPTIONS="suppressions=$(CURDIR)/Tests/Sanitizers/lsan.supp $(LSAN_OPTIONS)" \
-		nice -n 19 $(SWIFT) test --skip-build --scratch-path .build-asan $(if $(TEST_FILTER),--filter $(TEST_FILTER))
+	@rm -rf $(ASAN_REPORTS) && mkdir -p $(ASAN_REPORTS)
+	SWIFT_BACKTRACE=enable=no ASAN_OPTIONS="log_path=$(CURDIR)/$(ASAN_REPORTS)/asan $(ASAN_OPTIONS)" \
+		LSAN_OPTIONS="suppressions=$(CURDIR)/Tests/Sanitizers/lsan.supp $(LSAN_OPTIONS)" \
+		nice -n 19 $(SWIFT) test --skip-build --scratch-path .build-asan --filter '$(or $(TEST_FILTER),$(SANITIZER_TESTS))'
+	@if grep -l "ERROR: \(Address\|Leak\)Sanitizer" $(ASAN_REPORTS)/* 2>/dev/null; then \
+		cat $(ASAN_REPORTS)/*; echo "test-asan: AddressSanitizer reports above"; exit 1; fi
+	@echo "test-asan: no AddressSanitizer or LeakSanitizer reports (tests and every wald they started)"
 
 test-tsan: deps
 	nice -n 19 $(SWIFT) build --build-tests --scratch-path .build-tsan -Xswiftc -sanitize=thread -Xswiftc -DWALD_TSAN
 	@rm -rf $(TSAN_REPORTS) && mkdir -p $(TSAN_REPORTS)
 	SWIFT_BACKTRACE=enable=no TSAN_OPTIONS="log_path=$(CURDIR)/$(TSAN_REPORTS)/tsan second_deadlock_stack=1 $(TSAN_OPTIONS)" \
-		$(SWIFT) test --skip-build --scratch-path .build-tsan --filter '$(or $(TEST_FILTER),$(TSAN_TESTS))'
+		$(SWIFT) test --skip-build --scratch-path .build-tsan --filter '$(or $(TEST_FILTER),$(SANITIZER_TESTS))'
 	@if grep -l "WARNING: ThreadSanitizer" $(TSAN_REPORTS)/* 2>/dev/null; then \
 		cat $(TSAN_REPORTS)/*; echo "test-tsan: ThreadSanitizer reports above"; exit 1; fi
 	@echo "test-tsan: no ThreadSanitizer reports (tests and every wald they started)"

@@ -33,7 +33,8 @@ let ipv6LoopbackAvailable: Bool = {
             await withTaskGroup(of: String?.self) { group in
                 for w in 0..<8 {
                     group.addTask {
-                        guard let client = try? await WALClient.connect(endpoint) else { return "writer \(w) could not connect" }
+                        let client: WALClient
+                        do { client = try await WALClient.connect(endpoint) } catch { return "writer \(w) could not connect: \(error)" }
                         defer { client.close() }
                         var i = 0
                         while true {
@@ -60,7 +61,7 @@ let ipv6LoopbackAvailable: Bool = {
         // parallel on 2 cores, fdatasync can take hundreds of milliseconds.
         let deadline = ContinuousClock.now + .seconds(30)
         while acks.count < 40 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(2)) }
-        #expect(acks.count >= 40)
+        #expect(acks.count >= 40, "wald running: \(wald.process.isRunning); stderr:\n\(wald.stderrText)")
 
         let pid = wald.process.processIdentifier
         let watchdog = Watchdog(seconds: 30) { kill(pid, SIGKILL) }

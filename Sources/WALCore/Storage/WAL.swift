@@ -112,6 +112,10 @@ public actor WAL {
         do { _ = try await sync() } catch { firstError = error }
         isClosed = true
         flushTask?.cancel()
+        // Let it end (flushTick sees isClosed): a timer task still parked at process exit is
+        // what LeakSanitizer reported from every cleanly stopped wald.
+        await flushTask?.value
+        flushTask = nil
         commit.stop()
         preparer.discard()
         io.unlock(lock)
