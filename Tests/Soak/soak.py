@@ -604,7 +604,8 @@ class Soak:
             await asyncio.sleep(1.0)
             if self.args.progress and int(time.monotonic() - started) % self.args.progress == 0:
                 print(f"soak: t={int(time.monotonic() - started)}s acked={self.ledger.count} "
-                      f"faults={sum(self.stats.faults.values())}", flush=True)
+                      f"faults={sum(self.stats.faults.values())} primary_rss_kib={self.primary.rss_kib()} "
+                      f"primary_incarnation={self.primary.incarnation}", flush=True)
         self.stop.set()
         await asyncio.wait(tasks[:self.args.clients + self.args.replay_readers], timeout=60.0)
         await asyncio.wait(tasks[-3:], timeout=30.0)  # truncator, fault injector, rss sampler
