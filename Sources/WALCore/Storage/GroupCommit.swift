@@ -263,6 +263,9 @@ final class GroupCommit: Sendable {
             defer { s.nextWatcherID += 1 }
             return s.nextWatcherID
         }
+        // A cancel that comes after a sync already took this watcher records its id; the handler
+        // cannot run once withTaskCancellationHandler has returned, so drop it then (no growth).
+        defer { state.withLock { _ = $0.cancelledWatchers.remove(id) } }
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
                 let now = state.withLock { s -> Result<LSN, any Error>? in
