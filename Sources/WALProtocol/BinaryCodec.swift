@@ -21,6 +21,11 @@ public struct ProtocolError: Error, Equatable, Sendable, CustomStringConvertible
 public struct Frame: Sendable, Equatable {
     public let opcode: UInt8
     public let body: ArraySlice<UInt8>
+
+    public init(opcode: UInt8, body: ArraySlice<UInt8>) {
+        self.opcode = opcode
+        self.body = body
+    }
 }
 
 public enum BinaryCodec {
@@ -297,5 +302,80 @@ struct BodyReader {
         guard remaining >= count else {
             throw ProtocolError(.badRequest, "frame body too short for \(field)", closesConnection: true)
         }
+    }
+}
+
+// MARK: In place
+
+/// Reads a request frame where it lies in a connection's input buffer, without copying: the
+/// server's hot path (APPEND, PING). The checks and messages are those of `decodeRequest`.
+public enum FrameView {
+    /// The length field of the frame at the start of `bytes`, or nil when fewer than 4 bytes
+    /// are there. Throws for a length of 0 or over `maxFrameLength` (the connection closes).
+    public static func length(
+        of bytes: UnsafeRawBufferPointer, maxFrameLength: Int
+    ) throws(ProtocolError) -> Int? {
+        guard bytes.count >= 4 else { return nil }
+        let length = Int(readU32(bytes, at: 0))
+        guard length >= 1 else { throw ProtocolError(.badRequest, "frame length 0 has no opcode", closesConnection: true) }
+        guard length <= maxFrameLength else {
+            throw ProtocolError(.tooLarge, "frame of \(length) bytes exceeds the limit of \(maxFrameLength)", closesConnection: true)
+        }
+        return length
+    }
+
+    /// An APPEND body (after the opcode) checked field by field: the records region holds
+    /// exactly `count` × (`len:u32` `bytes`). Throws like `decodeRequest`.
+    public static func append(
+        body: UnsafeRawBufferPointer
+    ) throws(ProtocolError) -> (buffered: Bool, count: Int, records: UnsafeRawBufferPointer) {
+        guard body.count >= 1 else { throw short("flags") }
+        let flags = body[0]
+        guard body.count >= 5 else { throw short("count") }
+        let count = Int(readU32(body, at: 1))
+        let records = UnsafeRawBufferPointer(rebasing: body[5...])
+        // Each record needs at least its 4-byte length.
+        guard count <= records.count / 4 else {
+            throw ProtocolError(.badRequest, "APPEND count \(count) is larger than the body holds", closesConnection: true)
+        }
+        var offset = 0
+        for index in 0..<count {
+            guard records.count - offset >= 4 else { throw short("length of record \(index)") }
+            let length = Int(readU32(records, at: offset))
+            offset += 4
+            guard records.count - offset >= length else { throw short("record \(index)") }
+            offset += length
+        }
+        guard offset == records.count else {
+            throw ProtocolError(.badRequest, "APPEND body has \(records.count - offset) bytes more than its fields", closesConnection: true)
+        }
+        guard count > 0 else { throw ProtocolError(.badRequest, "APPEND with count 0", closesConnection: false) }
+        return (flags & 1 == 1, count, records)
+    }
+
+    private static func short(_ field: String) -> ProtocolError {
+        ProtocolError(.badRequest, "frame body too short for \(field)", closesConnection: true)
+    }
+
+    @inline(__always) static func readU32(_ bytes: UnsafeRawBufferPointer, at index: Int) -> UInt32 {
+        UInt32(bytes[index]) << 24 | UInt32(bytes[index + 1]) << 16 | UInt32(bytes[index + 2]) << 8 | UInt32(bytes[index + 3])
+    }
+}
+
+extension BinaryCodec {
+    /// Appends an APPENDED frame (the durable-append hot path: no `Response` built).
+    @inline(__always)
+    public static func encodeAppended(firstLSN: UInt64, count: UInt32, into out: inout [UInt8]) {
+        appendU32(13, &out)
+        out.append(Opcode.appended.rawValue)
+        appendU64(firstLSN, &out)
+        appendU32(count, &out)
+    }
+
+    /// Appends a PONG frame echoing `payload`.
+    public static func encodePong(_ payload: UnsafeRawBufferPointer, into out: inout [UInt8]) {
+        appendU32(UInt32(1 + payload.count), &out)
+        out.append(Opcode.pong.rawValue)
+        out.append(contentsOf: payload)
     }
 }

@@ -51,74 +51,40 @@ public final class ReplicationRole: Sendable {
     }
 }
 
-/// Followers' acknowledged positions; durable appends wait here for `min_sync_replicas`.
-final class SyncReplicas: Sendable {
-    private struct Waiter {
-        let id: Int
-        let lsn: LSN
-        let count: Int
-        let continuation: CheckedContinuation<Void, any Error>
+/// Followers' acknowledged positions, for durable appends that wait for `min_sync_replicas`.
+/// Lives on the event loop (feedback arrives there, and held replies are released there).
+final class SyncReplicas {
+    private var acknowledged: [Int: LSN] = [:]  // connection id → durable LSN
+    /// Positions sorted from the highest down, recomputed when one changes.
+    private var sorted: [LSN] = []
+    /// Durable appends failed because too few followers acknowledged in time, and the last reason.
+    private(set) var timeouts = 0
+    private(set) var lastTimeout: String?
+
+    /// Records a follower's durable LSN; returns whether any position moved.
+    func feedback(connection: Int, durableLSN: LSN) -> Bool {
+        let old = acknowledged[connection] ?? 0
+        guard durableLSN > old || acknowledged[connection] == nil else { return false }
+        acknowledged[connection] = max(old, durableLSN)
+        sorted = acknowledged.values.sorted(by: >)
+        return true
     }
 
-    private struct State {
-        var acknowledged: [Int: LSN] = [:]  // connection id → durable LSN
-        var waiters: [Waiter] = []
-        var nextID = 1
-        var timeouts = 0
-        var lastTimeout: String?
+    /// Forgets a follower that left; returns whether it was one.
+    func remove(connection: Int) -> Bool {
+        guard acknowledged.removeValue(forKey: connection) != nil else { return false }
+        sorted = acknowledged.values.sorted(by: >)
+        return true
     }
 
-    private let state = Mutex(State())
-
-    func feedback(connection: Int, durableLSN: LSN) {
-        state.withLock { s in
-            s.acknowledged[connection] = max(s.acknowledged[connection] ?? 0, durableLSN)
-            resumeSatisfied(&s)
-        }
+    /// The highest LSN that at least `count` followers have acknowledged (0 when fewer follow).
+    func position(count: Int) -> LSN {
+        guard count > 0 else { return .max }
+        return sorted.count >= count ? sorted[count - 1] : 0
     }
 
-    func remove(connection: Int) {
-        state.withLock { _ = $0.acknowledged.removeValue(forKey: connection) }
+    func timedOut(_ message: String) {
+        timeouts += 1
+        lastTimeout = message
     }
-
-    var timeouts: (count: Int, last: String?) { state.withLock { ($0.timeouts, $0.lastTimeout) } }
-
-    /// Returns once `count` followers acknowledged `lsn`; throws UNAVAILABLE-worthy
-    /// `SyncReplicaTimeout` after `timeout` (no silent downgrade to asynchronous).
-    func wait(for lsn: LSN, count: Int, timeout: Duration) async throws {
-        guard count > 0 else { return }
-        let id = state.withLock { s -> Int in defer { s.nextID += 1 }; return s.nextID }
-        let timer = Task {
-            try? await Task.sleep(for: timeout)
-            let waiter = state.withLock { s -> Waiter? in
-                guard let index = s.waiters.firstIndex(where: { $0.id == id }) else { return nil }
-                s.timeouts += 1
-                s.lastTimeout = "no \(count) follower(s) acknowledged LSN \(lsn) within \(timeout)"
-                return s.waiters.remove(at: index)
-            }
-            waiter?.continuation.resume(throwing: SyncReplicaTimeout(message: "timed out after \(timeout) waiting for \(count) sync replica(s) to acknowledge LSN \(lsn)"))
-        }
-        defer { timer.cancel() }
-        try await withCheckedThrowingContinuation { continuation in
-            state.withLock { s in
-                s.waiters.append(Waiter(id: id, lsn: lsn, count: count, continuation: continuation))
-                resumeSatisfied(&s)
-            }
-        }
-    }
-
-    private func resumeSatisfied(_ s: inout State) {
-        guard !s.waiters.isEmpty else { return }
-        let positions = s.acknowledged.values.sorted(by: >)
-        s.waiters.removeAll { waiter in
-            guard positions.count >= waiter.count, positions[waiter.count - 1] >= waiter.lsn else { return false }
-            waiter.continuation.resume()
-            return true
-        }
-    }
-}
-
-struct SyncReplicaTimeout: Error, CustomStringConvertible {
-    let message: String
-    var description: String { message }
 }

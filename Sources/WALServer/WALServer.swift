@@ -1,5 +1,7 @@
-// The network front of the WAL: listeners on TCP and unix sockets, connections on Dispatch
-// sources, graceful shutdown. See docs/protocol.md for what is spoken on the wire.
+// The network front of the WAL: listeners on TCP and unix sockets and their connections, all
+// on one event loop (ServerLoop), and graceful shutdown. Calls from other threads reach the
+// loop with `queue.async` (or `queue.sync` for a quick answer; never from the loop itself).
+// See docs/protocol.md for what is spoken on the wire, docs/architecture.md for who runs what.
 import Dispatch
 import Logging
 import Synchronization
@@ -7,9 +9,8 @@ import WALCore
 
 /// Serves a `WAL` over the wald protocol (binary and text on the same port).
 public final class WALServer: Sendable {
-    private let core: ServerCore
+    private let loop: ServerLoop
     private let listeners = Mutex<[Listener]>([])
-    private let followerWatch = Mutex<Task<Void, Never>?>(nil)
 
     private struct Listener: @unchecked Sendable {
         // @unchecked: DispatchSource is thread-safe but not annotated Sendable; listeners are
@@ -19,15 +20,18 @@ public final class WALServer: Sendable {
         let address: String
     }
 
+    /// Attaches the server's event loop to `wal`: from now on the WAL's results are delivered
+    /// there (one server per WAL).
     public init(wal: WAL, options: ServerOptions, version: String = "0.1.0") {
-        core = ServerCore(wal: wal, options: options, version: version)
+        loop = ServerLoop(wal: wal, options: options, version: version)
     }
 
     /// Binds every configured address (or adopts inherited listeners) and starts accepting.
     /// Returns the bound addresses (`127.0.0.1:7070`, `unix:/path`), with real port numbers.
+    /// Throws `SocketError` when an address cannot be bound (nothing stays bound then).
     @discardableResult
     public func start() throws -> [String] {
-        let options = core.options
+        let options = loop.sharedOptions.withLock { $0 }
         var fds: [Int32] = []
         do {
             if options.inheritedListeners.isEmpty {
@@ -45,36 +49,29 @@ public final class WALServer: Sendable {
         }
         var bound: [String] = []
         for fd in fds {
-            let source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: core.ioQueue)
-            let core = self.core
-            source.setEventHandler { Self.acceptAll(listener: fd, core: core) }
+            let source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: loop.queue)
+            let loop = self.loop
+            source.setEventHandler { Self.acceptAll(listener: fd, loop: loop) }
             source.setCancelHandler { SocketCalls.close(fd) }
             let address = SocketCalls.localAddress(fd)
             listeners.withLock { $0.append(Listener(fd: fd, source: source, address: address)) }
             bound.append(address)
             source.resume()
         }
-        core.logger.info("listening", metadata: ["addresses": "\(bound.joined(separator: ", "))"])
-        let core = self.core
-        let watcher = Task {
-            while !Task.isCancelled {
-                try? await Task.sleep(for: .milliseconds(500))
-                await core.dropLaggingFollowers()
-            }
-        }
-        followerWatch.withLock { $0 = watcher }
+        loop.logger.info("listening", metadata: ["addresses": "\(bound.joined(separator: ", "))"])
         return bound
     }
 
-    private static func acceptAll(listener: Int32, core: ServerCore) {
+    /// On the loop: accepts what is pending (at most 64 at a time, then other events run).
+    private static func acceptAll(listener: Int32, loop: ServerLoop) {
         for _ in 0..<64 {
             guard let (fd, peer) = SocketCalls.accept(listener) else { return }
-            guard let connection = core.admit(fd: fd, peer: peer) else {
-                core.metrics.connectionRejected()
+            guard let connection = loop.admit(fd: fd, peer: peer) else {
+                loop.metrics.connectionRejected()
                 let message = Array("ERR BUSY too many connections\r\n".utf8)
                 _ = message.withUnsafeBytes { SocketCalls.write(fd, $0) }
                 SocketCalls.close(fd)
-                core.logger.warning("connection refused: too many connections", metadata: ["peer": "\(peer)"])
+                loop.logger.warning("connection refused: too many connections", metadata: ["peer": "\(peer)"])
                 continue
             }
             connection.start()
@@ -82,46 +79,59 @@ public final class WALServer: Sendable {
     }
 
     /// Serves one already-connected stream socket (one end of a socketpair, say) as if a
-    /// listener had accepted it: the fuzzer (`wald-fuzz session`) drives client sessions
-    /// through it without a network. Takes ownership of `fd`. Returns false, having closed
-    /// `fd`, when the server is full.
+    /// listener had accepted it: the fuzzer (`wald-fuzz session`) and the in-process tests
+    /// drive client sessions through it without a network. Takes ownership of `fd`. Returns
+    /// false, having closed `fd`, when the server is full. Not to be called on the loop.
     package func serve(connectedSocket fd: Int32, peer: String) -> Bool {
         SocketCalls.setNonBlocking(fd)
-        guard let connection = core.admit(fd: fd, peer: peer) else {
-            SocketCalls.close(fd)
-            return false
+        let loop = self.loop
+        let connection = loop.queue.sync { () -> Connection? in
+            let connection = loop.admit(fd: fd, peer: peer)
+            connection?.start()
+            return connection
         }
-        core.ioQueue.async { connection.start() }
-        return true
+        if connection == nil { SocketCalls.close(fd) }
+        return connection != nil
     }
 
     /// Addresses being listened on.
     public var addresses: [String] { listeners.withLock { $0.map(\.address) } }
 
     /// Connections open now.
-    public var connectionCount: Int { core.connectionCount }
+    public var connectionCount: Int { loop.openConnections.load(ordering: .relaxed) }
 
     /// One line per open connection with its session state (for the fuzz targets' hang reports).
-    package var connectionStates: [String] { core.allConnections.map(\.stateDescription) }
+    package var connectionStates: [String] {
+        let loop = self.loop
+        return loop.queue.sync { loop.connections.values.map(\.stateDescription) }
+    }
 
     /// Changes the options that may change at run time: max connections, max frame bytes,
-    /// auth token, and the replication limits.
+    /// auth token, and the replication limits. Takes effect for requests read from now on.
     public func update(
         maxConnections: Int? = nil, maxFrameBytes: Int? = nil, authToken: String?? = nil,
         minSyncReplicas: Int? = nil, syncReplicaTimeout: Duration? = nil, maxFollowerHoldBytes: Int? = nil
     ) {
-        core.update { options in
+        let options = loop.sharedOptions.withLock { options -> ServerOptions in
             if let maxConnections { options.maxConnections = maxConnections }
             if let maxFrameBytes { options.maxFrameBytes = maxFrameBytes }
             if let authToken { options.authToken = authToken }
             if let minSyncReplicas { options.minSyncReplicas = minSyncReplicas }
             if let syncReplicaTimeout { options.syncReplicaTimeout = syncReplicaTimeout }
             if let maxFollowerHoldBytes { options.maxFollowerHoldBytes = maxFollowerHoldBytes }
+            return options
         }
+        let loop = self.loop
+        loop.queue.sync { loop.options = options }
     }
 
     /// The INFO JSON object, as a client would see it.
-    public func info() async -> String { await core.infoJSON() }
+    public func info() async -> String {
+        let loop = self.loop
+        return await withCheckedContinuation { continuation in
+            loop.queue.async { continuation.resume(returning: loop.infoJSON()) }
+        }
+    }
 
     /// Stops accepting, lets every connection finish the requests it already sent (follow
     /// streams end), waits up to `timeout` for replies to be written, then closes all
@@ -132,12 +142,19 @@ public final class WALServer: Sendable {
             return list
         }
         for listener in closing { listener.source.cancel() }
-        followerWatch.withLock { $0?.cancel() }
-        for connection in core.allConnections { connection.closeGracefully() }
+        let loop = self.loop
+        loop.queue.async {
+            for connection in Array(loop.connections.values) { connection.closeGracefully() }
+        }
         let deadline = ContinuousClock.now + timeout
-        while core.connectionCount > 0 && ContinuousClock.now < deadline {
+        while connectionCount > 0 && ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(5))
         }
-        for connection in core.allConnections { connection.close() }
+        await withCheckedContinuation { continuation in
+            loop.queue.async {
+                for connection in Array(loop.connections.values) { connection.close() }
+                continuation.resume()
+            }
+        }
     }
 }

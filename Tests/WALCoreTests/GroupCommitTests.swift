@@ -1,7 +1,7 @@
 // Group commit under concurrency: many durable appenders share fdatasyncs, every one is
-// acknowledged with a dense LSN, rotation during syncs releases the old segment's descriptor,
-// and the flush interval and probe drive syncs on their own. The leader path (a lone waiter
-// syncs itself) covers, hands over, fails and stops like the sync thread.
+// acknowledged with a dense LSN, a rotation queues behind the sync in flight and closes the old
+// segment's descriptor, and the flush interval and probe drive syncs on their own. The sync
+// thread on its own: what one sync covers, job order, a failure reported once.
 import Dispatch
 import Foundation
 import Logging
@@ -114,10 +114,10 @@ import Testing
         func resume() { release.signal() }
     }
 
-    /// Deterministic version: the group-commit sync of segment 1 is held inside fdatasync while
-    /// the writer rotates to segment 2, so segment 1's handle is retired, and must be closed once
-    /// that sync returns.
-    @Test func handleRetiredDuringASyncIsClosedWhenTheSyncEnds() async throws {
+    /// The sync of segment 1 is held inside fdatasync while a batch that needs segment 2
+    /// arrives: the rotation (seal + install) queues behind that sync on the sync thread, the
+    /// writer keeps accepting meanwhile, and segment 1's handle is closed by the seal.
+    @Test func rotationWaitsForTheSyncInFlightAndClosesTheOldSegment() async throws {
         let io = SimulatedFileIO()
         var options = smallOptions("/wal", io: io, segmentBytes: 2048)
         options.preallocate = false
@@ -133,12 +133,21 @@ import Testing
         stall.arm(path: first)
         let durable = Task { try await wal.append([1]) }
         await stall.waitUntilStalled()
-        // Rotate while that sync is still running.
-        while await wal.status.segments == 1 { try await wal.append(bytes(500, 2), durability: .buffered) }
+        // Needs segment 2 while segment 1's sync is still running: accepted at once.
+        let big = Task { try await wal.append(contentsOf: [bytes(1000, 2), bytes(930, 3)]) }  // 1962 bytes: too many for segment 1
+        let deadline = ContinuousClock.now + .seconds(10)
+        while await wal.lastLSN < 4 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(1)) }
+        try #require(await wal.lastLSN == 4, "the batch was not accepted while the sync was stalled")
+        #expect(await wal.status.segments == 1)  // the seal waits behind the stalled sync
+        // Behind records that wait to be written, a buffered append waits for the pause to end.
+        let buffered = Task { try await wal.append([4], durability: .buffered) }
         stall.resume()
         #expect(try await durable.value == 2)
-        _ = try await wal.probe()  // a later sync completes: whatever it retired is closed by now
-        #expect(!io.openHandlePaths.contains(first), "the retired segment handle is still open")
+        #expect(try await big.value == 3)
+        #expect(try await buffered.value == 5)
+        #expect(try await wal.sync() == 5)
+        #expect(await wal.status.segments == 2)
+        #expect(!io.openHandlePaths.contains(first), "the sealed segment's handle is still open")
         try await wal.close()
         #expect(io.openHandleCount == 0)
     }
@@ -166,134 +175,145 @@ import Testing
     }
 }
 
-/// Runs jobs on a dedicated thread, so a test's "leader" can block inside a stalled fdatasync
-/// without taking one of the few cooperative-pool threads.
-final class DedicatedThreadExecutor: TaskExecutor {
-    private let queue = DispatchQueue(label: "wald.tests.leader")
-
-    func enqueue(_ job: consuming ExecutorJob) {
-        let job = UnownedJob(job)
-        queue.async { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
-    }
-}
-
 final class SyncCount: Sendable {
     let value = Mutex(0)
 }
 
-/// The leader path of group commit: a waiter that finds no sync in flight runs fdatasync
-/// itself. Each test drives a GroupCommit directly, with its own leader slot so no other
-/// test's log can take the leadership away.
-@Suite struct GroupCommitLeaderTests {
+/// Completions the sync thread delivered, in order, for a test to wait on.
+final class Deliveries: Sendable {
+    private let state = Mutex<(seen: [GroupCommit.Completion], waiter: (Int, CheckedContinuation<Void, Never>)?)>(([], nil))
+
+    func deliver(_ completion: GroupCommit.Completion) {
+        let resume = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            s.seen.append(completion)
+            guard let (count, waiter) = s.waiter, s.seen.count >= count else { return nil }
+            s.waiter = nil
+            return waiter
+        }
+        resume?.resume()
+    }
+
+    /// Waits until `count` completions arrived; returns them all.
+    func wait(for count: Int) async -> [GroupCommit.Completion] {
+        await withCheckedContinuation { continuation in
+            let now = state.withLock { s -> Bool in
+                if s.seen.count >= count { return true }
+                s.waiter = (count, continuation)
+                return false
+            }
+            if now { continuation.resume() }
+        }
+        return state.withLock { $0.seen }
+    }
+}
+
+/// The sync thread on its own: one fdatasync covers everything written before it started,
+/// records written during a sync get the next one, jobs run in order, a failed sync is
+/// reported once and never retried.
+@Suite struct GroupCommitThreadTests {
     let io = SimulatedFileIO()
     let path = "/g/segment"
     let commit: GroupCommit
     let stall = GroupCommitTests.SyncStall()
     let syncCalls = SyncCount()
-    let executor = DedicatedThreadExecutor()
+    let deliveries = Deliveries()
 
     init() throws {
         try io.createDirectory("/g")
         let handle = try io.open(path, mode: .createExclusive)
         try io.write(handle, [UInt8](repeating: 7, count: 64), at: 0, path: path)
+        let deliveries = self.deliveries
         commit = GroupCommit(io: io, target: .init(handle: handle, path: path), durable: 0,
                              logger: Logger(label: "wal-test") { _ in SwiftLogNoOpLogHandler() },
-                             slowSyncThreshold: .seconds(60), leaderSlot: LeaderSlot())
+                             slowSyncThreshold: .seconds(60), deliver: { deliveries.deliver($0) })
         io.setSyncPathHook { [stall, syncCalls] path in
             syncCalls.value.withLock { $0 += 1 }
             stall.hook(path)
         }
     }
 
-    /// Starts a leader for `lsn` and returns once it is stalled inside its fdatasync.
-    func stalledLeader(_ lsn: LSN) async -> Task<LSN, any Error> {
-        stall.arm(path: path)
-        let leader = Task(executorPreference: executor) { [commit] in try await commit.waitDurable(lsn) }
-        await stall.waitUntilStalled()
-        return leader
+    func syncedThrough(_ completions: [GroupCommit.Completion]) -> [LSN] {
+        completions.compactMap { if case .synced(let lsn) = $0 { lsn } else { nil } }
     }
 
-    func parked(_ lsns: [LSN]) async -> [Task<LSN, any Error>] {
-        let tasks = lsns.map { lsn in Task { [commit] in try await commit.waitDurable(lsn) } }
-        while commit.parkedWaiters < lsns.count { await Task.yield() }
-        return tasks
-    }
-
-    @Test func aLoneWaiterSyncsItselfWithoutTheSyncThread() async throws {
-        commit.didWrite(upTo: 3)
-        #expect(try await commit.waitDurable(3) == 3)
-        #expect(commit.leaderSyncs == 1)
+    @Test func oneSyncCoversEverythingWrittenBeforeItStarted() async throws {
+        commit.wrote(through: 2, sync: false)
+        commit.wrote(through: 3, sync: true)
+        #expect(syncedThrough(await deliveries.wait(for: 1)) == [3])
         #expect(commit.stats.syncs == 1)
         #expect(commit.stats.recordsSynced == 3)
         commit.stop()
-        #expect(io.openHandleCount == 0)
     }
 
-    @Test func theLeadersSyncResumesEveryWaiterItCovers() async throws {
-        commit.didWrite(upTo: 10)
-        let leader = await stalledLeader(10)
-        let watcher = Task { [commit] in try await commit.waitForDurable(beyond: 0) }
-        let waiters = await parked([3, 7, 10])
+    @Test func recordsWrittenDuringASyncGetTheNextOne() async throws {
+        stall.arm(path: path)
+        commit.wrote(through: 5, sync: true)
+        await stall.waitUntilStalled()
+        commit.wrote(through: 7, sync: true)
+        commit.wrote(through: 9, sync: true)
         stall.resume()
-        #expect(try await leader.value == 10)
-        for waiter in waiters { #expect(try await waiter.value == 10) }
-        #expect(try await watcher.value == 10)
-        // One fdatasync covered all of them; nothing was left for the sync thread.
-        #expect(commit.stats.syncs == 1)
-        #expect(commit.leaderSyncs == 1)
-        #expect(syncCalls.value.withLock { $0 } == 1)
+        #expect(syncedThrough(await deliveries.wait(for: 2)) == [5, 9])
+        #expect(syncCalls.value.withLock { $0 } == 2)
         commit.stop()
     }
 
-    @Test func waitersBeyondTheLeadersSyncAreServedByTheSyncThread() async throws {
-        commit.didWrite(upTo: 5)
-        let leader = await stalledLeader(5)
-        commit.didWrite(upTo: 9)  // written after the leader's sync started: not covered by it
-        let waiters = await parked([4, 9])
-        stall.resume()
-        #expect(try await leader.value == 5)
-        #expect(try await waiters[0].value >= 5)
-        #expect(try await waiters[1].value == 9)
-        #expect(commit.stats.syncs == 2)
-        #expect(commit.leaderSyncs == 1)
-        // The thread handed the path back: the next lone waiter leads again.
-        commit.didWrite(upTo: 10)
-        #expect(try await commit.waitDurable(10) == 10)
-        #expect(commit.leaderSyncs == 2)
-        commit.stop()
-    }
-
-    @Test func aFailedLeaderSyncFailsEveryWaiterAndIsNeverRetried() async throws {
-        commit.didWrite(upTo: 10)
-        io.failSync()
-        let leader = await stalledLeader(10)
-        commit.didWrite(upTo: 12)
-        let waiters = await parked([3, 10, 12])
-        let watcher = Task { [commit] in try await commit.waitForDurable(beyond: 0) }
-        stall.resume()
-        #expect(isFailed(await walError { try await leader.value }))
-        for waiter in waiters { #expect(isFailed(await walError { try await waiter.value })) }
-        #expect(isFailed(await walError { try await watcher.value }))
-        #expect(commit.failure != nil)
-        #expect(commit.durableLSN == 0)
-        // Later waiters fail at once; no second fdatasync is attempted.
-        #expect(isFailed(await walError { try await commit.waitDurable(12) }))
-        #expect(isFailed(await walError { try await commit.probe() }))
+    @Test func writesNobodyWaitsForAreNotSyncedUntilAsked() async throws {
+        commit.wrote(through: 4, sync: false)
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(syncCalls.value.withLock { $0 } == 0)
         commit.requestSync()
+        #expect(syncedThrough(await deliveries.wait(for: 1)) == [4])
+        commit.stop()
+    }
+
+    @Test func jobsRunInOrderWithTheSyncs() async throws {
+        stall.arm(path: path)
+        commit.wrote(through: 1, sync: true)
+        await stall.waitUntilStalled()
+        let order = Mutex<[String]>([])
+        commit.enqueue(token: 7) {
+            order.withLock { $0.append("job 7") }
+            return .init(completion: .job(token: 7, result: .success(.done)))
+        }
+        commit.wrote(through: 2, sync: true)
+        commit.enqueue(token: 8) {
+            order.withLock { $0.append("job 8") }
+            return .init(completion: .job(token: 8, result: .success(.synced(through: 2))), syncedThrough: 2)
+        }
+        stall.resume()
+        let completions = await deliveries.wait(for: 3)
+        #expect(order.withLock { $0 } == ["job 7", "job 8"])
+        // The second job reported LSN 2 durable, so no separate sync ran for it.
+        #expect(syncedThrough(completions) == [1])
+        #expect(syncCalls.value.withLock { $0 } == 1)
+        commit.stop()
+    }
+
+    @Test func aFailedSyncIsReportedOnceAndNeverRetried() async throws {
+        io.failSync()
+        commit.wrote(through: 3, sync: true)
+        let completions = await deliveries.wait(for: 1)
+        guard case .syncFailed(let error) = completions.first else {
+            Issue.record("expected a failed sync, got \(completions)")
+            return
+        }
+        #expect(isFailed(error))
+        commit.wrote(through: 5, sync: true)
+        commit.requestSync()
+        try await Task.sleep(for: .milliseconds(50))
         #expect(syncCalls.value.withLock { $0 } == 1)
         commit.stop()
         #expect(syncCalls.value.withLock { $0 } == 1)
-        #expect(io.openHandleCount == 0)
     }
 
-    @Test func stopWaitsForARunningLeader() async throws {
-        commit.didWrite(upTo: 2)
-        let leader = await stalledLeader(2)
+    @Test func stopFinishesTheSyncAskedForFirst() async throws {
+        stall.arm(path: path)
+        commit.wrote(through: 2, sync: true)
+        await stall.waitUntilStalled()
         let stopped = Task.detached { [commit] in commit.stop() }
         stall.resume()
         await stopped.value
-        #expect(try await leader.value == 2)
-        #expect(io.openHandleCount == 0)
-        #expect(await walError { try await commit.waitDurable(3) } == .closed)
+        #expect(syncedThrough(await deliveries.wait(for: 1)) == [2])
+        #expect(!commit.enqueue(token: 1) { .init(completion: .job(token: 1, result: .success(.done))) })
     }
 }

@@ -1,13 +1,24 @@
-// A follow stream's watcher (`waitForDurable(beyond:)`) cancelled at the moment a sync wakes
-// it. Cancelling holds the task's status lock while the cancellation handler takes the group
-// commit's lock; resuming a continuation takes the status lock. A sync that resumed watchers
-// while holding its lock therefore deadlocked against a cancel (found by the TSan run: a
+// A tail watcher (`waitForDurable(beyond:)`) cancelled at the moment a sync wakes it.
+// Cancelling holds the task's status lock while the cancellation handler takes the writer's
+// lock; resuming a continuation takes the status lock. Resuming watchers while holding the lock
+// therefore deadlocked against a cancel (found by the TSan run: a
 // connection closing while its follow stream was being woken hung wald for good).
 import Dispatch
 import Glibc
 import Synchronization
 import Testing
 @testable import WALCore
+
+/// Runs jobs on a dedicated thread, so a test's busy tasks do not take one of the few
+/// cooperative-pool threads.
+final class DedicatedThreadExecutor: TaskExecutor {
+    private let queue = DispatchQueue(label: "wald.tests.dedicated")
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        queue.async { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
+    }
+}
 
 @Suite struct WatcherCancellationTests {
     final class Shared: Sendable {

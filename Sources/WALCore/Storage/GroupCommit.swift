@@ -1,29 +1,18 @@
-// Group commit: fdatasync runs off the writer actor, and every client whose records one sync
-// covers shares it.
+// Group commit: the one thread that runs fdatasync. The writer (see WAL.swift) pwrites records
+// on its own thread and asks for a sync; this thread syncs everything written up to the moment
+// it starts, and while it runs the writer keeps writing, so the next sync covers every record
+// that arrived meanwhile. Sealing a full segment and installing the next, erasing a failed
+// write, deleting old segments' directory entries durably and the watchdog's probe run here
+// too, as jobs, in the order asked for: no fsync of any kind runs on the writer's thread.
 //
-// Who runs the sync (why it is not always the same thread):
-// - Leader. A durable waiter that finds no sync in flight, with its records already written,
-//   runs fdatasync itself on the thread it is on, outside the writer actor, and returns. A lone
-//   writer therefore pays no thread handoff at all: parking on a continuation, waking a sync
-//   thread with a semaphore and resuming the task back on the cooperative pool cost ≈ 70 µs
-//   per append, nearly as much as the fdatasync itself (≈ 85 µs).
-// - Sync thread. Everything else — waiters that arrive while a sync is in flight, the flush
-//   timer, `probe()` — parks and is served by one dedicated thread, which starts the next sync
-//   as soon as one ends while anyone still waits. A leader that finishes with more waiters
-//   pending hands over to it rather than syncing again: its own caller is not kept waiting, and
-//   a contended log blocks no cooperative-pool thread. It hands back when nothing is pending.
-// A leader blocks a cooperative-pool thread (there are as many as cores: 2 here) for one
-// fdatasync. That is acceptable only briefly and one at a time, so a process-wide slot admits
-// one leader at once; a waiter that finds it taken (another log is leading) uses its log's sync
-// thread. `syncer` says who owns the sync path; exactly one sync is ever in flight per log.
+// Exactly one hand-off each way separates a write from its fdatasync: the writer signals this
+// thread (a semaphore, only when it is idle), and every result goes back through `deliver`,
+// which the WAL points at the server's event loop (one `async` per completion) or, with no
+// loop attached, runs inline on this thread.
 //
-// Continuations are resumed only after `state` is unlocked. Resuming one takes its task's
-// status lock; a task being cancelled holds that lock while its cancellation handler (in
-// `waitForDurable`) waits for `state`. Resuming under `state` deadlocked exactly so (found by
-// the TSan run: a connection closing while its follow stream's watcher was being woken).
-//
-// A failed fdatasync is never retried (the kernel may have dropped the dirty pages): the log
-// enters its failed state, and every pending and later waiter fails.
+// A failed fdatasync is never retried (the kernel may have dropped the dirty pages it could
+// not write; a second fdatasync would report success for data that is gone): the thread
+// reports the failure once and never syncs again.
 import CoreMetrics
 import Dispatch
 import DequeModule
@@ -37,423 +26,262 @@ final class GroupCommit: Sendable {
         let path: String
     }
 
-    private struct Waiter {
-        let lsn: LSN
-        let continuation: CheckedContinuation<LSN, any Error>
+    /// What a job reports: the completion to deliver, and how far it made the log durable
+    /// (a seal syncs the old segment) so the thread does not sync the same bytes again.
+    struct JobOutcome: Sendable {
+        var completion: Completion
+        var syncedThrough: LSN?
+        /// An fdatasync inside the job failed: no sync runs after it.
+        var syncFailed = false
     }
 
-    private struct Watcher {
-        let id: Int
-        let lsn: LSN
-        let continuation: CheckedContinuation<LSN, any Error>
+    /// Results, delivered in the order they happened.
+    enum Completion: Sendable {
+        /// An fdatasync of the target covered every record through `through`.
+        case synced(through: LSN)
+        /// An fdatasync failed; the log is failed from here on.
+        case syncFailed(WALError)
+        /// A job finished; `token` names it, `result` is its payload.
+        case job(token: UInt64, result: Result<JobResult, WALError>)
     }
 
-    /// Continuations collected under `state` and resumed after it is unlocked (see the file comment).
-    private struct Resumptions: ~Copyable {
-        private var pending: [(CheckedContinuation<LSN, any Error>, Result<LSN, any Error>)] = []
-
-        mutating func add(_ continuation: CheckedContinuation<LSN, any Error>, _ result: Result<LSN, any Error>) {
-            pending.append((continuation, result))
-        }
-
-        consuming func resumeAll() {
-            for (continuation, result) in pending { continuation.resume(with: result) }
-        }
+    /// The payload of a finished job.
+    enum JobResult: Sendable {
+        case done
+        /// Everything written through the LSN is durable.
+        case synced(through: LSN)
+        /// The old segment is durable through the LSN; the next one is installed, or why not.
+        case sealed(through: LSN, installed: Result<Installed, WALError>)
+        /// An empty log's new first segment.
+        case adopted(Installed)
     }
 
-    /// Who owns the sync path.
-    private enum Syncer {
-        /// Nobody: no sync in flight, no waiter pending, the sync thread parked.
-        case idle
-        /// A waiter is running fdatasync on its own thread; the sync thread is parked.
-        case leader
-        /// The sync thread: it syncs until nothing is wanted, then sets `idle`.
-        case thread
+    /// A segment made ready by a seal job: renamed into place, header durable.
+    struct Installed: Sendable {
+        let handle: IOHandle
+        let path: String
+        let name: String
     }
 
-    private struct State {
+    private struct Job {
+        let token: UInt64
+        let work: @Sendable () -> JobOutcome
+    }
+
+    private struct Mailbox {
         var target: Target
-        /// Highest LSN written (pwrite returned) to the target or an earlier, synced segment.
+        /// Highest LSN the writer has pwritten (to the target or an earlier, sealed segment).
         var written: LSN
-        var durable: LSN
+        /// Highest LSN this thread has made durable.
+        var synced: LSN
+        /// Highest LSN someone waits to see durable.
         var requested: LSN
-        var forceSync = false
-        var syncer = Syncer.idle
-        /// The handle inside fdatasync right now: rotation retires it instead of closing it,
-        /// and whoever ran that sync closes it when the sync returns.
-        var inSync: IOHandle?
-        var retired: [Target] = []
-        var failure: WALError?
-        var waiters: Deque<Waiter> = []
-        var watchers: [Watcher] = []
-        var nextWatcherID = 1
-        var cancelledWatchers: Set<Int> = []
+        var jobs: Deque<Job> = []
+        var idle = true
+        var failed = false
         var stopping = false
-        /// `stop()` waits for the running leader.
-        var stopWaitsForLeader = false
-        /// The sync thread has exited.
-        var stopped = false
         var stats = GroupCommitStats()
-        /// Syncs run by a leader (the rest ran on the sync thread).
-        var leaderSyncs: UInt64 = 0
         var slowSyncNanos: UInt64
     }
 
-    private let state: Mutex<State>
+    private let mailbox: Mutex<Mailbox>
     private let wakeup = DispatchSemaphore(value: 0)
     private let finished = DispatchSemaphore(value: 0)
-    private let leaderFinished = DispatchSemaphore(value: 0)
     private let io: any FileIO
     private let logger: Logger
+    private let deliver: Mutex<@Sendable (Completion) -> Void>
     private let syncTimer = CoreMetrics.Timer(label: "wald_fsync_duration_seconds")
     private let recordsPerSync = Recorder(label: "wald_records_per_fsync")
-    private let failedGauge = Gauge(label: "wald_failed")
-    private let leaderSlot: LeaderSlot
 
-    /// `leaderSlot` is shared by every log in the process (tests pass their own).
+    /// `durable` is the LSN already on disk when the log was opened. Completions go to
+    /// `deliver` until `setDelivery` replaces it.
     init(io: any FileIO, target: Target, durable: LSN, logger: Logger, slowSyncThreshold: Duration,
-         leaderSlot: LeaderSlot = .shared) {
+         deliver: @escaping @Sendable (Completion) -> Void) {
         self.io = io
         self.logger = logger
-        self.leaderSlot = leaderSlot
-        state = Mutex(State(target: target, written: durable, durable: durable, requested: durable,
-                            slowSyncNanos: nanoseconds(slowSyncThreshold)))
+        self.deliver = Mutex(deliver)
+        mailbox = Mutex(Mailbox(target: target, written: durable, synced: durable, requested: durable,
+                                slowSyncNanos: nanoseconds(slowSyncThreshold)))
+        // A queue of its own that this one block occupies for the log's life: a thread, parked
+        // on `wakeup` whenever there is nothing to sync.
         DispatchQueue(label: "wald.wal.sync", qos: .userInitiated).async { [self] in run() }
     }
 
-    var durableLSN: LSN { state.withLock { $0.durable } }
+    /// Routes later completions through `deliver` (the WAL's event loop, when one attaches).
+    func setDelivery(_ deliver: @escaping @Sendable (Completion) -> Void) {
+        self.deliver.withLock { $0 = deliver }
+    }
 
-    /// An fdatasync slower than this is logged at warning.
     func setSlowSyncThreshold(_ threshold: Duration) {
-        state.withLock { $0.slowSyncNanos = nanoseconds(threshold) }
-    }
-    var failure: WALError? { state.withLock { $0.failure } }
-    var stats: GroupCommitStats { state.withLock { $0.stats } }
-    /// Syncs run by a leader rather than the sync thread, and waiters parked now (for tests).
-    var leaderSyncs: UInt64 { state.withLock { $0.leaderSyncs } }
-    var parkedWaiters: Int { state.withLock { $0.waiters.count } }
-
-    /// The writer wrote every record up to `lsn` to the current target.
-    func didWrite(upTo lsn: LSN) {
-        state.withLock { $0.written = max($0.written, lsn) }
+        mailbox.withLock { $0.slowSyncNanos = nanoseconds(threshold) }
     }
 
-    /// Hands the sync path to the sync thread if nobody owns it; true when the caller must
-    /// signal `wakeup` (after unlocking).
-    private func wakeThreadIfIdle(_ s: inout State) -> Bool {
-        guard s.syncer == .idle else { return false }
-        s.syncer = .thread
-        return true
-    }
+    var stats: GroupCommitStats { mailbox.withLock { $0.stats } }
 
-    /// Asks for a sync of everything written, without waiting (flush interval).
-    func requestSync() {
-        let signal = state.withLock { s -> Bool in
-            guard s.failure == nil, s.written > s.durable else { return false }
-            s.requested = max(s.requested, s.written)
-            return wakeThreadIfIdle(&s)
+    /// The writer pwrote every record through `lsn` to the current target; with `sync`, it
+    /// also wants them durable. Wakes the thread only when it is idle and there is a sync to do.
+    func wrote(through lsn: LSN, sync: Bool) {
+        let signal = mailbox.withLock { m -> Bool in
+            m.written = max(m.written, lsn)
+            if sync { m.requested = max(m.requested, lsn) }
+            return wakeIfIdle(&m)
         }
         if signal { wakeup.signal() }
     }
 
-    /// Asks for an fdatasync even when nothing new was written, and waits for it: proves the
-    /// sync path works (the service watchdog uses this).
-    func probe() async throws -> LSN {
-        try await withCheckedThrowingContinuation { continuation in
-            let outcome = state.withLock { s -> Result<Bool, any Error> in
-                if let failure = s.failure { return .failure(failure) }
-                if s.stopped { return .failure(WALError.closed) }
-                s.forceSync = true
-                s.requested = max(s.requested, s.written)
-                // A waiter at the already-durable LSN is resumed by the forced sync.
-                s.waiters.append(Waiter(lsn: s.written, continuation: continuation))
-                return .success(wakeThreadIfIdle(&s))
+    /// Asks for a sync of everything written so far (the flush interval).
+    func requestSync() {
+        let signal = mailbox.withLock { m -> Bool in
+            m.requested = max(m.requested, m.written)
+            return wakeIfIdle(&m)
+        }
+        if signal { wakeup.signal() }
+    }
+
+    /// Later syncs flush `target` (the writer installed the next segment; the old one was
+    /// synced by the seal job that installed this one).
+    func switchTarget(to target: Target) {
+        mailbox.withLock { $0.target = target }
+    }
+
+    /// The file the next sync flushes, and the highest LSN written to it: what a job's own
+    /// fdatasync covers (read on the sync thread, where no target switch can interleave).
+    var syncPoint: (target: Target, through: LSN) { mailbox.withLock { ($0.target, $0.written) } }
+
+    /// Starts over at `durable` with `target` (an empty log adopted another identity).
+    func reset(target: Target, durable: LSN) {
+        mailbox.withLock { m in
+            m.target = target
+            m.written = durable
+            m.synced = durable
+            m.requested = durable
+        }
+    }
+
+    /// Runs `work` on the sync thread after everything asked for before it; its outcome is
+    /// delivered like a sync's. Returns false (and runs nothing) once the thread has stopped.
+    @discardableResult
+    func enqueue(token: UInt64, _ work: @escaping @Sendable () -> JobOutcome) -> Bool {
+        let (accepted, signal) = mailbox.withLock { m -> (Bool, Bool) in
+            guard !m.stopping else { return (false, false) }
+            m.jobs.append(Job(token: token, work: work))
+            if m.idle {
+                m.idle = false
+                return (true, true)
             }
-            switch outcome {
-            case .failure(let error): continuation.resume(throwing: error)
-            case .success(let signal): if signal { wakeup.signal() }
-            }
+            return (true, false)
         }
+        if signal { wakeup.signal() }
+        return accepted
     }
 
-    /// Returns once `lsn` is durable (the durable LSN then): as the leader when no sync is in
-    /// flight (see the file comment), otherwise parked until the sync thread covers it.
-    /// `@concurrent`: a leader must block its own thread, never the writer actor's.
-    @concurrent
-    func waitDurable(_ lsn: LSN) async throws -> LSN {
-        enum Next {
-            case done(LSN)
-            case failed(WALError)
-            case lead(Target, LSN)
-            case park
+    /// Runs one fdatasync of `target` for a job, timing it like a group-commit sync.
+    func syncForJob(_ target: Target) throws(IOError) {
+        let started = ContinuousClock.now
+        do { try io.syncData(target.handle, path: target.path) } catch let error as IOError { throw error } catch {
+            throw IOError("fdatasync", path: target.path, errno: 0)
         }
-        let next = state.withLock { s -> Next in
-            if let failure = s.failure { return .failed(failure) }
-            if s.durable >= lsn { return .done(s.durable) }
-            // Only a waiter whose records are written can lead: its sync must cover them.
-            guard s.syncer == .idle, !s.stopping, lsn <= s.written,
-                  leaderSlot.take()
-            else { return .park }
-            s.syncer = .leader
-            s.requested = max(s.requested, lsn)
-            s.inSync = s.target.handle
-            s.leaderSyncs += 1
-            return .lead(s.target, s.written)
-        }
-        switch next {
-        case .done(let durable): return durable
-        case .failed(let failure): throw failure
-        case .lead(let target, let upTo): return try lead(target, upTo: upTo)
-        case .park: return try await park(lsn)
-        }
+        record(nanos: nanoseconds(ContinuousClock.now - started), records: 0, path: target.path)
     }
 
-    /// The leader's sync: runs it here, then hands the sync path back (to nobody, or to the
-    /// sync thread when more is wanted).
-    private func lead(_ target: Target, upTo: LSN) throws -> LSN {
-        sync(target, upTo: upTo)
-        leaderSlot.release()
-        let (result, handOver, stopWaits) = state.withLock { s -> (Result<LSN, WALError>, Bool, Bool) in
-            let wanted = s.requested > s.durable || s.forceSync
-            let handOver = s.failure == nil && wanted
-            s.syncer = handOver ? .thread : .idle
-            let stopWaits = s.stopWaitsForLeader
-            s.stopWaitsForLeader = false
-            // A failure while this sync ran (a failed write on the actor) fails this waiter too.
-            return (s.failure.map { .failure($0) } ?? .success(s.durable), handOver, stopWaits)
-        }
-        if handOver { wakeup.signal() }
-        if stopWaits { leaderFinished.signal() }
-        return try result.get()
-    }
-
-    /// Parks until the sync thread's syncs cover `lsn`.
-    private func park(_ lsn: LSN) async throws -> LSN {
-        try await withCheckedThrowingContinuation { continuation in
-            enum Parked {
-                case resume(Result<LSN, any Error>)
-                case parked(signal: Bool)
-            }
-            let parked = state.withLock { s -> Parked in
-                // Re-checked: a sync may have ended since `waitDurable` looked.
-                if let failure = s.failure { return .resume(.failure(failure)) }
-                if s.durable >= lsn { return .resume(.success(s.durable)) }
-                if s.stopped { return .resume(.failure(WALError.closed)) }
-                s.requested = max(s.requested, lsn)
-                // Appends reach here in LSN order through the writer actor; keep the deque sorted anyway.
-                if let last = s.waiters.last, last.lsn > lsn {
-                    let index = s.waiters.firstIndex { $0.lsn > lsn }!
-                    s.waiters.insert(Waiter(lsn: lsn, continuation: continuation), at: index)
-                } else {
-                    s.waiters.append(Waiter(lsn: lsn, continuation: continuation))
-                }
-                // A running leader hands over to the thread when it sees this waiter.
-                return .parked(signal: wakeThreadIfIdle(&s))
-            }
-            switch parked {
-            case .resume(let result): continuation.resume(with: result)
-            case .parked(let signal): if signal { wakeup.signal() }
-            }
-        }
-    }
-
-    /// Returns once the durable LSN exceeds `lsn` (live followers wait here). Cancellable.
-    func waitForDurable(beyond lsn: LSN) async throws -> LSN {
-        let id = state.withLock { s -> Int in
-            defer { s.nextWatcherID += 1 }
-            return s.nextWatcherID
-        }
-        // A cancel that comes after a sync already took this watcher records its id; the handler
-        // cannot run once withTaskCancellationHandler has returned, so drop it then (no growth).
-        defer { state.withLock { _ = $0.cancelledWatchers.remove(id) } }
-        return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { continuation in
-                let now = state.withLock { s -> Result<LSN, any Error>? in
-                    if let failure = s.failure { return .failure(failure) }
-                    if s.durable > lsn { return .success(s.durable) }
-                    if s.cancelledWatchers.remove(id) != nil || s.stopping { return .failure(CancellationError()) }
-                    s.watchers.append(Watcher(id: id, lsn: lsn, continuation: continuation))
-                    return nil
-                }
-                if let now { continuation.resume(with: now) }
-            }
-        } onCancel: {
-            let watcher = state.withLock { s -> Watcher? in
-                if let index = s.watchers.firstIndex(where: { $0.id == id }) { return s.watchers.remove(at: index) }
-                s.cancelledWatchers.insert(id)
-                return nil
-            }
-            watcher?.continuation.resume(throwing: CancellationError())
-        }
-    }
-
-    /// Rotation: the writer synced the old target itself, so everything up to `durableLSN`
-    /// is durable; later syncs flush `newTarget`. The old handle is closed once no sync uses it.
-    func switchTarget(to newTarget: Target, durableThrough durableLSN: LSN) {
-        var closeNow: Target?
-        var resumptions = Resumptions()
-        state.withLock { s in
-            let old = s.target
-            s.target = newTarget
-            if s.inSync == old.handle { s.retired.append(old) } else { closeNow = old }
-            markDurable(&s, durableLSN, &resumptions)
-        }
-        resumptions.resumeAll()
-        if let closeNow { io.close(closeNow.handle) }
-    }
-
-    /// Enters the failed state: every waiter and every later call fails with `reason`.
-    func fail(_ reason: String) {
-        var resumptions = Resumptions()
-        state.withLock { s in
-            guard s.failure == nil else { return }
-            let error = WALError.failed(reason: reason)
-            s.failure = error
-            failedGauge.record(1)
-            failAll(&s, error, &resumptions)
-        }
-        resumptions.resumeAll()
-    }
-
-    private func failAll(_ s: inout State, _ error: WALError, _ resumptions: inout Resumptions) {
-        while let waiter = s.waiters.popFirst() { resumptions.add(waiter.continuation, .failure(error)) }
-        for watcher in s.watchers { resumptions.add(watcher.continuation, .failure(error)) }
-        s.watchers.removeAll()
-    }
-
-    /// Stops the sync thread after its current sync (and a running leader's) and closes the
-    /// target; pending waiters fail.
+    /// Stops the thread once it has finished what was asked of it. Later requests are ignored.
     func stop() {
-        let waitForLeader = state.withLock { s -> Bool in
-            s.stopping = true  // No new leader from here on.
-            s.stopWaitsForLeader = s.syncer == .leader
-            return s.stopWaitsForLeader
-        }
-        if waitForLeader { leaderFinished.wait() }
+        mailbox.withLock { $0.stopping = true }
         wakeup.signal()
         finished.wait()
     }
 
-    private func markDurable(_ s: inout State, _ lsn: LSN, _ resumptions: inout Resumptions) {
-        guard lsn > s.durable else { return }
-        let covered = lsn - s.durable
-        s.durable = lsn
-        s.stats.recordsSynced += covered
-        while let first = s.waiters.first, first.lsn <= lsn {
-            resumptions.add(s.waiters.removeFirst().continuation, .success(lsn))
-        }
-        if !s.watchers.isEmpty {
-            var remaining: [Watcher] = []
-            for watcher in s.watchers {
-                if watcher.lsn < lsn { resumptions.add(watcher.continuation, .success(lsn)) } else { remaining.append(watcher) }
+    private func wakeIfIdle(_ m: inout Mailbox) -> Bool {
+        guard m.idle, !m.failed, m.requested > m.synced else { return false }
+        m.idle = false
+        return true
+    }
+
+    private enum Work {
+        case sync(Target, through: LSN, records: UInt64)
+        case job(Job)
+    }
+
+    private func next() -> Work? {
+        mailbox.withLock { m -> Work? in
+            if let job = m.jobs.popFirst() { return .job(job) }
+            if !m.failed, m.requested > m.synced {
+                let records = m.written > m.synced ? m.written - m.synced : 0
+                return .sync(m.target, through: m.written, records: records)
             }
-            s.watchers = remaining
+            m.idle = true
+            return nil
         }
     }
 
-    /// Runs one fdatasync of `target`, which holds everything up to `upTo`, and publishes the
-    /// result: resumes the waiters it covers, or fails the log. The caller owns the sync path
-    /// and set `inSync` to `target.handle`.
-    private func sync(_ target: Target, upTo: LSN) {
-        let started = ContinuousClock.now
-        do {
-            try io.syncData(target.handle, path: target.path)
-        } catch {
-            logger.critical("fdatasync failed; the WAL is now failed", metadata: ["error": "\(error)"])
-            fail("fdatasync of \(target.path) failed: \(error)")
-            closeRetired()
-            return
-        }
-        // Targets retired while this sync ran are unused now: close them before waking
-        // anyone, so a caller that saw its sync complete sees the old segment closed.
-        closeRetired()
-        let nanos = nanoseconds(ContinuousClock.now - started)
-        syncTimer.recordNanoseconds(Int64(nanos))
-        var resumptions = Resumptions()
-        let slow = state.withLock { s -> Bool in
-            s.stats.syncs += 1
-            s.stats.syncNanos += nanos
-            s.stats.maxSyncNanos = max(s.stats.maxSyncNanos, nanos)
-            recordsPerSync.record(upTo > s.durable ? upTo - s.durable : 0)
-            markDurable(&s, upTo, &resumptions)
-            // Forced probes wait at an LSN that was already durable.
-            while let first = s.waiters.first, first.lsn <= s.durable {
-                resumptions.add(s.waiters.removeFirst().continuation, .success(s.durable))
-            }
-            return nanos >= s.slowSyncNanos
-        }
-        resumptions.resumeAll()
-        if slow {
-            logger.warning("slow fdatasync", metadata: [
-                "duration_ms": "\(nanos / 1_000_000)", "segment": "\(target.path)",
-            ])
-        }
-    }
-
-    /// Ends the in-flight sync's hold on its handle and closes the targets retired during it.
-    private func closeRetired() {
-        let retired = state.withLock { s -> [Target] in
-            s.inSync = nil
-            defer { s.retired.removeAll() }
-            return s.retired
-        }
-        for target in retired { io.close(target.handle) }
-    }
-
-    /// The sync thread: parked until handed the sync path, then syncs while anything is wanted.
     private func run() {
         while true {
             wakeup.wait()
-            while true {
-                let job = state.withLock { s -> (Target, LSN)? in
-                    // Woken by stop() alone, or the path is someone else's: nothing to do here.
-                    guard s.syncer == .thread else { return nil }
-                    let wanted = s.requested > s.durable || s.forceSync
-                    guard s.failure == nil, wanted, !(s.stopping && s.waiters.isEmpty) else {
-                        s.syncer = .idle
-                        return nil
+            while let work = next() {
+                let completion: Completion
+                switch work {
+                case .sync(let target, let through, let records):
+                    let started = ContinuousClock.now
+                    do {
+                        try io.syncData(target.handle, path: target.path)
+                    } catch {
+                        logger.critical("fdatasync failed; the WAL is now failed", metadata: ["error": "\(error)"])
+                        mailbox.withLock { $0.failed = true }
+                        deliverNow(.syncFailed(.failed(reason: "fdatasync of \(target.path) failed: \(error)")))
+                        continue
                     }
-                    s.forceSync = false
-                    s.inSync = s.target.handle
-                    return (s.target, s.written)
+                    record(nanos: nanoseconds(ContinuousClock.now - started), records: records, path: target.path)
+                    mailbox.withLock { m in
+                        m.synced = max(m.synced, through)
+                        m.stats.recordsSynced += records
+                    }
+                    completion = .synced(through: through)
+                case .job(let job):
+                    let outcome = job.work()
+                    mailbox.withLock { m in
+                        if let through = outcome.syncedThrough, through > m.synced {
+                            m.stats.recordsSynced += through - m.synced
+                            m.synced = through
+                        }
+                        if outcome.syncFailed { m.failed = true }
+                    }
+                    completion = outcome.completion
                 }
-                guard let (target, upTo) = job else { break }
-                sync(target, upTo: upTo)
+                deliverNow(completion)
             }
-            let (stopping, target) = state.withLock { ($0.stopping, $0.target) }
-            if stopping {
-                // stop() waited for any leader, and no leader starts once stopping: no sync runs.
-                closeRetired()
-                io.close(target.handle)
-                var resumptions = Resumptions()
-                state.withLock { s in
-                    s.stopped = true
-                    let error = s.failure ?? WALError.closed
-                    failAll(&s, error, &resumptions)
-                }
-                resumptions.resumeAll()
+            // `next()` found nothing to do; the writer asks for its last sync before `stop()`.
+            if mailbox.withLock({ $0.stopping }) {
                 finished.signal()
                 return
             }
         }
     }
-}
 
-/// Admits one leader at a time: a leader blocks a cooperative-pool thread for one fdatasync,
-/// and the pool has only as many threads as cores.
-final class LeaderSlot: Sendable {
-    static let shared = LeaderSlot()
-    private let taken = Atomic<Bool>(false)
+    private func deliverNow(_ completion: Completion) {
+        let deliver = self.deliver.withLock { $0 }
+        deliver(completion)
+    }
 
-    func take() -> Bool { taken.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged }
-    func release() { taken.store(false, ordering: .releasing) }
+    private func record(nanos: UInt64, records: UInt64, path: String) {
+        syncTimer.recordNanoseconds(Int64(clamping: nanos))
+        recordsPerSync.record(Int64(clamping: records))
+        let slow = mailbox.withLock { m -> Bool in
+            m.stats.syncs += 1
+            m.stats.syncNanos += nanos
+            m.stats.maxSyncNanos = max(m.stats.maxSyncNanos, nanos)
+            return nanos >= m.slowSyncNanos
+        }
+        if slow {
+            logger.warning("slow fdatasync", metadata: ["duration_ms": "\(nanos / 1_000_000)", "segment": "\(path)"])
+        }
+    }
 }
 
 /// Counters of the sync path, for benchmarks and metrics.
 public struct GroupCommitStats: Sendable, Equatable {
-    /// fdatasync calls completed.
+    /// fdatasync calls completed (group-commit syncs and the syncs inside jobs).
     public var syncs: UInt64 = 0
-    /// Records made durable (by syncs and by rotation).
+    /// Records made durable.
     public var recordsSynced: UInt64 = 0
     /// Total and maximum time spent in fdatasync.
     public var syncNanos: UInt64 = 0

@@ -13,7 +13,7 @@ public final class LogReader {
     private let io: any FileIO
     private let directory: String
     private let catalog: SegmentCatalog
-    private let commit: GroupCommit
+    private let durable: DurableLSN
     private let hold: SegmentHold
     private var window: FileWindow?
     private var segment: SegmentInfo?
@@ -23,11 +23,11 @@ public final class LogReader {
     public private(set) var nextLSN: LSN
     private var limit: LSN = 0
 
-    init(io: any FileIO, directory: String, catalog: SegmentCatalog, commit: GroupCommit, from lsn: LSN) {
+    init(io: any FileIO, directory: String, catalog: SegmentCatalog, durable: DurableLSN, from lsn: LSN) {
         self.io = io
         self.directory = directory
         self.catalog = catalog
-        self.commit = commit
+        self.durable = durable
         nextLSN = lsn
         hold = SegmentHold(catalog: catalog, lsn: lsn)
     }
@@ -55,7 +55,7 @@ public final class LogReader {
         var delivered = 0
         while maxCount == 0 || delivered < maxCount {
             if nextLSN > limit {
-                limit = commit.durableLSN
+                limit = durable.lsn
                 if nextLSN > limit { break }
             }
             try positionForNextLSN()
@@ -110,7 +110,7 @@ public final class LogReader {
             }
         }
         guard let found = catalog.segment(containing: nextLSN), nextLSN >= catalog.firstLSN else {
-            throw WALError.outOfRange(lsn: nextLSN, first: catalog.firstLSN, last: commit.durableLSN)
+            throw WALError.outOfRange(lsn: nextLSN, first: catalog.firstLSN, last: durable.lsn)
         }
         if let window { io.close(window.handle) }
         window = nil
@@ -120,7 +120,7 @@ public final class LogReader {
             handle = try io.open(path, mode: .readOnly)
         } catch {
             // Deleted by retention between the lookup and the open.
-            throw WALError.outOfRange(lsn: nextLSN, first: catalog.firstLSN, last: commit.durableLSN)
+            throw WALError.outOfRange(lsn: nextLSN, first: catalog.firstLSN, last: durable.lsn)
         }
         let newWindow = FileWindow(io: io, handle: handle, path: path)
         window = newWindow

@@ -1,246 +1,335 @@
-// What each request does. Runs on the connection's processing task, one batch at a time.
-// Durable appends of a batch are written as one pipeline and acknowledged after a single
-// wait for durability, so a pipelining client shares fsyncs with itself and with others.
+// What each request does, on the loop, in the order the client sent them. Binary APPEND and
+// PING are read where they lie in the input buffer (the records go from there into the
+// writer's buffer: one copy); other requests are decoded into a `Request`. A request that
+// must see every earlier reply settled first (INFO, REPLAY, TRUNCATE, PROMOTE: a "barrier")
+// waits in the input until the connection holds no reply.
 import WALCore
 import WALProtocol
 
 extension Connection {
-    /// A reply waiting to be sent: ready, or an APPENDED that needs `lsn` durable first.
-    private enum Reply {
-        case ready(Response)
-        case durableAppend(first: LSN, count: UInt32)
-    }
+    /// Whether a request was handled or must wait (in the input, unconsumed).
+    enum Outcome { case done, wait }
 
-    func handle(_ items: [Item]) async {
-        var replies: [Reply] = []
-        var waitFor: LSN = 0
-        let mode = state.withLock { $0.mode }
-
-        for item in items {
-            if isClosed { return }
-            let request: Request
-            switch item {
-            case .failure(let error):
-                replies.append(.ready(.error(error.code, error.message)))
-                if error.closesConnection {
-                    await flush(&replies, &waitFor, mode: mode)
-                    closeGracefully()
-                    return
-                }
-                continue
-            case .request(let r):
-                request = r
+    /// Handles requests from the input until it is empty, a request waits, or the output is full.
+    func handleRequests() {
+        while !closed && !input.isEmpty {
+            if blocked != nil || waitingForGates { return }
+            if outputPending >= options.maxOutputBytes || gates.count >= 1024 { return }
+            if mode == .undecided && !decideMode() { return }
+            let consumed: Int? = switch mode {
+            case .binary: handleBinaryFrame()
+            case .text: handleTextLine()
+            case .undecided: nil
             }
-
-            let (authenticated, following) = state.withLock { ($0.authenticated, $0.following) }
-            if following {
-                // A follower cannot hold more than this server made durable (found by fuzzing:
-                // an LSN near 2^64 overflowed the hold arithmetic and crashed the server).
-                let durable = server.wal.durableLSN
-                if case .feedback(let lsn) = request, lsn <= durable {
-                    server.recordFeedback(from: self, durableLSN: lsn)
-                    continue
-                }
-                let message = if case .feedback(let lsn) = request {
-                    "FEEDBACK \(lsn) is beyond the durable LSN \(durable)"
-                } else {
-                    "only FEEDBACK is accepted on a follow stream"
-                }
-                replies.append(.ready(.error(.badRequest, message)))
-                await flush(&replies, &waitFor, mode: mode)
-                closeGracefully()
-                return
-            }
-            if server.authToken != nil && !authenticated {
-                switch request {
-                case .auth, .ping, .quit: break
-                default:
-                    replies.append(.ready(.error(.unauthorized, "authenticate first with AUTH <token>")))
-                    continue
-                }
-            }
-
-            switch request {
-            case .append where server.replication.isFollower:
-                let upstream = server.replication.upstream ?? "?"
-                replies.append(.ready(.error(.readOnly, "this server is a read-only follower of \(upstream); append there")))
-            case .append(let records, let buffered):
-                // The WAL checks sizes before writing anything: an oversize record fails the
-                // whole frame with TOO_LARGE and the connection stays open.
-                do {
-                    let first = try await server.wal.append(contentsOf: records, durability: .buffered)
-                    let count = UInt32(records.count)
-                    if buffered {
-                        replies.append(.ready(.appended(firstLSN: first, count: count)))
-                    } else {
-                        replies.append(.durableAppend(first: first, count: count))
-                        waitFor = first + UInt64(count) - 1
-                    }
-                } catch {
-                    replies.append(.ready(errorResponse(error)))
-                }
-            case .sync:
-                await flush(&replies, &waitFor, mode: mode)
-                do {
-                    replies.append(.ready(.synced(durableLSN: try await server.wal.sync())))
-                } catch {
-                    replies.append(.ready(errorResponse(error)))
-                }
-            case .info:
-                await flush(&replies, &waitFor, mode: mode)
-                replies.append(.ready(.info(json: await server.infoJSON())))
-            case .ping(let bytes):
-                replies.append(.ready(.pong(bytes)))
-            case .truncate(let before):
-                await flush(&replies, &waitFor, mode: mode)
-                do {
-                    replies.append(.ready(.truncated(firstLSN: try await server.wal.truncate(before: before))))
-                } catch {
-                    replies.append(.ready(errorResponse(error)))
-                }
-            case .feedback:
-                replies.append(.ready(.error(.badRequest, "FEEDBACK is only valid on a follow stream")))
-            case .auth(let token):
-                if server.checkToken(token) {
-                    state.withLock { $0.authenticated = true }
-                    replies.append(.ready(.ok))
-                } else {
-                    replies.append(.ready(.error(.unauthorized, "wrong token")))
-                }
-            case .promote:
-                await flush(&replies, &waitFor, mode: mode)
-                await server.replication.promote()
-                replies.append(.ready(.promoted(lastLSN: await server.wal.lastLSN)))
-            case .quit:
-                replies.append(.ready(.bye))
-                await flush(&replies, &waitFor, mode: mode)
-                closeGracefully()
-                return
-            case .metrics:
-                replies.append(.ready(.metrics(server.metricsText())))
-            case .replay(let from, let maxCount, let follow):
-                await flush(&replies, &waitFor, mode: mode)
-                let reader: LogReader
-                do {
-                    reader = try await server.wal.reader(from: from)
-                } catch {
-                    replies.append(.ready(errorResponse(error)))
-                    continue
-                }
-                if follow {
-                    server.followStarted(self, from: reader.nextLSN)
-                    startFollowing(reader, maxCount: maxCount, mode: mode)
-                } else {
-                    await streamReplay(reader, maxCount: maxCount, mode: mode)
-                }
-            }
+            guard let consumed else { return }
+            input.consume(consumed)
         }
-        await flush(&replies, &waitFor, mode: mode)
+        input.shrinkIfIdle()
     }
 
-    /// Waits for the durability the queued APPENDED replies need, then sends every reply.
-    private func flush(_ replies: inout [Reply], _ waitFor: inout LSN, mode: Mode) async {
-        var failure: Response?
-        if waitFor > 0 {
-            do {
-                try await server.wal.waitDurable(waitFor)
-                let options = server.options
-                try await server.syncReplicas.wait(for: waitFor, count: options.minSyncReplicas, timeout: options.syncReplicaTimeout)
-            } catch {
-                failure = errorResponse(error)
+    /// Whether the input holds a whole request not yet handled.
+    var hasCompleteRequest: Bool {
+        let bytes = input.bytes
+        switch mode {
+        case .undecided: return !bytes.isEmpty
+        case .text: return bytes.contains(10)
+        case .binary:
+            guard let length = try? FrameView.length(of: bytes, maxFrameLength: options.maxFrameBytes) else {
+                return bytes.count >= 4  // a bad length is answered (and closes)
             }
-            waitFor = 0
+            return bytes.count >= 4 + length
         }
-        var out: [UInt8] = []
-        for reply in replies {
-            let response: Response = switch reply {
-            case .ready(let response): response
-            case .durableAppend(let first, let count): failure ?? .appended(firstLSN: first, count: count)
-            }
-            encode(response, mode: mode, into: &out)
-        }
-        replies.removeAll()
-        send(out)
     }
 
-    private func encode(_ response: Response, mode: Mode, into out: inout [UInt8]) {
-        if mode == .binary { BinaryCodec.encode(response, into: &out) } else { TextCodec.encode(response, into: &out) }
+    /// The first byte picks the protocol: 0x00 binary, a letter text, anything else an error.
+    private func decideMode() -> Bool {
+        let first = input.bytes[0]
+        if first == 0 {
+            mode = .binary
+        } else if (first >= 65 && first <= 90) || (first >= 97 && first <= 122) {
+            mode = .text
+        } else {
+            mode = .text
+            protocolFailure(ProtocolError(.badRequest, "expected a binary frame (first byte 0x00) or a text command",
+                                          closesConnection: true))
+            return false
+        }
+        return true
     }
 
-    /// Sends records up to the durable LSN (or `maxCount`), then END.
-    private func streamReplay(_ reader: LogReader, maxCount: UInt64, mode: Mode) async {
-        server.metrics.streamStarted(follow: false)
-        defer { server.metrics.streamEnded(follow: false) }
-        var remaining = maxCount == 0 ? UInt64.max : maxCount
+    /// Answers a decoding error; a framing error also ends the connection (the stream cannot
+    /// be resynchronised): nothing more is read or parsed.
+    private func protocolFailure(_ error: ProtocolError) {
+        reply(.error(error.code, error.message))
+        guard error.closesConnection else { return }
+        input.removeAll()
+        stopReading = true
+        closing = true
+        if isFollowing { endStream() }
+    }
+
+    // MARK: Binary
+
+    /// Handles the frame at the front of the input; returns its size, or nil to wait.
+    private func handleBinaryFrame() -> Int? {
+        let bytes = input.bytes
+        let length: Int
         do {
-            while remaining > 0 && !isClosed {
-                let (out, count) = try encodeRecords(reader, upTo: remaining, mode: mode)
-                if count == 0 { break }
-                remaining -= UInt64(count)
-                send(out)
-                await waitForOutputRoom()
-            }
-            var out: [UInt8] = []
-            encode(.end(nextLSN: reader.nextLSN), mode: mode, into: &out)
-            send(out)
+            guard let found = try FrameView.length(of: bytes, maxFrameLength: options.maxFrameBytes) else { return nil }
+            length = found
         } catch {
-            var out: [UInt8] = []
-            encode(errorResponse(error), mode: mode, into: &out)
-            send(out)
+            protocolFailure(error)
+            return nil
         }
-    }
-
-    /// Streams durable records as they appear until the client closes. Only FEEDBACK is
-    /// accepted from here on.
-    private func startFollowing(_ reader: LogReader, maxCount: UInt64, mode: Mode) {
-        // The reader is handed to the follow task and never touched by this one again.
-        nonisolated(unsafe) let reader = reader
-        let task = Task { [self] in
-            server.metrics.streamStarted(follow: true)
-            defer { server.metrics.streamEnded(follow: true) }
-            var remaining = maxCount == 0 ? UInt64.max : maxCount
+        guard bytes.count >= 4 + length else { return nil }
+        let opcode = bytes[4]
+        let body = UnsafeRawBufferPointer(rebasing: bytes[5..<(4 + length)])
+        if stream != nil && isFollowing {
+            followStreamFrame(opcode: opcode, body: body)
+            return 4 + length
+        }
+        switch opcode {
+        case Opcode.append.rawValue:
+            if writerIsBacklogged { return nil }
+            let parsed: (buffered: Bool, count: Int, records: UnsafeRawBufferPointer)
             do {
-                while remaining > 0 && !Task.isCancelled && !isClosed {
-                    let (out, count) = try encodeRecords(reader, upTo: remaining, mode: mode)
-                    if count > 0 {
-                        remaining -= UInt64(count)
-                        send(out)
-                        await waitForOutputRoom()
-                        continue
-                    }
-                    _ = try await server.wal.waitForDurable(beyond: reader.nextLSN - 1)
-                }
-            } catch is CancellationError {
+                parsed = try FrameView.append(body: body)
             } catch {
-                var out: [UInt8] = []
-                encode(errorResponse(error), mode: mode, into: &out)
-                send(out)
-                closeGracefully()
+                protocolFailure(error)
+                return error.closesConnection ? nil : 4 + length
             }
+            guard mayAppend() else { return 4 + length }
+            do {
+                let accepted = try wal.acceptOnLoop(LengthPrefixedRecords(bytes: parsed.records, count: parsed.count),
+                                                    durable: !parsed.buffered)
+                holdAppended(accepted, count: parsed.count, buffered: parsed.buffered)
+            } catch {
+                reply(Self.errorResponse(error))
+            }
+        case Opcode.ping.rawValue:
+            BinaryCodec.encodePong(body, into: &output)
+        default:
+            let request: Request
+            do {
+                request = try BinaryCodec.decodeRequest(Frame(opcode: opcode, body: ArraySlice(body)))
+            } catch {
+                protocolFailure(error)
+                return error.closesConnection ? nil : 4 + length
+            }
+            if execute(request) == .wait { return nil }
         }
-        state.withLock { s in
-            s.following = true
-            s.followTask = task
-        }
+        return 4 + length
     }
 
-    /// Encodes up to 256 KiB of records (at most `limit`) into one buffer.
-    private func encodeRecords(_ reader: LogReader, upTo limit: UInt64, mode: Mode) throws -> ([UInt8], Int) {
-        var out: [UInt8] = []
-        out.reserveCapacity(256 * 1024)
-        let count = try reader.read(maxCount: Int(min(limit, 1 << 30))) { lsn, payload in
-            if mode == .binary {
-                BinaryCodec.encodeRecord(lsn: lsn, payload: payload, into: &out)
+    /// On a follow stream only FEEDBACK is accepted, with an LSN no higher than this server's
+    /// durable one (an LSN near 2^64 once overflowed the follower-hold arithmetic).
+    private func followStreamFrame(opcode: UInt8, body: UnsafeRawBufferPointer) {
+        let request: Request
+        do {
+            request = try BinaryCodec.decodeRequest(Frame(opcode: opcode, body: ArraySlice(body)))
+        } catch {
+            protocolFailure(error)
+            return
+        }
+        let durable = wal.durableLSN
+        if case .feedback(let lsn) = request, lsn <= durable {
+            loop.recordFeedback(from: self, durableLSN: lsn)
+            return
+        }
+        let message = if case .feedback(let lsn) = request {
+            "FEEDBACK \(lsn) is beyond the durable LSN \(durable)"
+        } else {
+            "only FEEDBACK is accepted on a follow stream"
+        }
+        reply(.error(.badRequest, message))
+        input.removeAll()
+        closeGracefully()
+    }
+
+    // MARK: Text
+
+    /// Handles the line at the front of the input; returns its size with the line end, or nil.
+    private func handleTextLine() -> Int? {
+        let bytes = input.bytes
+        let maxLine = ProtocolLimits.maxLineLength
+        guard let newline = bytes.firstIndex(of: 10) else {
+            if bytes.count > maxLine + 1 {
+                protocolFailure(ProtocolError(.tooLarge, "line longer than \(maxLine) bytes", closesConnection: true))
+            }
+            return nil
+        }
+        var end = newline
+        if end > 0 && bytes[end - 1] == 13 { end -= 1 }
+        guard end <= maxLine else {
+            protocolFailure(ProtocolError(.tooLarge, "line longer than \(maxLine) bytes", closesConnection: true))
+            return nil
+        }
+        if isFollowing {
+            reply(.error(.badRequest, "only FEEDBACK is accepted on a follow stream"))
+            input.removeAll()
+            closeGracefully()
+            return nil
+        }
+        let request: Request
+        do {
+            request = try TextCodec.parse(ArraySlice(bytes[0..<end]))
+        } catch {
+            reply(.error(error.code, error.message))
+            return newline + 1
+        }
+        if case .append = request, writerIsBacklogged { return nil }
+        if execute(request) == .wait { return nil }
+        return newline + 1
+    }
+
+    // MARK: Requests
+
+    /// Runs one decoded request. Barriers return `.wait` while replies are held.
+    private func execute(_ request: Request) -> Outcome {
+        if options.authToken != nil && !authenticated {
+            switch request {
+            case .auth, .ping, .quit: break
+            default:
+                reply(.error(.unauthorized, "authenticate first with AUTH <token>"))
+                return .done
+            }
+        }
+        switch request {
+        case .info, .replay, .truncate, .promote:
+            if !gates.isEmpty {
+                waitingForGates = true
+                return .wait
+            }
+        default: break
+        }
+        switch request {
+        case .append(let records, let buffered):
+            guard mayAppend() else { return .done }
+            do {
+                // Text APPEND (one record) and any binary APPEND that was decoded.
+                let accepted = try records.withContiguousRecords { try wal.acceptOnLoop($0, durable: !buffered) }
+                holdAppended(accepted, count: records.count, buffered: buffered)
+            } catch {
+                reply(Self.errorResponse(error))
+            }
+        case .sync:
+            do {
+                let target = try wal.syncTargetOnLoop()
+                hold(.durable(replicas: 0), lsn: target, epoch: wal.epochOnLoop) { encode(.synced(durableLSN: target), into: &$0) }
+                loop.scheduleFlush()
+            } catch {
+                reply(Self.errorResponse(error))
+            }
+        case .info:
+            reply(.info(json: loop.infoJSON()))
+        case .ping(let bytes):
+            reply(.pong(bytes))
+        case .truncate(let before):
+            do {
+                let (first, token) = try wal.truncateOnLoop(before: before)
+                if let token {
+                    blocked = .truncate
+                    loop.truncations[token] = self
+                } else {
+                    reply(.truncated(firstLSN: first))
+                }
+            } catch {
+                reply(Self.errorResponse(error))
+            }
+        case .feedback:
+            reply(.error(.badRequest, "FEEDBACK is only valid on a follow stream"))
+        case .auth(let token):
+            if token.withUnsafeBytes({ loop.checkToken($0) }) {
+                authenticated = true
+                reply(.ok)
             } else {
-                TextCodec.encodeRecord(lsn: lsn, payload: payload, into: &out)
+                reply(.error(.unauthorized, "wrong token"))
             }
-            return out.count < 256 * 1024
+        case .promote:
+            blocked = .promote
+            let (role, queue) = (loop.replication, loop.queue)
+            Task { [self] in
+                await role.promote()
+                queue.async { [self] in promoted() }
+            }
+        case .quit:
+            reply(.bye)
+            input.removeAll()
+            stopReading = true
+            closing = true
+        case .metrics:
+            reply(.metrics(loop.metricsText()))
+        case .replay(let from, let maxCount, let follow):
+            let reader: LogReader
+            do {
+                reader = try wal.reader(from: from)
+            } catch {
+                reply(Self.errorResponse(error))
+                return .done
+            }
+            if follow { startFollowing(reader, maxCount: maxCount) } else { startReplay(reader, maxCount: maxCount) }
         }
-        return (out, count)
+        return .done
     }
 
-    func errorResponse(_ error: any Error) -> Response {
-        if let timeout = error as? SyncReplicaTimeout { return .error(.unavailable, timeout.message) }
+    /// Appends are refused on a follower and before AUTH (answered here); true when allowed.
+    private func mayAppend() -> Bool {
+        if options.authToken != nil && !authenticated {
+            reply(.error(.unauthorized, "authenticate first with AUTH <token>"))
+            return false
+        }
+        if loop.replication.isFollower {
+            let upstream = loop.replication.upstream ?? "?"
+            reply(.error(.readOnly, "this server is a read-only follower of \(upstream); append there"))
+            return false
+        }
+        return true
+    }
+
+    /// The writer holds more unwritten bytes than it should (a rotation or erase is slow):
+    /// stop taking appends until it reports `.writable`.
+    private var writerIsBacklogged: Bool {
+        guard loop.writerPaused, wal.backlogBytes >= loop.writerBacklogLimit else { return false }
+        loop.waitingForWriter[id] = self
+        return true
+    }
+
+    /// Queues APPENDED for accepted records, held until they are written (buffered) or durable
+    /// and acknowledged by `min_sync_replicas` followers; the turn's write is scheduled.
+    private func holdAppended(_ accepted: Accepted, count: Int, buffered: Bool) {
+        let condition: Gate.Condition = buffered ? .written : .durable(replicas: options.minSyncReplicas)
+        let mode = self.mode
+        hold(condition, lsn: accepted.last, epoch: accepted.epoch) { out in
+            if mode == .binary {
+                BinaryCodec.encodeAppended(firstLSN: accepted.first, count: UInt32(count), into: &out)
+            } else {
+                TextCodec.encode(.appended(firstLSN: accepted.first, count: UInt32(count)), into: &out)
+            }
+        }
+        loop.scheduleFlush()
+    }
+
+    /// PROMOTE finished (the replicator stopped).
+    private func promoted() {
+        guard !closed else { return }
+        blocked = nil
+        reply(.promoted(lastLSN: wal.lastLSN))
+        service()
+    }
+
+    /// A TRUNCATE's files are deleted (or could not be).
+    func truncationDone(_ result: Result<LSN, WALError>) {
+        guard !closed else { return }
+        blocked = nil
+        switch result {
+        case .success(let first): reply(.truncated(firstLSN: first))
+        case .failure(let error): reply(Self.errorResponse(error))
+        }
+        service()
+    }
+
+    /// The reply for a failed call.
+    static func errorResponse(_ error: any Error) -> Response {
         guard let error = error as? WALError else { return .error(.unavailable, "\(error)") }
         switch error {
         case .recordTooLarge: return .error(.tooLarge, error.description)
@@ -248,7 +337,21 @@ extension Connection {
         case .outOfRange(let lsn, let first, let last):
             return .error(.outOfRange, "LSN \(lsn) is out of range; the first available LSN is \(first) and the last is \(last)")
         case .noSpace: return .error(.noSpace, error.description)
-        case .closed, .failed, .io, .corruption, .locked: return .error(.unavailable, error.description)
+        case .closed, .failed, .io, .corruption, .locked, .exhausted: return .error(.unavailable, error.description)
         }
+    }
+}
+
+extension Array where Element == ArraySlice<UInt8> {
+    /// Calls `body` with the records as one length-prefixed run (the layout the writer takes).
+    fileprivate func withContiguousRecords<R>(_ body: (LengthPrefixedRecords) throws -> R) throws -> R {
+        var packed: [UInt8] = []
+        packed.reserveCapacity(reduce(0) { $0 + 4 + $1.count })
+        for record in self {
+            let length = UInt32(record.count)
+            packed.append(contentsOf: [UInt8(length >> 24), UInt8((length >> 16) & 0xFF), UInt8((length >> 8) & 0xFF), UInt8(length & 0xFF)])
+            packed.append(contentsOf: record)
+        }
+        return try packed.withUnsafeBytes { try body(LengthPrefixedRecords(bytes: $0, count: count)) }
     }
 }

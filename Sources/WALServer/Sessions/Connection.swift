@@ -1,77 +1,99 @@
-// One client connection: a non-blocking socket with a read and a write DispatchSource on
-// the server's I/O queue. Reads parse every complete frame (or line) and queue the requests;
-// one task per connection at a time runs them in order, so responses keep request order
-// while different connections proceed in parallel. Output that the client does not read
-// stops further reading (backpressure) instead of growing without bound.
+// One client connection, owned by the event loop: a non-blocking socket with a read and a
+// write DispatchSource on the loop's queue, its own input buffer (requests are parsed where
+// they were read), and one output buffer that every reply is encoded into, in request order.
+//
+// A reply that may not go out yet (an APPENDED before its write or fdatasync, a SYNCED) is
+// held behind a gate: the output is sent up to the first gate, and the WAL's events open
+// gates from the front. So replies keep request order while requests behind a held append
+// (a PING, a buffered append) are handled at once. Output a client does not read stops the
+// handling of its requests, and then its reads (backpressure).
 import Dispatch
 import DequeModule
-import Synchronization
 import WALCore
 import WALProtocol
 
+/// A held reply: bytes `start..<end` of a connection's output, sent once `lsn` is written or
+/// durable (and acknowledged by `replicas` followers).
+struct Gate {
+    enum Condition: Equatable {
+        case written
+        case durable(replicas: Int)
+    }
+
+    var start: Int
+    var end: Int
+    let lsn: LSN
+    /// The WAL epoch the records were accepted in (a refusal names it).
+    let epoch: UInt64
+    let condition: Condition
+    /// When waiting for replicas gives up (UNAVAILABLE).
+    let deadline: ContinuousClock.Instant?
+}
+
 final class Connection: @unchecked Sendable {
-    // @unchecked Sendable: all mutable state is inside `state` (a Mutex). The two sources are
-    // created in init and afterwards only resumed, suspended or cancelled while holding that
-    // lock, with `readSuspended`/`writeArmed` tracking their suspension counts exactly.
+    // @unchecked Sendable: used only on the loop's queue (see ServerLoop); the Dispatch
+    // sources are created in init and afterwards only resumed, suspended or cancelled there,
+    // with `readSuspended`/`writeArmed` tracking their suspension counts exactly.
 
     enum Mode { case undecided, binary, text }
 
-    enum Item {
-        case request(Request)
-        /// A protocol error to answer in order; closes the connection when the error says so.
-        case failure(ProtocolError)
-    }
-
-    struct State {
-        var mode: Mode = .undecided
-        var input: [UInt8] = []
-        var output: [UInt8] = []
-        var outputSent = 0
-        var pending: Deque<Item> = []
-        /// Bytes of the frames or lines in `pending`: reading stops above `maxOutputBytes`, so
-        /// a client that pipelines large frames while its requests wait (a slow fsync) holds
-        /// at most that much besides the batch being handled, not 1024 frames of 16 MiB.
-        var pendingBytes = 0
-        var processing = false
-        var readSuspended = false
-        var writeArmed = false
-        var stopReading = false
-        var endOfInput = false
-        var closing = false
-        var closed = false
-        var authenticated = false
-        var following = false
-        var followTask: Task<Void, Never>?
-        var drainWaiters: [CheckedContinuation<Void, Never>] = []
-        var outputPending: Int { output.count - outputSent }
+    /// Why request handling waits.
+    enum Blocker {
+        /// A REPLAY stream is being sent; requests after it wait for its END.
+        case replay
+        /// PROMOTE runs (the replicator stops).
+        case promote
+        /// A TRUNCATE waits for its files to be deleted.
+        case truncate
     }
 
     let id: Int
     let fd: Int32
     let peer: String
-    let server: ServerCore
-    let state = Mutex(State())
+    unowned let loop: ServerLoop
     private let readSource: any DispatchSourceRead
     private let writeSource: any DispatchSourceWrite
-    private let cancelledSources = Mutex(0)
+    private var cancelledSources = 0
 
-    init(id: Int, fd: Int32, peer: String, server: ServerCore) {
+    var mode = Mode.undecided
+    var input = InputBuffer()
+    var output: [UInt8] = []
+    /// Bytes of `output` already written to the socket.
+    var sent = 0
+    var gates: Deque<Gate> = []
+    var authenticated = false
+    var blocked: Blocker?
+    var stream: Stream?
+    /// A barrier request (INFO, REPLAY, TRUNCATE, PROMOTE) waits for the held replies before it.
+    var waitingForGates = false
+    var readSuspended = false
+    var writeArmed = false
+    /// A stream pump is queued on the loop.
+    var pumpScheduled = false
+    /// `service` is running (an event it causes asks for another pass instead of recursing).
+    private var servicing = false
+    private var serviceAgain = false
+    /// No more read(2): end of input, a framing error, QUIT or shutdown.
+    var stopReading = false
+    var endOfInput = false
+    /// Close once everything read has been answered and written.
+    var closing = false
+    var closed = false
+
+    init(id: Int, fd: Int32, peer: String, loop: ServerLoop) {
         self.id = id
         self.fd = fd
         self.peer = peer
-        self.server = server
-        readSource = DispatchSource.makeReadSource(fileDescriptor: fd, queue: server.ioQueue)
-        writeSource = DispatchSource.makeWriteSource(fileDescriptor: fd, queue: server.ioQueue)
+        self.loop = loop
+        readSource = DispatchSource.makeReadSource(fileDescriptor: fd, queue: loop.queue)
+        writeSource = DispatchSource.makeWriteSource(fileDescriptor: fd, queue: loop.queue)
     }
 
-    /// Installs the handlers and starts reading. Called once, on the I/O queue.
+    /// Installs the handlers and starts reading. On the loop, once.
     func start() {
         let cancelHandler: @Sendable () -> Void = { [self] in
-            let both = cancelledSources.withLock { count -> Bool in
-                count += 1
-                return count == 2
-            }
-            if both { SocketCalls.close(fd) }
+            cancelledSources += 1
+            if cancelledSources == 2 { SocketCalls.close(fd) }
         }
         readSource.setEventHandler { [self] in handleReadable() }
         readSource.setCancelHandler(handler: cancelHandler)
@@ -80,284 +102,294 @@ final class Connection: @unchecked Sendable {
         readSource.resume()
     }
 
+    var options: ServerOptions { loop.options }
+    var wal: WAL { loop.wal }
+    var isFollowing: Bool { if case .follow = stream { true } else { false } }
+
     // MARK: Reading
 
-    private func handleReadable() {
-        let buffer = server.readBuffer
-        var startTask = false
-        var failed: Int32?
-        state.withLock { s in
-            guard !s.closed, !s.stopReading else { return }
-            reading: for _ in 0..<16 {
-                switch SocketCalls.read(fd, into: buffer) {
-                case .bytes(let n):
-                    s.input.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
-                    parse(&s)
-                    // Read on after a short read, until EAGAIN: a reset that arrives with the
-                    // last bytes is reported only once (EPOLLHUP), so stopping here would leave
-                    // the connection open, and counted against max_connections, forever.
-                    if s.stopReading { break reading }
-                case .wouldBlock:
-                    break reading
-                case .endOfFile:
-                    s.endOfInput = true
-                    s.stopReading = true
-                    break reading
-                case .failed(let code):
-                    failed = code
-                    return
-                }
-            }
-            let limit = server.options.maxOutputBytes
-            if s.stopReading || s.pending.count >= 1024 || s.pendingBytes >= limit || s.outputPending >= limit {
-                suspendReading(&s)
-            }
-            if !s.pending.isEmpty && !s.processing {
-                s.processing = true
-                startTask = true
-            }
-            // Closing, not closed: closeIfDone waits for the output. (Requiring no output here
-            // left a client that half-closed while its last replies were queued open forever:
-            // nothing else sets `closing` once processing is over. Found by the session fuzzer.)
-            if s.endOfInput && !s.processing && s.pending.isEmpty && !s.following {
-                s.closing = true
-            }
-        }
-        let followerLeft = state.withLock { $0.following && $0.endOfInput }
-        if failed != nil { close(); return }
-        // The stream ends, but what was already queued is written whole: an abrupt close could
-        // cut a record in half (found by the session fuzzer).
-        if followerLeft { closeGracefully(); return }
-        if startTask { Task { await self.processPending() } }
-        closeIfDone()
-    }
+    /// The most a connection holds unparsed: one whole frame of the largest size plus a read.
+    private var inputLimit: Int { options.maxFrameBytes + 4 + InputBuffer.initialCapacity }
 
-    /// Turns complete frames or lines in `input` into pending items.
-    private func parse(_ s: inout State) {
-        if s.mode == .undecided, let first = s.input.first {
-            if first == 0 {
-                s.mode = .binary
-            } else if (first >= 65 && first <= 90) || (first >= 97 && first <= 122) {
-                s.mode = .text
-            } else {
-                s.mode = .text
-                s.pending.append(.failure(ProtocolError(.badRequest,
-                    "expected a binary frame (first byte 0x00) or a text command", closesConnection: true)))
-                s.stopReading = true
-                s.input.removeAll()
+    private func handleReadable() {
+        guard !closed, !stopReading else { return }
+        // Read on until EAGAIN: a reset that arrives with the last bytes is reported only once
+        // (EPOLLHUP), so stopping early would leave the connection open, and counted, forever.
+        reading: for _ in 0..<16 {
+            let space = input.freeSpace(minimum: wantedRead, limit: inputLimit)
+            if space.count == 0 { break }
+            switch SocketCalls.read(fd, into: space) {
+            case .bytes(let n):
+                input.didRead(n)
+            case .wouldBlock:
+                break reading
+            case .endOfFile:
+                endOfInput = true
+                stopReading = true
+                break reading
+            case .failed:
+                close()
                 return
             }
         }
-        var consumed = 0
-        let limit = server.options.maxFrameBytes
-        while !s.stopReading {
-            let rest = s.input[consumed...]
-            do {
-                switch s.mode {
-                case .binary:
-                    guard let (frame, used) = try BinaryCodec.nextFrame(in: rest, maxFrameLength: limit) else { break }
-                    consumed += used
-                    s.pendingBytes += used
-                    do {
-                        s.pending.append(.request(try BinaryCodec.decodeRequest(frame)))
-                    } catch {
-                        s.pending.append(.failure(error))
-                        if error.closesConnection { s.stopReading = true }
-                    }
-                    continue
-                case .text:
-                    guard let (line, used) = try TextCodec.nextLine(in: rest) else { break }
-                    consumed += used
-                    s.pendingBytes += used
-                    do {
-                        s.pending.append(.request(try TextCodec.parse(line)))
-                    } catch {
-                        s.pending.append(.failure(error))
-                    }
-                    continue
-                case .undecided:
-                    break
-                }
-            } catch {
-                s.pending.append(.failure(error))
-                s.stopReading = true
-            }
-            break
-        }
-        if s.stopReading {
-            s.input = []
-        } else if consumed > 0 {
-            // A new array for the leftover: parsed requests keep slices of the old storage.
-            s.input = Array(s.input[consumed...])
-        }
+        service()
     }
 
-    private func suspendReading(_ s: inout State) {
-        guard !s.readSuspended, !s.closed else { return }
-        s.readSuspended = true
+    /// Bytes the next read should have room for: the rest of a partly read binary frame, or 16 KiB.
+    private var wantedRead: Int {
+        if mode == .binary, input.count >= 4,
+           let length = try? FrameView.length(of: input.bytes, maxFrameLength: options.maxFrameBytes) {
+            return max(InputBuffer.initialCapacity, 4 + length - input.count)
+        }
+        return InputBuffer.initialCapacity
+    }
+
+    /// Handles what can be handled, sends what may be sent, decides whether to keep reading,
+    /// and closes when done. Every event on the connection ends here.
+    func service() {
+        guard !closed else { return }
+        if servicing {
+            serviceAgain = true
+            return
+        }
+        servicing = true
+        defer { servicing = false }
+        repeat {
+            serviceAgain = false
+            serviceOnce()
+        } while serviceAgain && !closed
+    }
+
+    private func serviceOnce() {
+        handleRequests()
+        sendOutput()
+        if closed { return }
+        let limit = options.maxOutputBytes
+        let mayRead = !stopReading && input.count < inputLimit && outputPending < limit && gates.count < 1024
+            && blocked == nil
+        if mayRead { resumeReading() } else { suspendReading() }
+        if endOfInput && !closing && isIdle {
+            if isFollowing {
+                // The follower left: what is queued for it still goes out whole.
+                closeGracefully()
+                return
+            }
+            closing = true
+        }
+        closeIfDone()
+    }
+
+    /// Nothing left to answer: no complete request unread, nothing held, no stream running.
+    private var isIdle: Bool {
+        gates.isEmpty && blocked == nil && !hasCompleteRequest && !isReplaying
+    }
+
+    private var isReplaying: Bool { if case .replay = stream { true } else { false } }
+
+    private func suspendReading() {
+        guard !readSuspended, !closed else { return }
+        readSuspended = true
         readSource.suspend()
     }
 
-    private func resumeReadingIfAllowed(_ s: inout State) {
-        guard s.readSuspended, !s.closed, !s.stopReading else { return }
-        let limit = server.options.maxOutputBytes
-        guard s.pending.count < 512, s.pendingBytes < limit / 2, s.outputPending < limit / 2 else { return }
-        s.readSuspended = false
+    private func resumeReading() {
+        guard readSuspended, !closed else { return }
+        readSuspended = false
         readSource.resume()
-    }
-
-    // MARK: Processing
-
-    private func processPending() async {
-        var followerLeft = false
-        while true {
-            let batch = state.withLock { s -> [Item]? in
-                guard !s.pending.isEmpty, !s.closed else {
-                    s.processing = false
-                    if s.endOfInput && !s.following { s.closing = true }
-                    // End of input that arrived with (or before) the REPLAY FOLLOW itself:
-                    // handleReadable saw no follow stream yet and no read event comes again,
-                    // so the follower has left now (fuzz target `session` found this hang).
-                    followerLeft = s.endOfInput && s.following
-                    return nil
-                }
-                let items = Array(s.pending)
-                s.pending.removeAll()
-                s.pendingBytes = 0
-                resumeReadingIfAllowed(&s)
-                return items
-            }
-            guard let batch else { break }
-            await handle(batch)
-        }
-        if followerLeft { closeGracefully() }
-        closeIfDone()
     }
 
     // MARK: Writing
 
-    /// Queues `bytes` for the client, writing at once when nothing is queued before them.
-    func send(_ bytes: [UInt8]) {
-        guard !bytes.isEmpty else { return }
-        var failed = false
-        state.withLock { s in
-            guard !s.closed else { return }
-            var start = 0
-            if s.outputPending == 0 {
-                let outcome = bytes.withUnsafeBytes { SocketCalls.write(fd, $0) }
-                switch outcome {
-                case .wrote(let n): start = n
-                case .wouldBlock: break
-                case .failed: failed = true; return
-                }
-                if start == bytes.count { return }
-                s.output.removeAll(keepingCapacity: true)
-                s.outputSent = 0
+    /// Output not yet written to the socket, held replies included.
+    var outputPending: Int { output.count - sent }
+
+    /// Where sending stops: the first held reply.
+    private var sendLimit: Int { gates.first?.start ?? output.count }
+
+    /// Writes the output up to the first gate; arms the write source for what the socket
+    /// does not take now.
+    func sendOutput() {
+        guard !closed else { return }
+        let limit = sendLimit
+        while sent < limit {
+            let outcome = output.withUnsafeBytes { SocketCalls.write(fd, UnsafeRawBufferPointer(rebasing: $0[sent..<limit])) }
+            switch outcome {
+            case .wrote(let n): sent += n
+            case .wouldBlock: break
+            case .failed:
+                close()
+                return
             }
-            s.output.append(contentsOf: bytes[start...])
-            if !s.writeArmed {
-                s.writeArmed = true
-                writeSource.resume()
-            }
-            if s.outputPending >= server.options.maxOutputBytes { suspendReading(&s) }
+            if case .wouldBlock = outcome { break }
         }
-        if failed { close() }
+        if sent == output.count {
+            output.removeAll(keepingCapacity: output.capacity <= 1 << 20)
+            sent = 0
+        } else if sent >= 64 * 1024 {
+            compactOutput()
+        }
+        if sent < sendLimit { armWrite() } else { disarmWrite() }
+    }
+
+    /// Drops the written prefix of the output (gates move down with it).
+    private func compactOutput() {
+        guard sent > 0 else { return }
+        output.removeSubrange(0..<sent)
+        for index in gates.indices {
+            gates[index].start -= sent
+            gates[index].end -= sent
+        }
+        sent = 0
+    }
+
+    private func armWrite() {
+        guard !writeArmed, !closed else { return }
+        writeArmed = true
+        writeSource.resume()
+    }
+
+    private func disarmWrite() {
+        guard writeArmed, !closed else { return }
+        writeArmed = false
+        writeSource.suspend()
     }
 
     private func handleWritable() {
-        var failed = false
-        var waiters: [CheckedContinuation<Void, Never>] = []
-        state.withLock { s in
-            guard !s.closed else { return }
-            while s.outputPending > 0 {
-                let outcome = s.output.withUnsafeBytes { SocketCalls.write(fd, UnsafeRawBufferPointer(rebasing: $0[s.outputSent...])) }
-                if case .wrote(let n) = outcome { s.outputSent += n; continue }
-                if case .failed = outcome { failed = true }
-                break
-            }
-            if s.outputPending == 0 {
-                s.output.removeAll(keepingCapacity: s.output.capacity <= 1 << 20)
-                s.outputSent = 0
-                if s.writeArmed {
-                    s.writeArmed = false
-                    writeSource.suspend()
-                }
-            } else if s.outputSent >= 1 << 20 {
-                s.output.removeFirst(s.outputSent)
-                s.outputSent = 0
-            }
-            if s.outputPending <= server.options.maxOutputBytes / 2 {
-                waiters = s.drainWaiters
-                s.drainWaiters.removeAll()
-                resumeReadingIfAllowed(&s)
-            }
-        }
-        for waiter in waiters { waiter.resume() }
-        if failed { close() } else { closeIfDone() }
+        guard !closed else { return }
+        sendOutput()
+        if stream != nil { pumpStream() }
+        service()
     }
 
-    /// Suspends the caller until the client has read enough of its output (replay streams).
-    func waitForOutputRoom() async {
-        await withCheckedContinuation { continuation in
-            let ready = state.withLock { s -> Bool in
-                if s.closed || s.outputPending <= server.options.maxOutputBytes / 2 { return true }
-                s.drainWaiters.append(continuation)
-                return false
-            }
-            if ready { continuation.resume() }
+    // MARK: Held replies
+
+    /// Encodes `response` into the output, held until `lsn` is written or durable.
+    func hold(_ condition: Gate.Condition, lsn: LSN, epoch: UInt64, encode: (inout [UInt8]) -> Void) {
+        let start = output.count
+        encode(&output)
+        var deadline: ContinuousClock.Instant?
+        if case .durable(let replicas) = condition, replicas > 0 {
+            deadline = ContinuousClock.now + options.syncReplicaTimeout
+        }
+        let gate = Gate(start: start, end: output.count, lsn: lsn, epoch: epoch, condition: condition, deadline: deadline)
+        if gates.isEmpty && loop.isSatisfied(gate) { return }
+        gates.append(gate)
+        loop.gated[id] = self
+    }
+
+    /// Sends the replies whose gates opened (or were turned into errors); resumes request
+    /// handling once none is held.
+    func releaseGates() {
+        guard !closed else { return }
+        while let first = gates.first, loop.isSatisfied(first) { gates.removeFirst() }
+        if gates.isEmpty { loop.gated[id] = nil }
+        guard sent < sendLimit else { return }
+        if gates.isEmpty && (waitingForGates || closing) {
+            waitingForGates = false
+            service()
+        } else {
+            sendOutput()
         }
     }
 
-    var isClosed: Bool { state.withLock { $0.closed } }
-
-    var stateDescription: String {
-        state.withLock { s in
-            "connection \(id) \(s.mode): pending=\(s.pending.count) processing=\(s.processing) "
-                + "output_pending=\(s.outputPending) write_armed=\(s.writeArmed) drain_waiters=\(s.drainWaiters.count) "
-                + "read_suspended=\(s.readSuspended) stop_reading=\(s.stopReading) end_of_input=\(s.endOfInput) "
-                + "following=\(s.following) closing=\(s.closing) closed=\(s.closed)"
+    /// Replaces the held replies `reply` picks with that error reply (they stay in order).
+    private func failGates(where reply: (Gate) -> Response?) {
+        guard gates.contains(where: { reply($0) != nil }) else { return }
+        compactOutput()
+        var rebuilt: [UInt8] = []
+        rebuilt.reserveCapacity(output.count)
+        var kept: Deque<Gate> = []
+        var cursor = 0
+        for gate in gates {
+            rebuilt.append(contentsOf: output[cursor..<gate.start])
+            if let response = reply(gate) {
+                encode(response, into: &rebuilt)
+            } else {
+                let start = rebuilt.count
+                rebuilt.append(contentsOf: output[gate.start..<gate.end])
+                kept.append(Gate(start: start, end: rebuilt.count, lsn: gate.lsn, epoch: gate.epoch,
+                                 condition: gate.condition, deadline: gate.deadline))
+            }
+            cursor = gate.end
         }
+        rebuilt.append(contentsOf: output[cursor...])
+        output = rebuilt
+        gates = kept
+        releaseGates()
+    }
+
+    /// Records accepted in `epoch` with these LSNs will never be written: their replies become `response`.
+    func refuse(epoch: UInt64, lsns: ClosedRange<LSN>, with response: Response) {
+        failGates { $0.epoch == epoch && lsns.contains($0.lsn) ? response : nil }
+    }
+
+    /// The log failed: every held reply not yet satisfied becomes UNAVAILABLE. Records that
+    /// were written but not synced may or may not have survived: the message says so.
+    func failUnsatisfiedGates(with error: WALError) {
+        let message = "\(error.description); the outcome of this append is unknown: after a restart, replay from your last acknowledged LSN to see whether it is in the log"
+        failGates { loop.isSatisfied($0) ? nil : .error(.unavailable, message) }
+    }
+
+    /// Durable appends that waited longer than `sync_replica_timeout` for followers fail.
+    func expireReplicaWaits(now: ContinuousClock.Instant) {
+        failGates { gate in
+            guard let deadline = gate.deadline, now >= deadline, !loop.isSatisfied(gate),
+                  case .durable(let replicas) = gate.condition else { return nil }
+            let timeout = options.syncReplicaTimeout
+            loop.syncReplicas.timedOut("no \(replicas) follower(s) acknowledged LSN \(gate.lsn) within \(timeout)")
+            return .error(.unavailable, "timed out after \(timeout) waiting for \(replicas) sync replica(s) to acknowledge LSN \(gate.lsn)")
+        }
+        releaseGates()
+    }
+
+    func encode(_ response: Response, into out: inout [UInt8]) {
+        if mode == .text { TextCodec.encode(response, into: &out) } else { BinaryCodec.encode(response, into: &out) }
+    }
+
+    /// Appends a reply that may go out at once (after any held before it).
+    func reply(_ response: Response) {
+        encode(response, into: &output)
     }
 
     // MARK: Closing
 
-    /// Stops reading and closes once queued requests are answered and output is written
-    /// (after a framing error, QUIT, or at shutdown). Gives up on a client that does not
-    /// read after `timeout`.
+    var stateDescription: String {
+        "connection \(id) \(mode): input=\(input.count) gates=\(gates.count) blocked=\(String(describing: blocked)) "
+            + "stream=\(stream.map { "\($0)" } ?? "none") output_pending=\(outputPending) write_armed=\(writeArmed) "
+            + "read_suspended=\(readSuspended) stop_reading=\(stopReading) end_of_input=\(endOfInput) "
+            + "closing=\(closing) closed=\(closed)"
+    }
+
+    /// Stops reading and closes once what was already read is answered and written (after a
+    /// framing error, QUIT, or at shutdown); a follow stream ends after what it queued. Gives
+    /// up on a client that does not read after `timeout`.
     func closeGracefully(timeout: DispatchTimeInterval = .seconds(5)) {
-        state.withLock { s in
-            s.stopReading = true
-            s.closing = true
-            s.followTask?.cancel()
-            suspendReading(&s)
-        }
-        closeIfDone()
-        server.ioQueue.asyncAfter(deadline: .now() + timeout) { [self] in close() }
+        guard !closed else { return }
+        stopReading = true
+        closing = true
+        if isFollowing { endStream() }
+        suspendReading()
+        service()
+        loop.queue.asyncAfter(deadline: .now() + timeout) { [self] in close() }
     }
 
-    private func closeIfDone() {
-        let done = state.withLock { s in
-            s.closing && !s.closed && !s.processing && s.pending.isEmpty && s.outputPending == 0
-        }
-        if done { close() }
+    func closeIfDone() {
+        guard closing, !closed, gates.isEmpty, blocked == nil, stream == nil || isFollowing, outputPending == 0 else { return }
+        // Requests read before the close was decided are answered first.
+        if hasCompleteRequest { return }
+        close()
     }
 
-    /// Closes now: cancels both sources (the fd is closed when both cancellations finish).
+    /// Closes now: cancels both sources (the descriptor is closed when both cancellations ran).
     func close() {
-        var waiters: [CheckedContinuation<Void, Never>] = []
-        let wasOpen = state.withLock { s -> Bool in
-            guard !s.closed else { return false }
-            s.closed = true
-            if s.readSuspended { s.readSuspended = false; readSource.resume() }
-            if !s.writeArmed { s.writeArmed = true; writeSource.resume() }
-            readSource.cancel()
-            writeSource.cancel()
-            s.followTask?.cancel()
-            waiters = s.drainWaiters
-            s.drainWaiters.removeAll()
-            return true
-        }
-        for waiter in waiters { waiter.resume() }
-        if wasOpen { server.connectionClosed(self) }
+        guard !closed else { return }
+        closed = true
+        if readSuspended { readSuspended = false; readSource.resume() }
+        if !writeArmed { writeArmed = true; writeSource.resume() }
+        readSource.cancel()
+        writeSource.cancel()
+        if stream != nil { endStream() }
+        gates.removeAll()
+        loop.connectionClosed(self)
     }
 }

@@ -1,0 +1,304 @@
+// The event loop: one serial Dispatch queue runs every listener's accepts, every connection's
+// reads, parsing, appends into the writer, reply encoding and socket writes, and the WAL's
+// results (durable LSNs, refusals), so a request crosses no thread between its read(2) and
+// its pwrite(2). The only other threads on the request path are the WAL's sync thread (one
+// hand-off each way around fdatasync) and the kernel's. docs/architecture.md has the map.
+//
+// Once per loop turn (`scheduleFlush`: a block queued behind the read events already waiting)
+// everything accepted in that turn is written with one pwrite and, when any of it is durable,
+// one sync is asked for. Replies wait in their connection's output behind "gates" (see
+// Connection.swift) that the WAL's events open.
+import Dispatch
+import Logging
+import Synchronization
+import WALCore
+import WALProtocol
+
+final class ServerLoop: @unchecked Sendable {
+    // @unchecked Sendable: every `var` below, and every Connection, is touched only on
+    // `queue` (Dispatch source handlers and blocks on it; other threads reach in with
+    // `queue.async`/`queue.sync`). The `let`s are immutable or thread-safe themselves.
+
+    let queue = DispatchQueue(label: "wald.loop", qos: .userInitiated)
+    let wal: WAL
+    let logger: Logger
+    let metrics = ServerMetrics()
+    let version: String
+    /// Fixed for the server's life (the role object itself changes on PROMOTE).
+    let replication: ReplicationRole
+    /// Open connections, readable from any thread.
+    let openConnections = Atomic<Int>(0)
+    /// The options, for threads other than the loop (the loop reads `options`).
+    let sharedOptions: Mutex<ServerOptions>
+
+    var options: ServerOptions
+    var connections: [Int: Connection] = [:]
+    private var nextID = 1
+    var followers: [Int: FollowerState] = [:]
+    let syncReplicas = SyncReplicas()
+    /// What the WAL has reported written and durable, and its failure.
+    private(set) var writtenLSN: LSN
+    private(set) var durableLSN: LSN
+    private(set) var failure: WALError?
+    /// Connections with replies held behind a gate.
+    var gated: [Int: Connection] = [:]
+    /// Connections in a replay or follow stream.
+    var streaming: [Int: Connection] = [:]
+    /// Connections that stopped parsing because the writer's backlog is full.
+    var waitingForWriter: [Int: Connection] = [:]
+    /// Connections waiting for a TRUNCATE's files to be deleted, by job token.
+    var truncations: [UInt64: Connection] = [:]
+    /// A rotation or erase holds the writer's output (appends pile up in its buffer).
+    private(set) var writerPaused = false
+    /// The unwritten bytes at which connections stop taking appends until the writer catches up.
+    let writerBacklogLimit: Int
+    private var flushScheduled = false
+    private var tick: (any DispatchSourceTimer)?
+    private var lastLagCheck = ContinuousClock.now
+
+    init(wal: WAL, options: ServerOptions, version: String) {
+        self.wal = wal
+        self.version = version
+        self.options = options
+        sharedOptions = Mutex(options)
+        logger = options.logger
+        replication = options.replication
+        let durable = wal.durableLSN
+        writtenLSN = durable
+        durableLSN = durable
+        failure = wal.status.failure
+        writerBacklogLimit = max(16 << 20, 4 * wal.options.maxBufferBytes)
+        wal.attach(queue: queue) { [weak self] event in self?.walEvent(event) }
+        queue.async { [self] in startTick() }
+    }
+
+    // MARK: Connections
+
+    /// Registers a new connection, or returns nil when the server is full.
+    func admit(fd: Int32, peer: String) -> Connection? {
+        guard connections.count < options.maxConnections else { return nil }
+        let connection = Connection(id: nextID, fd: fd, peer: peer, loop: self)
+        nextID += 1
+        connections[connection.id] = connection
+        openConnections.store(connections.count, ordering: .relaxed)
+        metrics.connectionCount(connections.count)
+        return connection
+    }
+
+    func connectionClosed(_ connection: Connection) {
+        let id = connection.id
+        connections[id] = nil
+        gated[id] = nil
+        streaming[id] = nil
+        waitingForWriter[id] = nil
+        truncations = truncations.filter { $0.value.id != id }
+        openConnections.store(connections.count, ordering: .relaxed)
+        metrics.connectionCount(connections.count)
+        if let follower = followers.removeValue(forKey: id) { follower.hold.release() }
+        if syncReplicas.remove(connection: id) { releaseGates() }
+    }
+
+    // MARK: The turn
+
+    /// Asks for one write of everything accepted in this turn, after the read events already
+    /// queued on the loop (so many connections' appends share a pwrite and an fdatasync).
+    func scheduleFlush() {
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        queue.async { [self] in
+            flushScheduled = false
+            wal.flushOnLoop()
+        }
+    }
+
+    /// The WAL's results, on the loop, in order.
+    private func walEvent(_ event: WALEvent) {
+        switch event {
+        case .written(let lsn):
+            writtenLSN = max(writtenLSN, lsn)
+            releaseGates()
+        case .durable(let lsn):
+            durableLSN = max(durableLSN, lsn)
+            writtenLSN = max(writtenLSN, lsn)
+            releaseGates()
+            for connection in streaming.values where connection.isFollowing { connection.pumpStream() }
+        case .refused(let epoch, let lsns, let error):
+            let response = Connection.errorResponse(error)
+            for connection in gated.values { connection.refuse(epoch: epoch, lsns: lsns, with: response) }
+            releaseGates()
+        case .failed(let error):
+            failure = error
+            for connection in gated.values { connection.failUnsatisfiedGates(with: error) }
+            releaseGates()
+        case .writingPaused:
+            writerPaused = true
+        case .writable:
+            writerPaused = false
+            let waiting = waitingForWriter
+            waitingForWriter.removeAll()
+            for connection in waiting.values { connection.service() }
+        case .job(let token, let result):
+            truncations.removeValue(forKey: token)?.truncationDone(result)
+        }
+    }
+
+    /// Whether a held reply may go out.
+    func isSatisfied(_ gate: Gate) -> Bool {
+        switch gate.condition {
+        case .written: return writtenLSN >= gate.lsn
+        case .durable(let replicas):
+            guard durableLSN >= gate.lsn else { return false }
+            return replicas == 0 || syncReplicas.position(count: replicas) >= gate.lsn
+        }
+    }
+
+    /// Sends every reply whose gate has opened.
+    func releaseGates() {
+        for connection in Array(gated.values) { connection.releaseGates() }
+    }
+
+    // MARK: Replication
+
+    /// A follow stream started at `lsn`: hold the segments it still needs.
+    func followStarted(_ connection: Connection, from lsn: LSN) {
+        followers[connection.id] = FollowerState(address: connection.peer, start: lsn, hold: wal.hold(from: lsn))
+    }
+
+    func recordFeedback(from connection: Connection, durableLSN lsn: LSN) {
+        guard var follower = followers[connection.id] else { return }
+        follower.durableLSN = max(follower.durableLSN, lsn)
+        follower.lastFeedback = ContinuousClock.now
+        followers[connection.id] = follower
+        follower.hold.move(to: follower.durableLSN + 1)
+        if syncReplicas.feedback(connection: connection.id, durableLSN: lsn) { releaseGates() }
+    }
+
+    /// Every 100 ms: durable appends that waited too long for replicas fail; every 500 ms,
+    /// streams that fell more than `maxFollowerHoldBytes` behind are dropped.
+    private func startTick() {
+        let source = DispatchSource.makeTimerSource(queue: queue)
+        source.schedule(deadline: .now() + .milliseconds(100), repeating: .milliseconds(100), leeway: .milliseconds(20))
+        source.setEventHandler { [weak self] in self?.onTick() }
+        source.resume()
+        tick = source
+    }
+
+    deinit { tick?.cancel() }
+
+    private func onTick() {
+        let now = ContinuousClock.now
+        for connection in Array(gated.values) { connection.expireReplicaWaits(now: now) }
+        if now - lastLagCheck >= .milliseconds(500) {
+            lastLagCheck = now
+            dropLaggingStreams()
+        }
+    }
+
+    /// Drops follow and replay streams that fell more than `maxFollowerHoldBytes` behind,
+    /// releasing the segments they held; a follower gets OUT_OF_RANGE when it comes back after
+    /// retention deleted them.
+    private func dropLaggingStreams() {
+        let limit = options.maxFollowerHoldBytes
+        guard limit > 0 else { return }
+        for connection in Array(streaming.values) {
+            guard let position = connection.streamPosition else { continue }
+            let follower = followers[connection.id]
+            let from = follower.map { max($0.durableLSN + 1, $0.start) } ?? position
+            let behind = wal.bytes(from: from)
+            guard behind > limit else { continue }
+            logger.warning("dropping a stream that fell too far behind", metadata: [
+                "peer": "\(connection.peer)", "follow": "\(connection.isFollowing)", "next_lsn": "\(position)",
+                "bytes_behind": "\(behind)", "max_follower_hold_bytes": "\(limit)",
+            ])
+            connection.dropLaggingStream(behind: behind, limit: limit)
+        }
+    }
+
+    // MARK: Info
+
+    /// Compares in constant time, so the token cannot be guessed byte by byte from timing.
+    func checkToken(_ candidate: UnsafeRawBufferPointer) -> Bool {
+        guard let token = options.authToken else { return true }
+        let expected = Array(token.utf8)
+        var difference = UInt8(expected.count == candidate.count ? 0 : 1)
+        for index in 0..<expected.count {
+            let other = index < candidate.count ? candidate[index] : 0
+            difference |= expected[index] ^ other
+        }
+        return difference == 0
+    }
+
+    /// The INFO object.
+    func infoJSON() -> String {
+        let status = wal.status
+        let role = replication
+        var fields: [(String, String)] = [
+            ("version", jsonString(version)),
+            ("log_id", jsonString(status.logID.description)),
+            ("first_lsn", "\(status.firstLSN)"),
+            ("last_lsn", "\(status.lastLSN)"),
+            ("durable_lsn", "\(status.durableLSN)"),
+            ("segments", "\(status.segments)"),
+            ("bytes", "\(status.bytes)"),
+            ("connections", "\(connections.count)"),
+            ("role", jsonString(role.isFollower ? "follower" : "primary")),
+            ("failed", status.failure == nil ? "false" : "true"),
+            ("syncs", "\(status.syncStats.syncs)"),
+        ]
+        if let failure = status.failure { fields.append(("failure", jsonString(failure.description))) }
+        if let upstream = role.upstream {
+            fields.append(("upstream", jsonString(upstream)))
+            fields.append(("upstream_connected", role.upstreamConnected ? "true" : "false"))
+            if let error = role.lastError { fields.append(("upstream_error", jsonString(error))) }
+        }
+        let now = ContinuousClock.now
+        var followerObjects: [String] = []
+        for f in followers.values.sorted(by: { $0.address < $1.address }) {
+            let since = (now - f.lastFeedback).components
+            let elapsed = since.seconds * 1000 + since.attoseconds / 1_000_000_000_000_000
+            let lag = status.durableLSN > f.durableLSN ? status.durableLSN - f.durableLSN : 0
+            let lagBytes = lag == 0 ? 0 : wal.bytes(from: f.durableLSN + 1)
+            followerObjects.append(
+                "{\"address\":\(jsonString(f.address)),\"durable_lsn\":\(f.durableLSN),\"lag_records\":\(lag),"
+                    + "\"lag_bytes\":\(lagBytes),\"last_feedback_ms\":\(elapsed)}")
+        }
+        fields.append(("followers", "[" + followerObjects.joined(separator: ",") + "]"))
+        fields.append(("min_sync_replicas", "\(options.minSyncReplicas)"))
+        fields.append(("sync_replica_timeouts", "\(syncReplicas.timeouts)"))
+        if let last = syncReplicas.lastTimeout { fields.append(("sync_replica_error", jsonString(last))) }
+        return "{" + fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}"
+    }
+
+    /// Prometheus text from the daemon's registry, or a note when metrics are off.
+    func metricsText() -> String {
+        options.metricsText?() ?? "# metrics are not enabled in this process\n"
+    }
+}
+
+struct FollowerState {
+    let address: String
+    /// Where the stream started; the follower has everything before it.
+    let start: LSN
+    let hold: SegmentHold
+    var durableLSN: LSN = 0
+    var lastFeedback = ContinuousClock.now
+}
+
+/// A JSON string literal with the required escapes.
+func jsonString(_ text: String) -> String {
+    var out = "\""
+    for scalar in text.unicodeScalars {
+        switch scalar {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        case _ where scalar.value < 0x20:
+            let hex = String(scalar.value, radix: 16)
+            out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+        default: out.unicodeScalars.append(scalar)
+        }
+    }
+    return out + "\""
+}
