@@ -68,7 +68,9 @@ final class ServerLoop: @unchecked Sendable {
         durableLSN = durable
         failure = wal.status.failure
         writerBacklogLimit = max(16 << 20, 4 * wal.options.maxBufferBytes)
-        wal.attach(queue: queue) { [weak self] event in self?.walEvent(event) }
+        // Strong: a weak reference would put every retain of the loop on the runtime's slow
+        // path. The cycle (WAL → observer → loop → WAL) ends when the WAL closes.
+        wal.attach(queue: queue) { [self] event in walEvent(event) }
         queue.async { [self] in startTick() }
     }
 
@@ -178,12 +180,16 @@ final class ServerLoop: @unchecked Sendable {
     private func startTick() {
         let source = DispatchSource.makeTimerSource(queue: queue)
         source.schedule(deadline: .now() + .milliseconds(100), repeating: .milliseconds(100), leeway: .milliseconds(20))
-        source.setEventHandler { [weak self] in self?.onTick() }
+        source.setEventHandler { [self] in onTick() }
         source.resume()
         tick = source
     }
 
-    deinit { tick?.cancel() }
+    /// Stops the timer (at shutdown; it holds the loop).
+    func stopTick() {
+        tick?.cancel()
+        tick = nil
+    }
 
     private func onTick() {
         let now = ContinuousClock.now

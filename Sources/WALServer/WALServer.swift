@@ -153,6 +153,7 @@ public final class WALServer: Sendable {
         await withCheckedContinuation { continuation in
             loop.queue.async {
                 for connection in Array(loop.connections.values) { connection.close() }
+                loop.stopTick()
                 continuation.resume()
             }
         }

@@ -89,7 +89,14 @@ final class GroupCommit: Sendable {
     private let finished = DispatchSemaphore(value: 0)
     private let io: any FileIO
     private let logger: Logger
-    private let deliver: Mutex<@Sendable (Completion) -> Void>
+    /// Where completions go. A struct around the closure: a bare closure as a Mutex's value is
+    /// reabstracted on every `withLock` (into and back out of the generic storage), and the
+    /// thunks pile up, one pair per call (seen in a profile: 43 % of wald's CPU after 8000 syncs).
+    private struct Delivery {
+        let deliver: @Sendable (Completion) -> Void
+    }
+
+    private let delivery: Mutex<Delivery>
     private let syncTimer = CoreMetrics.Timer(label: "wald_fsync_duration_seconds")
     private let recordsPerSync = Recorder(label: "wald_records_per_fsync")
 
@@ -99,7 +106,7 @@ final class GroupCommit: Sendable {
          deliver: @escaping @Sendable (Completion) -> Void) {
         self.io = io
         self.logger = logger
-        self.deliver = Mutex(deliver)
+        delivery = Mutex(Delivery(deliver: deliver))
         mailbox = Mutex(Mailbox(target: target, written: durable, synced: durable, requested: durable,
                                 slowSyncNanos: nanoseconds(slowSyncThreshold)))
         // A queue of its own that this one block occupies for the log's life: a thread, parked
@@ -109,7 +116,7 @@ final class GroupCommit: Sendable {
 
     /// Routes later completions through `deliver` (the WAL's event loop, when one attaches).
     func setDelivery(_ deliver: @escaping @Sendable (Completion) -> Void) {
-        self.deliver.withLock { $0 = deliver }
+        delivery.withLock { $0 = Delivery(deliver: deliver) }
     }
 
     func setSlowSyncThreshold(_ threshold: Duration) {
@@ -258,7 +265,7 @@ final class GroupCommit: Sendable {
     }
 
     private func deliverNow(_ completion: Completion) {
-        let deliver = self.deliver.withLock { $0 }
+        let deliver = delivery.withLock { $0.deliver }
         deliver(completion)
     }
 

@@ -50,7 +50,9 @@ final class Connection: @unchecked Sendable {
     let id: Int
     let fd: Int32
     let peer: String
-    unowned let loop: ServerLoop
+    /// Strong (a weak or unowned reference costs every retain of the loop a slow path); the
+    /// loop forgets the connection when it closes.
+    let loop: ServerLoop
     private let readSource: any DispatchSourceRead
     private let writeSource: any DispatchSourceWrite
     private var cancelledSources = 0
@@ -61,6 +63,8 @@ final class Connection: @unchecked Sendable {
     /// Bytes of `output` already written to the socket.
     var sent = 0
     var gates: Deque<Gate> = []
+    /// Registered in `loop.gated` (kept in step with `gates` being non-empty).
+    private var isGated = false
     var authenticated = false
     var blocked: Blocker?
     var stream: Stream?
@@ -274,7 +278,10 @@ final class Connection: @unchecked Sendable {
         let gate = Gate(start: start, end: output.count, lsn: lsn, epoch: epoch, condition: condition, deadline: deadline)
         if gates.isEmpty && loop.isSatisfied(gate) { return }
         gates.append(gate)
-        loop.gated[id] = self
+        if !isGated {
+            isGated = true
+            loop.gated[id] = self
+        }
     }
 
     /// Sends the replies whose gates opened (or were turned into errors); resumes request
@@ -282,7 +289,10 @@ final class Connection: @unchecked Sendable {
     func releaseGates() {
         guard !closed else { return }
         while let first = gates.first, loop.isSatisfied(first) { gates.removeFirst() }
-        if gates.isEmpty { loop.gated[id] = nil }
+        if gates.isEmpty && isGated {
+            isGated = false
+            loop.gated[id] = nil
+        }
         guard sent < sendLimit else { return }
         if gates.isEmpty && (waitingForGates || closing) {
             waitingForGates = false
@@ -390,6 +400,7 @@ final class Connection: @unchecked Sendable {
         writeSource.cancel()
         if stream != nil { endStream() }
         gates.removeAll()
+        isGated = false
         loop.connectionClosed(self)
     }
 }
