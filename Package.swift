@@ -86,7 +86,7 @@ let package = Package(
         // The server in process, over socketpairs, where a socket's buffers must be controlled.
         .testTarget(
             name: "WALServerTests",
-            dependencies: ["WALServer", "WALCore", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["WALServer", "WALCore", "WALProtocol", "WALSync", .product(name: "Logging", package: "swift-log")]
         ),
         // Start the real wald binary and speak the documented protocol to it.
         .testTarget(name: "WaldEndToEndTests", dependencies: ["WALClient", "WALSync"]),

@@ -1,5 +1,6 @@
 // `--metrics-listen HOST:PORT`: a minimal HTTP/1.1 endpoint answering `GET /metrics` with
-// the Prometheus text, one request per connection, on the server's I/O queue.
+// the Prometheus text, one request per connection, on its own serial queue (`wald.metrics`),
+// never on the event loop.
 import Dispatch
 import Synchronization
 

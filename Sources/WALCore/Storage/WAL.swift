@@ -225,8 +225,12 @@ public final class WAL: Sendable {
                 var fx = Effects()
                 let outcome = state.withLock { w -> Result<LSN?, WALError> in
                     // Acknowledged records must not land behind unacknowledged ones that a
-                    // pause keeps unwritten: wait for the pause to end.
-                    if w.pause != nil && w.hasUnacknowledged && w.failure == nil && !w.isClosed { return .success(nil) }
+                    // pause keeps unwritten, and a pause (a rotation waiting for its seal)
+                    // must not let the buffer grow without bound: wait for it to end.
+                    if w.pause != nil && w.failure == nil && !w.isClosed
+                        && (w.hasUnacknowledged || w.buffer.count >= 4 * max(w.options.maxBufferBytes, 1 << 20)) {
+                        return .success(nil)
+                    }
                     return Result { () throws(WALError) in try w.acceptAcknowledged(batch, &fx) }
                 }
                 fx.perform()
