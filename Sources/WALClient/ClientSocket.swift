@@ -3,6 +3,7 @@
 #if canImport(Glibc)
 @preconcurrency import Glibc
 #endif
+import WALProtocol
 
 /// Where a wald server listens.
 public enum Endpoint: Sendable, Equatable, CustomStringConvertible {
@@ -113,4 +114,49 @@ enum ClientSocket {
 
     static func shutdownBoth(_ fd: Int32) { _ = Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
     static func close(_ fd: Int32) { _ = Glibc.close(fd) }
+}
+
+extension WALClient {
+    /// A connected socket, authenticated with `token` when given, for a caller that speaks
+    /// the protocol itself (a follower's stream, driven by the server's event loop). Blocking,
+    /// with a 10 s limit on the AUTH reply; the caller owns (and closes) the descriptor.
+    /// Throws `WALClientError` (`.server` for a refused token).
+    public static func connectSocket(_ endpoint: Endpoint, token: String?) throws -> Int32 {
+        let fd = try ClientSocket.connect(endpoint)
+        guard let token else { return fd }
+        var frame: [UInt8] = []
+        BinaryCodec.encode(Request.auth(token: ArraySlice(token.utf8)), into: &frame)
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        defer {
+            var none = timeval()
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, socklen_t(MemoryLayout<timeval>.size))
+        }
+        guard ClientSocket.sendAll(fd, frame) else {
+            ClientSocket.close(fd)
+            throw WALClientError.connectionClosed
+        }
+        var input: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            do {
+                if let (reply, _) = try BinaryCodec.nextFrame(in: input[...]) {
+                    let response = try BinaryCodec.decodeResponse(reply)
+                    if case .ok = response { return fd }
+                    ClientSocket.close(fd)
+                    if case .error(let code, let message) = response { throw WALClientError.server(code: code, message: message) }
+                    throw WALClientError.protocolViolation("unexpected reply to AUTH: \(response)")
+                }
+            } catch let error as ProtocolError {
+                ClientSocket.close(fd)
+                throw WALClientError.protocolViolation(error.description)
+            }
+            let n = chunk.withUnsafeMutableBytes { ClientSocket.receive(fd, into: $0) }
+            guard n > 0 else {
+                ClientSocket.close(fd)
+                throw WALClientError.connectionClosed
+            }
+            input.append(contentsOf: chunk[0..<n])
+        }
+    }
 }

@@ -46,6 +46,10 @@ final class ServerLoop: @unchecked Sendable {
     var streaming: [Int: Connection] = [:]
     /// Connections that stopped parsing because the writer's backlog is full.
     var waitingForWriter: [Int: Connection] = [:]
+    /// On a follower: the stream from the upstream.
+    var upstream: UpstreamStream?
+    /// `stopFollowing()` was called: no stream starts again (PROMOTE, shutdown).
+    var followingStopped = false
     /// Connections waiting for a TRUNCATE's files to be deleted, by job token.
     var truncations: [UInt64: Connection] = [:]
     /// A rotation or erase holds the writer's output (appends pile up in its buffer).
@@ -123,6 +127,7 @@ final class ServerLoop: @unchecked Sendable {
             durableLSN = max(durableLSN, lsn)
             writtenLSN = max(writtenLSN, lsn)
             releaseGates()
+            upstream?.durable(through: lsn)
             for connection in streaming.values where connection.isFollowing { connection.pumpStream() }
         case .refused(let epoch, let lsns, let error):
             let response = Connection.errorResponse(error)
@@ -130,6 +135,7 @@ final class ServerLoop: @unchecked Sendable {
             releaseGates()
         case .failed(let error):
             failure = error
+            upstream?.end(.local(error.description))
             for connection in gated.values { connection.failUnsatisfiedGates(with: error) }
             releaseGates()
         case .writingPaused:
@@ -160,6 +166,11 @@ final class ServerLoop: @unchecked Sendable {
     }
 
     // MARK: Replication
+
+    /// The upstream stream ended (it already told its waiter why).
+    func upstreamEnded(_ stream: UpstreamStream) {
+        if upstream === stream { upstream = nil }
+    }
 
     /// A follow stream started at `lsn`: hold the segments it still needs.
     func followStarted(_ connection: Connection, from lsn: LSN) {

@@ -94,6 +94,39 @@ public final class WALServer: Sendable {
         return connection != nil
     }
 
+    /// On a follower: streams the upstream's log into this server's WAL from `lsn`, on the
+    /// event loop (records appended under the upstream's LSNs, FEEDBACK after each local
+    /// fdatasync), until the stream ends; then throws `UpstreamError` saying why. Takes
+    /// ownership of `fd`, a connected (and authenticated) socket to the upstream. One stream
+    /// at a time; a second call ends the first.
+    public func follow(upstreamSocket fd: Int32, from lsn: LSN) async throws {
+        let loop = self.loop
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            loop.queue.async {
+                loop.upstream?.end(.stopped)
+                guard !loop.followingStopped else {
+                    SocketCalls.close(fd)
+                    continuation.resume(throwing: UpstreamError.stopped)
+                    return
+                }
+                loop.upstream = UpstreamStream(fd: fd, from: lsn, loop: loop, finished: continuation)
+            }
+        }
+    }
+
+    /// Ends the stream from the upstream, if any, and refuses later ones (PROMOTE, shutdown);
+    /// `follow` throws `.stopped`.
+    public func stopFollowing() async {
+        let loop = self.loop
+        await withCheckedContinuation { continuation in
+            loop.queue.async {
+                loop.followingStopped = true
+                loop.upstream?.end(.stopped)
+                continuation.resume()
+            }
+        }
+    }
+
     /// Addresses being listened on.
     public var addresses: [String] { listeners.withLock { $0.map(\.address) } }
 

@@ -49,19 +49,20 @@ struct Daemon: Sendable {
         var serverOptions = serverOptions(from: config)
         serverOptions.metricsText = { registry.emitToString() }
         serverOptions.inheritedListeners = activated.filter { $0.name != "metrics" }.map(\.fd)
+        let role = config.follow.map { ReplicationRole(upstream: $0.description) }
+        if let role { serverOptions.replication = role }
+        let server = WALServer(wal: wal, options: serverOptions)
         var replicator: Replicator?
-        if let upstream = config.follow {
-            let role = ReplicationRole(upstream: upstream.description)
-            serverOptions.replication = role
+        if let upstream = config.follow, let role {
             let endpoint = Endpoint.tcp(host: upstream.host, port: upstream.port)
-            let follower = Replicator(wal: wal, upstream: endpoint, token: config.authToken, role: role, logger: logger)
+            let follower = Replicator(wal: wal, server: server, upstream: endpoint, token: config.authToken, role: role,
+                                      logger: logger)
             role.setPromotionHandler {
                 await follower.stop()
                 logger.notice("promoted: no longer following; accepting appends", metadata: ["upstream": "\(upstream)"])
             }
             replicator = follower
         }
-        let server = WALServer(wal: wal, options: serverOptions)
         let metrics = MetricsEndpoint { registry.emitToString() }
         var addresses: [String]
         do {

@@ -1,8 +1,8 @@
-// A follower's replication loop: connect to the upstream, check that both logs are the same
-// log (adopting the upstream's identity when ours is empty), then FOLLOW from our last LSN + 1,
-// appending every record under the upstream's LSN, group-fsyncing, and sending FEEDBACK with
-// our durable LSN after each sync. Reconnects with backoff; refuses a foreign, diverged or
-// ahead log without touching it.
+// A follower's replication: check that the upstream holds the same log (adopting the
+// upstream's identity when ours is empty), then hand a connected socket to the server's event
+// loop, which streams the upstream's records into the WAL under their LSNs and sends FEEDBACK
+// after each fdatasync (WALServer/UpstreamStream.swift). Reconnects with backoff; refuses a
+// foreign, diverged or ahead log without touching it.
 import Logging
 import Synchronization
 import WALClient
@@ -11,15 +11,16 @@ import WALServer
 
 final class Replicator: Sendable {
     private let wal: WAL
+    private let server: WALServer
     private let upstream: Endpoint
     private let token: String?
     private let role: ReplicationRole
     private let logger: Logger
-    private let current = Mutex<WALClient?>(nil)
     private let task = Mutex<Task<Void, Never>?>(nil)
 
-    init(wal: WAL, upstream: Endpoint, token: String?, role: ReplicationRole, logger: Logger) {
+    init(wal: WAL, server: WALServer, upstream: Endpoint, token: String?, role: ReplicationRole, logger: Logger) {
         self.wal = wal
+        self.server = server
         self.upstream = upstream
         self.token = token
         self.role = role
@@ -35,7 +36,7 @@ final class Replicator: Sendable {
     func stop() async {
         let loop = task.withLock { $0 }
         loop?.cancel()
-        current.withLock { $0?.close() }
+        await server.stopFollowing()
         await loop?.value
     }
 
@@ -46,6 +47,8 @@ final class Replicator: Sendable {
                 try await followOnce()
                 backoff = .milliseconds(100)
             } catch is CancellationError {
+                break
+            } catch UpstreamError.stopped {
                 break
             } catch {
                 if Task.isCancelled { break }
@@ -61,42 +64,14 @@ final class Replicator: Sendable {
         role.setConnected(false)
     }
 
+    /// One stream: returns (throws) when it ends.
     private func followOnce() async throws {
         let start = try await checkIdentity()
-        let client = try await WALClient.connect(upstream, token: token)
-        current.withLock { $0 = client }
-        defer {
-            current.withLock { $0 = nil }
-            client.close()
-        }
-        let (appended, appendedSignal) = AsyncStream<LSN>.makeStream(bufferingPolicy: .bufferingNewest(1))
-        let wal = self.wal
-        let feedback = Task {
-            // Group fsync: while one sync runs, more records arrive; the next covers them all.
-            for await last in appended {
-                guard let durable = try? await wal.waitDurable(last) else { return }
-                try? client.sendFeedback(durableLSN: durable)
-            }
-        }
-        defer {
-            appendedSignal.finish()
-            feedback.cancel()
-        }
+        try Task.checkCancellation()
+        let fd = try WALClient.connectSocket(upstream, token: token)
         role.setConnected(true)
         logger.notice("following upstream", metadata: ["upstream": "\(upstream)", "from_lsn": "\(start)"])
-        var expected = start
-        for try await record in client.follow(from: start) {
-            try Task.checkCancellation()
-            guard record.lsn == expected else {
-                throw ReplicationError.gap(expected: expected, received: record.lsn)
-            }
-            let lsn = try await wal.append(record.payload, durability: .buffered)
-            guard lsn == record.lsn else { throw ReplicationError.lsnMismatch(local: lsn, upstream: record.lsn) }
-            expected += 1
-            appendedSignal.yield(lsn)
-        }
-        try Task.checkCancellation()
-        throw ReplicationError.streamEnded
+        try await server.follow(upstreamSocket: fd, from: start)
     }
 
     /// Makes sure we follow the same log and returns the LSN to stream from.
@@ -104,7 +79,7 @@ final class Replicator: Sendable {
         let control = try await WALClient.connect(upstream, token: token)
         defer { control.close() }
         let info = try await control.info()
-        var local = await wal.status
+        var local = wal.status
         let localIsEmpty = local.lastLSN < local.firstLSN
         if local.logID.description != info.logID || (localIsEmpty && local.firstLSN < info.firstLSN) {
             guard localIsEmpty, let id = LogID(info.logID) else {
@@ -112,14 +87,14 @@ final class Replicator: Sendable {
             }
             // A new follower takes the upstream's identity and starts where its log starts.
             try await wal.adoptIdentity(logID: id, firstLSN: max(info.firstLSN, 1))
-            local = await wal.status
+            local = wal.status
         }
         if local.lastLSN > info.lastLSN {
             throw ReplicationError.ahead(local: local.lastLSN, upstream: info.lastLSN)
         }
         if local.lastLSN >= local.firstLSN && local.lastLSN >= info.firstLSN {
             // Same history? Compare our last record with the upstream's record at that LSN.
-            let reader = try await wal.reader(from: local.lastLSN)
+            let reader = try wal.reader(from: local.lastLSN)
             let mine = try reader.next()
             var theirs: ReplayedRecord?
             for try await record in control.replay(from: local.lastLSN, count: 1) { theirs = record }
@@ -135,9 +110,6 @@ enum ReplicationError: Error, CustomStringConvertible {
     case foreignLog(local: String, upstream: String)
     case ahead(local: LSN, upstream: LSN)
     case diverged(lsn: LSN)
-    case gap(expected: LSN, received: LSN)
-    case lsnMismatch(local: LSN, upstream: LSN)
-    case streamEnded
 
     var description: String {
         switch self {
@@ -147,9 +119,6 @@ enum ReplicationError: Error, CustomStringConvertible {
             "refusing to follow: the local log ends at LSN \(local), beyond the upstream's last LSN \(upstream) (local data left untouched)"
         case .diverged(let lsn):
             "refusing to follow: the local record at LSN \(lsn) differs from the upstream's (the logs diverged; local data left untouched)"
-        case .gap(let expected, let received): "upstream sent LSN \(received), expected \(expected)"
-        case .lsnMismatch(let local, let upstream): "local append got LSN \(local) for upstream LSN \(upstream)"
-        case .streamEnded: "the upstream closed the follow stream"
         }
     }
 }

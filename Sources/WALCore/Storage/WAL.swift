@@ -346,6 +346,13 @@ public final class WAL: Sendable {
         try state.withLock { w throws(WALError) in try w.acceptUnacknowledged(OneRawRecord(bytes: payload), durable: durable) }
     }
 
+    /// On the loop: a record a follower received from its upstream, under the upstream's LSN
+    /// (which must be the next one: `.outOfRange` otherwise), whatever its size; written at
+    /// `flushOnLoop` and wanted durable.
+    package func acceptReplicatedOnLoop(lsn: LSN, payload: UnsafeRawBufferPointer) throws(WALError) {
+        try state.withLock { w throws(WALError) in try w.acceptReplicated(lsn: lsn, OneRawRecord(bytes: payload)) }
+    }
+
     /// On the loop: the LSN a SYNC request waits for (everything accepted so far), marked as
     /// wanted durable; `flushOnLoop` then writes and asks for the sync.
     package func syncTargetOnLoop() throws(WALError) -> LSN {

@@ -201,13 +201,15 @@ struct Writer: ~Copyable {
     /// Encodes `batch` after everything accepted so far; returns its first LSN. Checks every
     /// size first, so a refused batch leaves nothing behind. Adds a segment break before the
     /// batch when it would not fit in the segment being filled.
-    mutating func accept(_ batch: some RecordBatch) throws(WALError) -> LSN {
+    /// `recordLimit` replaces `maxRecordBytes` (a follower stores whatever its upstream
+    /// committed, whatever its own limit for clients).
+    mutating func accept(_ batch: some RecordBatch, recordLimit: Int? = nil) throws(WALError) -> LSN {
         try checkWritable()
         let count = batch.count
         guard count > 0 else { throw .emptyBatch }
         var frameBytes = 0
         var tooLarge: Int?
-        let limit = options.maxRecordBytes
+        let limit = recordLimit ?? options.maxRecordBytes
         batch.forEach { record in
             if record.count > limit { tooLarge = tooLarge ?? record.count }
             frameBytes += RecordFrame.headerSize + record.count
@@ -245,6 +247,16 @@ struct Writer: ~Copyable {
         let last = nextLSN - 1
         if wantsSync { syncWanted = max(syncWanted, last) }
         return Accepted(first: first, last: last, epoch: epoch)
+    }
+
+    /// Accepts a record a follower received from its upstream, which must carry the next LSN;
+    /// it is wanted durable (the upstream waits for FEEDBACK). Throws `.outOfRange` for
+    /// another LSN.
+    mutating func acceptReplicated(lsn: LSN, _ batch: some RecordBatch) throws(WALError) {
+        try checkWritable()
+        guard lsn == nextLSN else { throw .outOfRange(lsn: lsn, first: nextLSN, last: nextLSN - 1) }
+        _ = try accept(batch, recordLimit: Int(UInt32.max) - RecordFrame.headerSize)
+        syncWanted = max(syncWanted, lsn)
     }
 
     /// Accepts records answered at once (the library's `.buffered`): they join the
