@@ -140,6 +140,61 @@ import WALServer
         try await harness.stop()
     }
 
+    /// docs/protocol.md: a REPLAY without FOLLOW ends at the durable LSN of the moment it was
+    /// asked for. On a busy log it used to pick up every record made durable while it streamed.
+    @Test(.timeLimit(.minutes(1)))
+    func aReplayEndsAtTheDurableLSNOfItsRequest() async throws {
+        let harness = try await LoopHarness.start()
+        defer { harness.cleanup() }
+        let writer = try harness.connect()
+        let payload = ArraySlice([UInt8](repeating: 7, count: 10_000))
+        for _ in 0..<20 { writer.send(.append(records: [payload], buffered: false)) }
+        _ = try writer.receive(20)
+        // The reader's buffers hold a few KiB: the replay cannot finish before more is appended.
+        let reader = try harness.connect(receiveBuffer: 4096)
+        reader.send(.replay(from: 1, maxCount: 0, follow: false))
+        try await Task.sleep(for: .milliseconds(100))
+        for _ in 0..<20 { writer.send(.append(records: [payload], buffered: false)) }
+        _ = try writer.receive(20)
+        let replies = try reader.receive(21)
+        #expect(replies.last == .end(nextLSN: 21))
+        #expect(replies.dropLast().allSatisfy { if case .record = $0 { true } else { false } })
+        try await harness.stop()
+    }
+
+    /// A plain REPLAY whose client stops reading holds its segments like a follower does, and
+    /// is dropped like one past max_follower_hold_bytes: retention moves on.
+    @Test(.timeLimit(.minutes(1)))
+    func aReplayThatStopsReadingIsDroppedAndReleasesItsSegments() async throws {
+        let harness = try await LoopHarness.start(segmentBytes: 64 * 1024, maxFollowerHoldBytes: 256 * 1024)
+        defer { harness.cleanup() }
+        let writer = try harness.connect()
+        let payload = ArraySlice([UInt8](repeating: 9, count: 4000))
+        // More than the 2 MiB a stream may queue before it waits for the client to read.
+        for _ in 0..<15 {
+            for _ in 0..<50 { writer.send(.append(records: [payload], buffered: false)) }
+            _ = try writer.receive(50)
+        }
+        let stuck = try harness.connect(receiveBuffer: 4096)
+        stuck.send(.replay(from: 1, maxCount: 0, follow: false))
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(harness.server.connectionCount == 2)
+        var limited = harness.wal.options
+        limited.maxSegments = 3
+        try harness.wal.update(limited)
+        for _ in 0..<200 { writer.send(.append(records: [payload], buffered: false)) }
+        _ = try writer.receive(200)
+        let deadline = ContinuousClock.now + .seconds(10)
+        while harness.server.connectionCount > 1 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(harness.server.connectionCount == 1, "the stuck replay is still open")
+        // Retention runs at the next rotation.
+        for _ in 0..<20 { writer.send(.append(records: [payload], buffered: false)) }
+        _ = try writer.receive(20)
+        #expect(harness.wal.status.firstLSN > 1, "retention is still held at LSN 1")
+        #expect(harness.wal.status.segments <= 3)
+        try await harness.stop()
+    }
+
     @Test(.timeLimit(.minutes(1)))
     func anAppendRefusedForLackOfSpaceNeverAppearsAndItsLSNGoesToTheNext() async throws {
         let io = SimulatedFileIO()
@@ -268,7 +323,8 @@ struct LoopHarness {
     let options: WALOptions
     let directory: String
 
-    static func start(io base: (any FileIO)? = nil, segmentBytes: Int = 16 << 20, preallocate: Bool = true) async throws -> LoopHarness {
+    static func start(io base: (any FileIO)? = nil, segmentBytes: Int = 16 << 20, preallocate: Bool = true,
+                      maxFollowerHoldBytes: Int = 1 << 30) async throws -> LoopHarness {
         let directory = base == nil ? FileManager.default.temporaryDirectory.appendingPathComponent("wald-loop-\(UUID())").path : "/wal"
         let io = WatchedFileIO(base: base ?? PosixFileIO())
         var options = WALOptions(directory: directory)
@@ -279,6 +335,7 @@ struct LoopHarness {
         let wal = try await WAL.open(options)
         var serverOptions = ServerOptions()
         serverOptions.listen = []
+        serverOptions.maxFollowerHoldBytes = maxFollowerHoldBytes
         serverOptions.logger = options.logger
         let server = WALServer(wal: wal, options: serverOptions)
         var plain = options

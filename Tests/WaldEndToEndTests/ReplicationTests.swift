@@ -101,6 +101,27 @@ private func load(_ wald: WaldProcess, clients: Int, appends: Int, tag: String) 
         }
     }
 
+    /// Client limits are for client appends: a follower with a smaller max_record_bytes and
+    /// max_frame_bytes than its primary stores what the primary committed (it used to stop
+    /// for good at the first larger record, retrying forever).
+    @Test func aFollowerWithSmallerLimitsStoresWhatItsPrimaryCommitted() async throws {
+        let primary = try WaldProcess()
+        defer { primary.cleanup() }
+        let follower = try WaldProcess(arguments: ["--follow", primary.address, "--max-record-bytes", "100",
+                                                   "--max-frame-bytes", "1KiB"])
+        defer { follower.cleanup() }
+        let client = try await WALClient.connect(endpoint(primary))
+        defer { client.close() }
+        let big = [UInt8](repeating: 0x5A, count: 200_000)
+        try await client.append([1])
+        try await client.append(big)
+        try await client.append([3])
+        try await waitForCatchUp(primary, [follower])
+        let copied = try await replayAll(endpoint(follower))
+        #expect(copied.map(\.payload) == [[1], big, [3]])
+        #expect(try await info(follower)["upstream_connected"] as? Bool == true)
+    }
+
     @Test func appendOnAFollowerIsReadOnlyAndNamesTheUpstream() async throws {
         let primary = try WaldProcess()
         defer { primary.cleanup() }

@@ -45,8 +45,8 @@ public struct WaldConfig: Sendable, Equatable {
     /// A durable append still waiting for `minSyncReplicas` followers after this long fails with
     /// UNAVAILABLE (it is durable locally, but not acknowledged as replicated). Default 5 s; above 0. Reloadable.
     public var syncReplicaTimeout: Duration = .seconds(5)
-    /// Retention keeps the segments a connected follower still needs, but only up to this many bytes
-    /// behind the end of the log; a follower further behind is dropped. 0 = unlimited (a follower may
+    /// Retention keeps the segments a follower or a REPLAY still needs, but only up to this many bytes
+    /// behind the end of the log; a stream further behind is dropped. 0 = unlimited (a stream may
     /// hold segments indefinitely). Default 1 GiB. Reloadable.
     public var maxFollowerHoldBytes: Int = 1 << 30
     /// The YAML file the configuration was read from (`--config` or `WALD_CONFIG`), if any.
