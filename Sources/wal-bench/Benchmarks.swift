@@ -48,7 +48,7 @@ func bufferedAppends(_ config: BenchConfig, batch: Int) async throws -> Double {
             try await wal.sync()
         }
     }
-    let last = await wal.lastLSN
+    let last = wal.lastLSN
     try await wal.close()
     guard last == UInt64(count) else { throw BenchError.check("buffered: expected \(count) records, log has \(last)") }
     return Double(count) / elapsed
@@ -68,11 +68,11 @@ func durableSingleWriter(_ config: BenchConfig, count: Int) async throws -> Dura
     let wal = try await WAL.open(benchOptions(dir.path))
     if config.settle > .zero { try await Task.sleep(for: config.settle) }
     let record = [UInt8](repeating: 0x42, count: 100)
-    let before = await wal.status.syncStats
+    let before = wal.status.syncStats
     let elapsed = try await measure {
         for _ in 0..<count { try await wal.append(record) }
     }
-    let after = await wal.status.syncStats
+    let after = wal.status.syncStats
     try await wal.close()
     return DurableResult(seconds: elapsed, syncSeconds: Double(after.syncNanos - before.syncNanos) / 1e9,
                          syncs: after.syncs - before.syncs)
@@ -98,7 +98,7 @@ func concurrentDurable(_ config: BenchConfig) async throws -> ConcurrentResult {
     let wal = try await WAL.open(benchOptions(dir.path))
     let writers = config.concurrentWriters
     let perWriter = config.concurrentCount / writers
-    let before = await wal.status.syncStats
+    let before = wal.status.syncStats
     let elapsed = try await measure {
         try await withThrowingTaskGroup(of: Void.self) { group in
             for _ in 0..<writers {
@@ -110,7 +110,7 @@ func concurrentDurable(_ config: BenchConfig) async throws -> ConcurrentResult {
             try await group.waitForAll()
         }
     }
-    let after = await wal.status.syncStats
+    let after = wal.status.syncStats
     try await wal.close()
     let syncs = after.syncs - before.syncs
     let records = after.recordsSynced - before.recordsSynced
@@ -140,7 +140,7 @@ func replay(_ config: BenchConfig) async throws -> ReplayResult {
     var bytes = 0
     var checksum: UInt64 = 0
     var delivered = 0
-    let reader = try await wal.reader(from: 1)
+    let reader = try wal.reader(from: 1)
     let elapsed = try await measure {
         delivered = try reader.read { _, payload in
             bytes += payload.count

@@ -8,13 +8,13 @@ struct BasicExample {
         var options = WALOptions(directory: directory)
         options.maxSegmentBytes = 1 << 20
         let wal = try await WAL.open(options)
-        let first = await wal.lastLSN + 1
+        let first = wal.lastLSN + 1
         for i in 0...10 {
             try await wal.append(Array("record \(i)".utf8), durability: .buffered)
         }
         let durable = try await wal.sync()
         print("appended LSN \(first)...\(durable) to \(directory), durable through \(durable)")
-        try await wal.replay(from: first) { lsn, payload in
+        try wal.replay(from: first) { lsn, payload in
             print("\(lsn): \(String(decoding: payload, as: UTF8.self))")
         }
         try await wal.close()

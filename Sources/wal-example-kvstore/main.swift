@@ -24,7 +24,7 @@ struct KVStore {
         options.logger.logLevel = .warning
         var store = KVStore(wal: try await WAL.open(options))
         let decoder = JSONDecoder()
-        try await store.wal.replay { _, payload in
+        try store.wal.replay { _, payload in
             store.apply(try decoder.decode(Mutation.self, from: Data(payload)))
         }
         return store

@@ -127,7 +127,7 @@ func options(_ arguments: StressArguments) -> WALOptions {
 func appendForever(_ arguments: StressArguments) async throws -> Never {
     if arguments.exitOnStdinEOF { exitWhenStdinCloses() }
     let wal = try await WAL.open(options(arguments))
-    var next = await wal.lastLSN + 1
+    var next = wal.lastLSN + 1
     while true {
         let batch = (0..<arguments.batch).map {
             stressPayload(seed: arguments.seed, lsn: next + UInt64($0), maxSize: arguments.size)
@@ -144,7 +144,7 @@ func appendForever(_ arguments: StressArguments) async throws -> Never {
 
 func verify(_ arguments: StressArguments) async throws -> Int32 {
     let wal = try await WAL.open(options(arguments))
-    let reader = try await wal.reader(from: 0)
+    let reader = try wal.reader(from: 0)
     var first: LSN?
     var last: LSN = 0
     var mismatch: LSN?

@@ -44,7 +44,7 @@ struct Dump: AsyncParsableCommand {
         _ = try data.requireSegments()
         let wal: WAL
         do { wal = try await WAL.open(data.walOptions()) } catch { fail("\(error)") }
-        let status = await wal.status
+        let status = wal.status
         if let from, from < status.firstLSN || from > status.lastLSN {
             try? await wal.close()
             let range = status.lastLSN < status.firstLSN ? "the log is empty" : "the log holds LSN \(status.firstLSN)...\(status.lastLSN)"
@@ -57,7 +57,7 @@ struct Dump: AsyncParsableCommand {
         let output = OutputBuffer()
         let format = format
         do {
-            let reader = try await wal.reader(from: from ?? 0)
+            let reader = try wal.reader(from: from ?? 0)
             try reader.read(maxCount: count ?? 0) { lsn, payload in
                 Dump.write(lsn: lsn, payload: payload, format: format, to: output)
                 return true

@@ -122,8 +122,8 @@ enum RecoveryTarget {
 
     /// Every record from the first LSN, checking density against the log's own positions.
     static func readAll(_ wal: WAL) async throws -> (records: [Record], firstLSN: LSN) {
-        let status = await wal.status
-        let reader = try await wal.reader(from: 0)
+        let status = wal.status
+        let reader = try wal.reader(from: 0)
         var records: [Record] = []
         while let record = try reader.next() {
             invariant(record.lsn == status.firstLSN + LSN(records.count), "reader skipped from \(records.last?.lsn ?? 0) to \(record.lsn)")

@@ -145,8 +145,8 @@ enum SessionTarget {
     static func checkLog(_ wal: WAL) {
         let problem = runBlocking { () -> String? in
             do {
-                let status = await wal.status
-                let reader = try await wal.reader(from: 0)
+                let status = wal.status
+                let reader = try wal.reader(from: 0)
                 var expected = status.firstLSN
                 while let record = try reader.next() {
                     if record.lsn != expected { return "reader returned LSN \(record.lsn), expected \(expected)" }

@@ -117,7 +117,7 @@ struct Daemon: Sendable {
         } catch {
             return fatal("final fdatasync failed: \(error)", errno: errnoOf(error), logger: logger)
         }
-        if let failure = await wal.status.failure {
+        if let failure = wal.status.failure {
             return fatal("stopped without a final fdatasync: \(failure)", errno: EIO, logger: logger)
         }
         logger.notice("stopped cleanly")
@@ -155,7 +155,7 @@ struct Daemon: Sendable {
         applied.maxFollowerHoldBytes = new.maxFollowerHoldBytes
         level.value = applied.logLevel
         do {
-            try await wal.update(walOptions(from: applied))
+            try wal.update(walOptions(from: applied))
         } catch {
             logger.error("configuration reload rejected by the WAL", metadata: ["error": "\(error)"])
             return running
@@ -169,7 +169,7 @@ struct Daemon: Sendable {
     }
 
     private func statusLine(wal: WAL, server: WALServer, addresses: [String]) async -> String {
-        let status = await wal.status
+        let status = wal.status
         if let failure = status.failure { return "STATUS=failed: \(failure)" }
         return "STATUS=serving \(addresses.joined(separator: " ")); last LSN \(status.lastLSN), "
             + "durable LSN \(status.durableLSN), \(server.connectionCount) connections"

@@ -66,14 +66,14 @@ import WALCore
         options.flushInterval = .zero
         options.logger.logLevel = .error
         let wal = try await WAL.open(options)
-        let status = await wal.status
+        let status = wal.status
         var problem: String?
         if status.firstLSN != 1 {
             problem = "log starts at LSN \(status.firstLSN), not 1"
         } else if status.lastLSN < acked {
             problem = "acknowledged through LSN \(acked) but the log ends at \(status.lastLSN)"
         } else {
-            let reader = try await wal.reader(from: 1)
+            let reader = try wal.reader(from: 1)
             var expected: LSN = 1
             try reader.read { lsn, bytes in
                 let wanted = crashPayload(seed: seed, lsn: lsn, maxSize: Self.maxPayload)

@@ -35,7 +35,7 @@ func bytes(_ count: Int, _ value: UInt8) -> [UInt8] { [UInt8](repeating: value, 
         io.failSync()
         let error = await walError { try await wal.append(bytes(10, 0xEE)) }
         #expect(isFailed(error), "\(String(describing: error))")
-        #expect(await wal.status.failure != nil)
+        #expect(wal.status.failure != nil)
         #expect(wal.durableLSN == 5)
         try await wal.close()
         try await reopenSurvivors(of: io, model: model)
@@ -80,13 +80,13 @@ func bytes(_ count: Int, _ value: UInt8) -> [UInt8] { [UInt8](repeating: value, 
         var model = LogModel()
         // Fill the first segment with buffered records, so the next append must rotate and
         // rotation's own fdatasync is the first to fail.
-        while await wal.status.bytes < 1800 {
+        while wal.status.bytes < 1800 {
             let payload = bytes(100, 7)
             model.record(first: try await wal.append(payload, durability: .buffered), [payload])
         }
         io.failSync()
         #expect(isFailed(await walError { try await wal.append(bytes(300, 9)) }))
-        #expect(await wal.status.segments == 1)
+        #expect(wal.status.segments == 1)
         #expect(isFailed(await walError { try await wal.append([1]) }))
         try await wal.close()
         try await reopenSurvivors(of: io, model: model)
@@ -120,8 +120,8 @@ func bytes(_ count: Int, _ value: UInt8) -> [UInt8] { [UInt8](repeating: value, 
         io.setCapacity(io.usedBytes + 100)
         let error = await walError { try await wal.append(contentsOf: [bytes(50, 0xA1), bytes(50, 0xA2), bytes(50, 0xA3)]) }
         #expect(isNoSpace(error), "\(String(describing: error))")
-        #expect(await wal.lastLSN == 3)
-        #expect(await wal.status.failure == nil)
+        #expect(wal.lastLSN == 3)
+        #expect(wal.status.failure == nil)
         // Still full: a retry fails the same way, and nothing moves.
         #expect(isNoSpace(await walError { try await wal.append(bytes(200, 0xA4)) }))
         io.setCapacity(nil)
@@ -146,7 +146,7 @@ func bytes(_ count: Int, _ value: UInt8) -> [UInt8] { [UInt8](repeating: value, 
         try await wal.append(contentsOf: [[2], [3]], durability: .buffered)
         io.setCapacity(io.usedBytes + 40)  // the two buffered frames (34 bytes) fit, the batch does not
         #expect(isNoSpace(await walError { try await wal.append(bytes(100, 0xCC)) }))
-        #expect(await wal.lastLSN == 3)
+        #expect(wal.lastLSN == 3)
         io.setCapacity(nil)
         #expect(try await wal.sync() == 3)
         #expect(try await wal.append([4]) == 4)
@@ -161,13 +161,13 @@ func bytes(_ count: Int, _ value: UInt8) -> [UInt8] { [UInt8](repeating: value, 
         var options = quiet(smallOptions("/wal", io: io, segmentBytes: 2048))
         options.preallocate = false
         var wal = try await WAL.open(options)
-        while await wal.status.segments < 4 { try await wal.append(bytes(200, 1)) }
-        let last = await wal.lastLSN
+        while wal.status.segments < 4 { try await wal.append(bytes(200, 1)) }
+        let last = wal.lastLSN
         io.setCapacity(io.usedBytes + 50)
         #expect(isNoSpace(await walError { try await wal.append(bytes(200, 2)) }))
         let first = try await wal.truncate(before: last + 1)
         #expect(first > 1)
-        #expect(await wal.status.segments == 1)
+        #expect(wal.status.segments == 1)
         #expect(try await wal.append(bytes(200, 3)) == last + 1)
         try await wal.close()
         wal = try await WAL.open(options)
@@ -201,19 +201,19 @@ func bytes(_ count: Int, _ value: UInt8) -> [UInt8] { [UInt8](repeating: value, 
             }
         }
         #expect(isNoSpace(failure), "\(String(describing: failure))")
-        #expect(await wal.status.segments == 2)
-        #expect(await wal.lastLSN == model.acknowledged)
-        #expect(await wal.status.failure == nil)
+        #expect(wal.status.segments == 2)
+        #expect(wal.lastLSN == model.acknowledged)
+        #expect(wal.status.failure == nil)
         // Free space: the same append now rotates into a freshly prepared segment.
         io.setCapacity(nil)
         let payload = bytes(150, 0xEE)
         #expect(try await wal.append(payload) == model.acknowledged + 1)
         model.record(first: model.acknowledged + 1, [payload])
         model.acknowledged += 1
-        #expect(await wal.status.segments == 3)
+        #expect(wal.status.segments == 3)
         try await wal.close()
         wal = try await WAL.open(options)
-        let status = await wal.status
+        let status = wal.status
         #expect(model.check(try await readAll(wal), first: 1, last: status.lastLSN, firstAllowed: 1, "reopen"))
         #expect(status.lastLSN == model.acknowledged)
         try await wal.close()
@@ -234,7 +234,7 @@ func bytes(_ count: Int, _ value: UInt8) -> [UInt8] { [UInt8](repeating: value, 
             }
         }
         #expect(isNoSpace(failure), "\(String(describing: failure))")
-        let last = await wal.lastLSN
+        let last = wal.lastLSN
         #expect(try await wal.truncate(before: last + 1) > 1)  // deletes the first segment
         #expect(try await wal.append(bytes(150, 6)) == last + 1)
         try await wal.close()
@@ -253,7 +253,7 @@ func bytes(_ count: Int, _ value: UInt8) -> [UInt8] { [UInt8](repeating: value, 
         for lsn in LSN(1)...30 {
             #expect(try await wal.append(bytes(100, 1)) == lsn)
         }
-        #expect(await wal.status.segments == 2)
+        #expect(wal.status.segments == 2)
         try await wal.close()
     }
 
@@ -265,25 +265,25 @@ func bytes(_ count: Int, _ value: UInt8) -> [UInt8] { [UInt8](repeating: value, 
         options.preallocate = false
         var wal = try await WAL.open(options)
         var model = LogModel()
-        while await wal.status.bytes < 1900 {
+        while wal.status.bytes < 1900 {
             let payload = bytes(100, 1)
             model.record(first: try await wal.append(payload), [payload])
         }
-        model.acknowledged = await wal.lastLSN
+        model.acknowledged = wal.lastLSN
         io.setCapacity(io.usedBytes + 10)  // not even a segment header fits
         let error = await walError { try await wal.append(bytes(200, 2)) }
         #expect(isNoSpace(error), "\(String(describing: error))")
-        #expect(await wal.status.failure == nil)
-        #expect(await wal.status.segments == 1)
+        #expect(wal.status.failure == nil)
+        #expect(wal.status.segments == 1)
         io.setCapacity(nil)
         let payload = bytes(200, 3)
         #expect(try await wal.append(payload) == model.acknowledged + 1)
         model.record(first: model.acknowledged + 1, [payload])
         model.acknowledged += 1
-        #expect(await wal.status.segments == 2)
+        #expect(wal.status.segments == 2)
         try await wal.close()
         wal = try await WAL.open(options)
-        let status = await wal.status
+        let status = wal.status
         #expect(model.check(try await readAll(wal), first: 1, last: status.lastLSN, firstAllowed: 1, "reopen"))
         #expect(status.lastLSN == model.acknowledged)
         try await wal.close()
@@ -325,7 +325,7 @@ func bytes(_ count: Int, _ value: UInt8) -> [UInt8] { [UInt8](repeating: value, 
         #expect(await walError { try await wal.append(contentsOf: [[2], bytes(2000, 9), [3]]) }
             == .recordTooLarge(size: 2000, limit: 1024))
         #expect(io.contents(of: path) == before)
-        #expect(await wal.lastLSN == 1)
+        #expect(wal.lastLSN == 1)
         #expect(try await wal.append(bytes(1024, 8)) == 2)  // exactly the limit is fine
         #expect(try await readAll(wal).map(\.payload.count) == [1, 1024])
         try await wal.close()
@@ -335,7 +335,7 @@ func bytes(_ count: Int, _ value: UInt8) -> [UInt8] { [UInt8](repeating: value, 
         let wal = try await WAL.open(smallOptions("/wal", io: SimulatedFileIO()))
         #expect(await walError { try await wal.append(contentsOf: [[UInt8]]()) } == .emptyBatch)
         #expect(await walError { try await wal.append(contentsOf: [[UInt8]](), durability: .buffered) } == .emptyBatch)
-        #expect(await wal.lastLSN == 0)
+        #expect(wal.lastLSN == 0)
         #expect(try await wal.append([]) == 1)  // an empty record is not an empty batch
         try await wal.close()
     }
@@ -349,7 +349,7 @@ func bytes(_ count: Int, _ value: UInt8) -> [UInt8] { [UInt8](repeating: value, 
         try await wal.close()
         // Closing releases the lock.
         let again = try await WAL.open(smallOptions(dir.path))
-        #expect(await again.lastLSN == 1)
+        #expect(again.lastLSN == 1)
         try await again.close()
     }
 
@@ -358,6 +358,6 @@ func bytes(_ count: Int, _ value: UInt8) -> [UInt8] { [UInt8](repeating: value, 
         try await wal.close()
         #expect(await walError { try await wal.append([1]) } == .closed)
         #expect(await walError { try await wal.sync() } == .closed)
-        #expect(await walError { try await wal.reader(from: 0) } == .closed)
+        #expect(await walError { try wal.reader(from: 0) } == .closed)
     }
 }

@@ -29,7 +29,7 @@ import Testing
             return try await group.reduce(into: []) { $0 += $1 }
         }
         #expect(acked.map(\.0).sorted() == Array(1...LSN(tasks * perTask)))
-        let status = await wal.status
+        let status = wal.status
         #expect(status.durableLSN == LSN(tasks * perTask))
         #expect(status.syncStats.recordsSynced == UInt64(tasks * perTask))
         try await wal.close()
@@ -68,7 +68,7 @@ import Testing
             }
             try await group.waitForAll()
         }
-        let segments = await wal.status.segments
+        let segments = wal.status.segments
         #expect(segments > 20)
         _ = try await wal.probe()
         // LOCK, the active segment, the prepared next one, and at most one in a sync's hands.
@@ -136,9 +136,9 @@ import Testing
         // Needs segment 2 while segment 1's sync is still running: accepted at once.
         let big = Task { try await wal.append(contentsOf: [bytes(1000, 2), bytes(930, 3)]) }  // 1962 bytes: too many for segment 1
         let deadline = ContinuousClock.now + .seconds(10)
-        while await wal.lastLSN < 4 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(1)) }
-        try #require(await wal.lastLSN == 4, "the batch was not accepted while the sync was stalled")
-        #expect(await wal.status.segments == 1)  // the seal waits behind the stalled sync
+        while wal.lastLSN < 4 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(1)) }
+        try #require(wal.lastLSN == 4, "the batch was not accepted while the sync was stalled")
+        #expect(wal.status.segments == 1)  // the seal waits behind the stalled sync
         // Behind records that wait to be written, a buffered append waits for the pause to end.
         let buffered = Task { try await wal.append([4], durability: .buffered) }
         stall.resume()
@@ -146,7 +146,7 @@ import Testing
         #expect(try await big.value == 3)
         #expect(try await buffered.value == 5)
         #expect(try await wal.sync() == 5)
-        #expect(await wal.status.segments == 2)
+        #expect(wal.status.segments == 2)
         #expect(!io.openHandlePaths.contains(first), "the sealed segment's handle is still open")
         try await wal.close()
         #expect(io.openHandleCount == 0)
@@ -166,9 +166,9 @@ import Testing
         let io = SimulatedFileIO()
         let wal = try await WAL.open(quiet(smallOptions("/wal", io: io)))
         try await wal.append([1])
-        let before = await wal.status.syncStats.syncs
+        let before = wal.status.syncStats.syncs
         #expect(try await wal.probe() == 1)
-        #expect(await wal.status.syncStats.syncs == before + 1)
+        #expect(wal.status.syncStats.syncs == before + 1)
         io.failSync()
         #expect(isFailed(await walError { try await wal.probe() }))
         try await wal.close()

@@ -99,7 +99,7 @@ func simulatedOptions<G: RandomNumberGenerator>(_ io: SimulatedFileIO, _ rng: in
                         model.record(first: first, batch)
                         if durability == .durable { model.acknowledged = first + LSN(batch.count) - 1 }
                     } catch WALError.noSpace {
-                        #expect(await wal.lastLSN == (model.appended.keys.max() ?? 0), comment)
+                        #expect(wal.lastLSN == (model.appended.keys.max() ?? 0), comment)
                     }
                     io.setCapacity(nil)
                 case 4..<6:
@@ -127,7 +127,7 @@ func simulatedOptions<G: RandomNumberGenerator>(_ io: SimulatedFileIO, _ rng: in
                     #expect(durable == (model.appended.keys.max() ?? 0), comment)
                     model.acknowledged = durable
                 case 90..<96:
-                    let status = await wal.status
+                    let status = wal.status
                     let target = LSN.random(in: status.firstLSN...(status.durableLSN + 1), using: &rng)
                     let first = try await wal.truncate(before: target)
                     #expect(first <= max(target, status.firstLSN), comment)
@@ -142,7 +142,7 @@ func simulatedOptions<G: RandomNumberGenerator>(_ io: SimulatedFileIO, _ rng: in
             try? await wal.close()  // an open log would keep its sync thread forever
             throw error
         }
-        let firstAllowed = await wal.status.firstLSN
+        let firstAllowed = wal.status.firstLSN
         let survivor = io.powerCut(using: &rng)
         try await wal.close()
         try await checkSurvivor(survivor, options: options, model: model, firstAllowed: firstAllowed, comment)
@@ -158,7 +158,7 @@ func simulatedOptions<G: RandomNumberGenerator>(_ io: SimulatedFileIO, _ rng: in
         let report = try verifyLog(directory: options.directory, io: survivor)
         #expect(report.damage == nil, comment)
         var wal = try await WAL.open(options)
-        let status = await wal.status
+        let status = wal.status
         let records = try await readAll(wal)
         guard model.check(records, first: status.firstLSN, last: status.lastLSN, firstAllowed: firstAllowed, comment) else {
             try await wal.close()
@@ -173,7 +173,7 @@ func simulatedOptions<G: RandomNumberGenerator>(_ io: SimulatedFileIO, _ rng: in
         // The extra append may rotate and let retention trim the front; the rest is unchanged.
         #expect(again.dropLast().elementsEqual(records.suffix(again.count - 1)), comment)
         #expect(again.last == Record(lsn: status.lastLSN + 1, payload: extra), comment)
-        #expect(await wal.lastLSN == status.lastLSN + 1, comment)
+        #expect(wal.lastLSN == status.lastLSN + 1, comment)
         try await wal.close()
     }
 
@@ -252,7 +252,7 @@ func simulatedOptions<G: RandomNumberGenerator>(_ io: SimulatedFileIO, _ rng: in
             throw error
         }
         box.state.withLock { $0.wal = nil }
-        let last = await wal.lastLSN
+        let last = wal.lastLSN
         let durableAtFallback = wal.durableLSN
         let fallback = io.powerCut(using: &rng)
         let firstAtFallback = wal.catalog.firstLSN

@@ -106,7 +106,7 @@ func reason(_ error: WALError?) -> String {
         #expect(report.tornTail?.lsn == 100)
 
         let wal = try await WAL.open(log.options)
-        #expect(await wal.lastLSN == 99)
+        #expect(wal.lastLSN == 99)
         #expect(try await wal.append([7, 7]) == 100)
         try await wal.close()
         let records = try await log.records()
@@ -128,7 +128,7 @@ func reason(_ error: WALError?) -> String {
         log.write(path, bytes)
 
         let wal = try await WAL.open(log.options)
-        #expect(await wal.lastLSN == 30)
+        #expect(wal.lastLSN == 30)
         try await wal.close()
         // The cut cleared the garbage, so a later crash cannot resurrect it.
         #expect(log.read(path)[end..<(end + 200)].allSatisfy { $0 == 0 })
@@ -143,7 +143,7 @@ func reason(_ error: WALError?) -> String {
         let path = log.path(segment)
         log.write(path, Array(log.read(path).prefix(offset + 7)))  // 7 bytes of a 16-byte frame header
         let wal = try await WAL.open(log.options)
-        #expect(await wal.lastLSN == 9)
+        #expect(wal.lastLSN == 9)
         #expect(try await wal.append([1]) == 10)
         try await wal.close()
     }
@@ -202,7 +202,7 @@ func reason(_ error: WALError?) -> String {
         log.flip(log.path(segment), at: offset + 3)  // inside the stored CRC
         log.options.repair = true
         let wal = try await WAL.open(log.options)
-        #expect(await wal.lastLSN == 4)
+        #expect(wal.lastLSN == 4)
         #expect(try await wal.append([9]) == 5)
         try await wal.close()
         #expect(FileManager.default.fileExists(atPath: log.path(segment) + ".broken"))
@@ -277,14 +277,14 @@ func reason(_ error: WALError?) -> String {
 
         // Open only scans the last segment, so it succeeds; the reader finds the damage.
         let wal = try await WAL.open(log.options)
-        #expect(await wal.lastLSN == 300)
-        let reader = try await wal.reader(from: 0)
+        #expect(wal.lastLSN == 300)
+        let reader = try wal.reader(from: 0)
         var seen: [LSN] = []
         let error = await walError { while let record = try reader.next() { seen.append(record.lsn) } }
         #expect(seen == Array(1..<lsn))
         #expect(isCorruption(error, file: log.path(segment), offset: offset, lsn: lsn))
         // A reader starting after the damage in the same segment cannot skip over it either.
-        let late = try await wal.reader(from: lsn + 3)
+        let late = try wal.reader(from: lsn + 3)
         #expect(isCorruption(await walError { try late.next() }, file: log.path(segment), offset: offset, lsn: lsn))
         // One starting in a later segment reads on.
         #expect(try await readAll(wal, from: segments[2].firstLSN).count == Int(300 - segments[2].firstLSN + 1))
@@ -335,7 +335,7 @@ func reason(_ error: WALError?) -> String {
         let wal = try await WAL.open(log.options)
         let segment = log.segments[1]
         log.flip(log.path(segment), at: 2)  // magic
-        let reader = try await wal.reader(from: segment.firstLSN)
+        let reader = try wal.reader(from: segment.firstLSN)
         let error = await walError { try reader.next() }
         #expect(isCorruption(error, file: log.path(segment), offset: 0, lsn: segment.firstLSN))
         #expect(reason(error).contains("magic"))

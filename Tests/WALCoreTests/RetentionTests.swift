@@ -22,17 +22,17 @@ func segmentFiles(_ io: SimulatedFileIO) throws -> [String] {
     @Test func maxSegmentsKeepsAtMostThatMany() async throws {
         let (wal, io) = try await filledLog(1) { $0.maxSegments = 3 }
         var lsn: LSN = 2
-        while await wal.status.segments < 3 {
+        while wal.status.segments < 3 {
             try await wal.append(payload(lsn, size: 100))
             lsn += 1
         }
         for _ in 0..<200 {
             try await wal.append(payload(lsn, size: 100))
             lsn += 1
-            #expect(await wal.status.segments <= 3)
+            #expect(wal.status.segments <= 3)
         }
         #expect(try segmentFiles(io).count == 3)
-        let status = await wal.status
+        let status = wal.status
         #expect(status.firstLSN > 1)
         let records = try await readAll(wal)
         #expect(records.map(\.lsn) == Array(status.firstLSN...status.lastLSN))
@@ -44,12 +44,12 @@ func segmentFiles(_ io: SimulatedFileIO) throws -> [String] {
         let (wal, io) = try await filledLog(1) { $0.retentionBytes = 3 * 2048; $0.preallocate = false }
         for lsn in LSN(2)...LSN(300) {
             try await wal.append(payload(lsn, size: 100))
-            let status = await wal.status
+            let status = wal.status
             // Retention runs at rotation: the closed segments plus the new one fit the budget,
             // and the active one grows by less than a segment until the next rotation.
             #expect(status.bytes <= 4 * 2048, "at LSN \(lsn)")
         }
-        let status = await wal.status
+        let status = wal.status
         #expect(status.firstLSN > 1)
         #expect(try segmentFiles(io).count == status.segments)
         #expect(try await readAll(wal).count == Int(status.lastLSN - status.firstLSN + 1))
@@ -70,7 +70,7 @@ func segmentFiles(_ io: SimulatedFileIO) throws -> [String] {
         #expect(try await wal.truncate(before: segments[3] + 2) == segments[3])
         // Going back is a no-op.
         #expect(try await wal.truncate(before: segments[1]) == segments[3])
-        #expect(await wal.status.firstLSN == segments[3])
+        #expect(wal.status.firstLSN == segments[3])
         #expect(try await readAll(wal).first?.lsn == segments[3])
         try await wal.close()
     }
@@ -85,11 +85,11 @@ func segmentFiles(_ io: SimulatedFileIO) throws -> [String] {
 
     @Test func activeSegmentIsNeverDeleted() async throws {
         let (wal, io) = try await filledLog(200)
-        let last = await wal.lastLSN
+        let last = wal.lastLSN
         let first = try await wal.truncate(before: last + 1)
         let files = try segmentFiles(io)
         #expect(files == [SegmentName.make(prefix: "wal-", firstLSN: first)])
-        #expect(await wal.status.segments == 1)
+        #expect(wal.status.segments == 1)
         #expect(try await readAll(wal).map(\.lsn) == Array(first...last))
         #expect(try await wal.append([1]) == last + 1)
         try await wal.close()
@@ -103,7 +103,7 @@ func segmentFiles(_ io: SimulatedFileIO) throws -> [String] {
         let first = try await wal.truncate(before: 150)
         try await wal.close()
         wal = try await WAL.open(options)
-        #expect(await wal.status.firstLSN == first)
+        #expect(wal.status.firstLSN == first)
         #expect(try await readAll(wal).map(\.lsn) == Array(first...200))
         try await wal.close()
     }
@@ -114,7 +114,7 @@ func segmentFiles(_ io: SimulatedFileIO) throws -> [String] {
         let held = try await wal.truncate(before: 201)
         #expect(held <= 50)
         #expect(held > 1)  // segments wholly below the hold still go
-        #expect(try await wal.reader(from: 50).next()?.lsn == 50)
+        #expect(try wal.reader(from: 50).next()?.lsn == 50)
         hold.move(to: 120)
         let moved = try await wal.truncate(before: 201)
         #expect(moved > held && moved <= 120)
@@ -128,18 +128,18 @@ func segmentFiles(_ io: SimulatedFileIO) throws -> [String] {
         let (wal, _) = try await filledLog(1) { $0.maxSegments = 2 }
         let hold = wal.hold(from: 1)
         for lsn in LSN(2)...LSN(200) { try await wal.append(payload(lsn, size: 100)) }
-        #expect(await wal.status.firstLSN == 1)
-        #expect(await wal.status.segments > 2)
+        #expect(wal.status.firstLSN == 1)
+        #expect(wal.status.segments > 2)
         hold.release()
         try await wal.append([0])  // retention runs at the next rotation or update
-        try await wal.update(await wal.options)
-        #expect(await wal.status.segments == 2)
+        try wal.update(wal.options)
+        #expect(wal.status.segments == 2)
         try await wal.close()
     }
 
     @Test func openReaderKeepsItsSegments() async throws {
         let (wal, _) = try await filledLog(200)
-        var reader: LogReader? = try await wal.reader(from: 3)
+        var reader: LogReader? = try wal.reader(from: 3)
         #expect(try await wal.truncate(before: 201) == 1)
         var lsns: [LSN] = []
         while let record = try reader!.next() { lsns.append(record.lsn) }
@@ -153,10 +153,10 @@ func segmentFiles(_ io: SimulatedFileIO) throws -> [String] {
 
     @Test func slowReaderKeepsSegmentsFromMaxSegmentsRetention() async throws {
         let (wal, io) = try await filledLog(1) { $0.maxSegments = 2 }
-        let reader = try await wal.reader(from: 1)
+        let reader = try wal.reader(from: 1)
         #expect(try reader.next()?.lsn == 1)
         for lsn in LSN(2)...LSN(300) { try await wal.append(payload(lsn, size: 100)) }
-        #expect(await wal.status.firstLSN == 1)  // the reader is still in the first segment
+        #expect(wal.status.firstLSN == 1)  // the reader is still in the first segment
         var lsns: [LSN] = [1]
         while let record = try reader.next() {
             #expect(record.payload == payload(record.lsn, size: 100))
@@ -165,7 +165,7 @@ func segmentFiles(_ io: SimulatedFileIO) throws -> [String] {
         #expect(lsns == Array(1...300))
         // Caught up, the reader holds only the active segment: the next rotation trims to 2.
         while try segmentFiles(io).count > 2 { try await wal.append(payload(0, size: 100)) }
-        #expect(await wal.status.segments == 2)
+        #expect(wal.status.segments == 2)
         try await wal.close()
     }
 
@@ -173,11 +173,11 @@ func segmentFiles(_ io: SimulatedFileIO) throws -> [String] {
         let (wal, _) = try await filledLog(200)
         let first = try await wal.truncate(before: 150)
         #expect(first > 1)
-        #expect(await walError { try await wal.reader(from: 1) } == .outOfRange(lsn: 1, first: first, last: 200))
-        #expect(await walError { try await wal.reader(from: first - 1) } == .outOfRange(lsn: first - 1, first: first, last: 200))
-        #expect(await walError { try await wal.reader(from: 202) } == .outOfRange(lsn: 202, first: first, last: 200))
-        #expect(try await wal.reader(from: 0).next()?.lsn == first)  // 0 = the first available
-        #expect(try await wal.reader(from: 201).next() == nil)  // last + 1 is where a tail starts
+        #expect(await walError { try wal.reader(from: 1) } == .outOfRange(lsn: 1, first: first, last: 200))
+        #expect(await walError { try wal.reader(from: first - 1) } == .outOfRange(lsn: first - 1, first: first, last: 200))
+        #expect(await walError { try wal.reader(from: 202) } == .outOfRange(lsn: 202, first: first, last: 200))
+        #expect(try wal.reader(from: 0).next()?.lsn == first)  // 0 = the first available
+        #expect(try wal.reader(from: 201).next() == nil)  // last + 1 is where a tail starts
         try await wal.close()
     }
 }
@@ -186,7 +186,7 @@ func segmentFiles(_ io: SimulatedFileIO) throws -> [String] {
     @Test func readerSeesOnlyDurableRecords() async throws {
         let (wal, _) = try await filledLog(3)
         try await wal.append(contentsOf: [[4], [5]], durability: .buffered)
-        let reader = try await wal.reader(from: 1)
+        let reader = try wal.reader(from: 1)
         var lsns: [LSN] = []
         while let record = try reader.next() { lsns.append(record.lsn) }
         #expect(lsns == [1, 2, 3])
@@ -212,7 +212,7 @@ func segmentFiles(_ io: SimulatedFileIO) throws -> [String] {
 
     @Test func readBatchStopsWhenTheBodySaysSo() async throws {
         let (wal, _) = try await filledLog(20)
-        let reader = try await wal.reader(from: 1)
+        let reader = try wal.reader(from: 1)
         var seen: [LSN] = []
         #expect(try reader.read(maxCount: 5) { lsn, _ in seen.append(lsn); return true } == 5)
         #expect(try reader.read { lsn, _ in seen.append(lsn); return lsn < 8 } == 3)
@@ -231,7 +231,7 @@ func segmentFiles(_ io: SimulatedFileIO) throws -> [String] {
         options.preallocate = preallocate
         let wal = try await WAL.open(options)
         let total: LSN = 600
-        let reader = try await wal.reader(from: 1)
+        let reader = try wal.reader(from: 1)
         async let appended: Void = {
             var rng = SplitMix64(seed: 77)
             var lsn: LSN = 1
@@ -255,7 +255,7 @@ func segmentFiles(_ io: SimulatedFileIO) throws -> [String] {
         try await appended
         #expect(seen.map(\.lsn) == Array(1...total))
         #expect(seen.allSatisfy { $0.payload == payload($0.lsn) })
-        #expect(await wal.status.segments > 10)
+        #expect(wal.status.segments > 10)
         try await wal.close()
     }
 
@@ -263,7 +263,7 @@ func segmentFiles(_ io: SimulatedFileIO) throws -> [String] {
         let dir = TempDirectory()
         defer { dir.cleanup() }
         let wal = try await WAL.open(smallOptions(dir.path, segmentBytes: 2048))
-        let reader = try await wal.reader(from: 1)
+        let reader = try wal.reader(from: 1)
         for lsn in LSN(1)...60 {
             try await wal.append(payload(lsn))
             #expect(try reader.next() == Record(lsn: lsn, payload: payload(lsn)))
@@ -301,7 +301,7 @@ func segmentFiles(_ io: SimulatedFileIO) throws -> [String] {
     @Test func replayDeliversEveryDurableRecord() async throws {
         let (wal, _) = try await filledLog(50)
         var lsns: [LSN] = []
-        try await wal.replay(from: 10) { lsn, bytes in
+        try wal.replay(from: 10) { lsn, bytes in
             #expect(bytes == payload(lsn, size: 100))
             lsns.append(lsn)
         }

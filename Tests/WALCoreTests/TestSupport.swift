@@ -53,7 +53,7 @@ struct SplitMix64: RandomNumberGenerator {
 }
 
 func readAll(_ wal: WAL, from lsn: UInt64 = 0) async throws -> [Record] {
-    let reader = try await wal.reader(from: lsn)
+    let reader = try wal.reader(from: lsn)
     var records: [Record] = []
     while let record = try reader.next() { records.append(record) }
     return records

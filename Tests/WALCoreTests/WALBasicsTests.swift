@@ -25,11 +25,11 @@ import Testing
         for lsn in UInt64(1)...300 {
             #expect(try await wal.append(payload(lsn)) == lsn)
         }
-        let segments = await wal.status.segments
+        let segments = wal.status.segments
         #expect(segments > 5)
         try await wal.close()
         wal = try await WAL.open(smallOptions(dir.path))
-        #expect(await wal.lastLSN == 300)
+        #expect(wal.lastLSN == 300)
         let records = try await readAll(wal, from: 123)
         #expect(records.count == 178)
         for record in records { #expect(record.payload == payload(record.lsn)) }

@@ -86,7 +86,7 @@ extension WAL {
         var options = options
         options.repair = true
         let wal = try await WAL.open(options)
-        let status = await wal.status
+        let status = wal.status
         try await wal.close()
         return status
     }
