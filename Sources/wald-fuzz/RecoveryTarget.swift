@@ -34,7 +34,7 @@ enum RecoveryTarget {
         default:
             var first = SegmentHeader(logID: logID, firstLSN: 1, previousFirstLSN: 0, createdMillis: 0).encoded()
             for (index, record) in earlierRecords.enumerated() {
-                record.withUnsafeBytes { RecordFrame.append(lsn: LSN(index + 1), payload: $0, to: &first) }
+                record.withUnsafeBytes { RecordFrame.append(lsn: LSN(index + 1), committed: LSN(index), payload: $0, to: &first) }
             }
             write(io, name: "wal-00000000000000000001.wal", first)
             lastFirstLSN = LSN(earlierRecords.count + 1)
@@ -141,13 +141,22 @@ enum RecoveryTarget {
             invariant(log.records.count >= earlierRecords.count, "records of the intact first segment were lost")
             invariant(Array(log.records.prefix(earlierRecords.count).map(\.payload)) == earlierRecords, "intact records changed")
         }
+        guard let layout = (try? SegmentHeader.decode(segment))?.layout else {
+            invariant(log.records.allSatisfy { $0.lsn < lastFirstLSN }, "records recovered from a segment whose header does not decode")
+            return
+        }
         var offset = SegmentHeader.size
         for record in log.records where record.lsn >= lastFirstLSN {
-            let end = offset + RecordFrame.headerSize + record.payload.count
+            let end = offset + layout.headerSize + record.payload.count
             invariant(end <= segment.count, "record \(record.lsn) extends beyond the input")
-            var frame: [UInt8] = []
-            record.payload.withUnsafeBytes { RecordFrame.append(lsn: record.lsn, payload: $0, to: &frame) }
-            invariant(Array(segment[offset..<end]) == frame, "record \(record.lsn) is not the input's frame at byte \(offset)")
+            let decoded = segment.withUnsafeBytes {
+                RecordFrame.decode($0, at: offset, expectedLSN: record.lsn, maxPayload: record.payload.count, layout: layout)
+            }
+            guard case .record(_, let payload, let next) = decoded, next == end else {
+                invariant(false, "record \(record.lsn) is not the input's frame at byte \(offset)")
+                return
+            }
+            invariant(Array(segment[payload]) == record.payload, "record \(record.lsn) differs from the input's frame at byte \(offset)")
             offset = end
         }
     }

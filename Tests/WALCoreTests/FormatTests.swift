@@ -102,9 +102,27 @@ import Testing
     }
 
     @Test func otherVersionIsUnsupported() {
-        var bytes = Self.header.encoded()
-        bytes[8] = 2
-        #expect(throws: SegmentHeader.DecodeError.unsupportedVersion(2)) { try SegmentHeader.decode(bytes) }
+        for version: UInt8 in [0, 3] {
+            var bytes = Self.header.encoded()
+            bytes[8] = version
+            #expect(throws: SegmentHeader.DecodeError.unsupportedVersion(UInt16(version))) { try SegmentHeader.decode(bytes) }
+        }
+    }
+
+    @Test func versionOneIsStillRead() throws {
+        var old = Self.header
+        old.version = 1
+        let decoded = try SegmentHeader.decode(old.encoded())
+        #expect(decoded.version == 1 && decoded.layout == .v1)
+        #expect(try SegmentHeader.decode(Self.header.encoded()).layout == .v2)
+    }
+
+    /// A well-formed header naming first LSN 0 made open and every walctl command trap on
+    /// `firstLSN - 1`; LSNs start at 1, so it is a damaged header.
+    @Test func firstLSNZeroIsADamagedHeader() {
+        var zero = Self.header
+        zero.firstLSN = 0
+        #expect(throws: SegmentHeader.DecodeError.firstLSNZero) { try SegmentHeader.decode(zero.encoded()) }
     }
 
     @Test func otherHeaderSizeIsRejected() {
@@ -124,21 +142,22 @@ import Testing
     }
 }
 
+/// Version 1 frames (16-byte header), as segments written before version 2 hold them.
 @Suite struct RecordFrameTests {
     static func frame(lsn: UInt64, _ payload: [UInt8]) -> [UInt8] {
         var buffer: [UInt8] = []
-        payload.withUnsafeBytes { RecordFrame.append(lsn: lsn, payload: $0, to: &buffer) }
+        payload.withUnsafeBytes { RecordFrame.append(lsn: lsn, committed: 0, payload: $0, to: &buffer, layout: .v1) }
         return buffer
     }
 
     static func decode(_ bytes: [UInt8], at offset: Int = 0, expected: UInt64?, max: Int = 1 << 20) -> RecordFrame.Decoded {
-        bytes.withUnsafeBytes { RecordFrame.decode($0, at: offset, expectedLSN: expected, maxPayload: max) }
+        bytes.withUnsafeBytes { RecordFrame.decode($0, at: offset, expectedLSN: expected, maxPayload: max, layout: .v1) }
     }
 
     @Test func roundTripsAPayload() {
         let payload: [UInt8] = Array("hello, log".utf8)
         let bytes = Self.frame(lsn: 77, payload)
-        #expect(bytes.count == RecordFrame.encodedSize(payloadCount: payload.count))
+        #expect(bytes.count == RecordFrame.Layout.v1.headerSize + payload.count)
         guard case .record(let lsn, let range, let next) = Self.decode(bytes, expected: 77) else {
             Issue.record("not a record")
             return
@@ -152,7 +171,7 @@ import Testing
 
     @Test func roundTripsAnEmptyPayload() {
         let bytes = Self.frame(lsn: 1, [])
-        #expect(bytes.count == RecordFrame.headerSize)
+        #expect(bytes.count == RecordFrame.Layout.v1.headerSize)
         #expect(Self.decode(bytes, expected: 1) == .record(lsn: 1, payload: 16..<16, next: 16))
     }
 
@@ -289,5 +308,44 @@ import Testing
     @Test func bytesMustBeSixteen() {
         #expect(LogID(bytes: Array(repeating: 0, count: 15)) == nil)
         #expect(LogID(bytes: Array(repeating: 0, count: 17)) == nil)
+    }
+}
+
+/// Version 2 frames: a 24-byte header whose committed LSN is inside the checksum.
+@Suite struct RecordFrameV2Tests {
+    static func frame(lsn: UInt64, committed: UInt64, _ payload: [UInt8]) -> [UInt8] {
+        var buffer: [UInt8] = []
+        payload.withUnsafeBytes { RecordFrame.append(lsn: lsn, committed: committed, payload: $0, to: &buffer) }
+        return buffer
+    }
+
+    static func decode(_ bytes: [UInt8], expected: UInt64?) -> RecordFrame.Decoded {
+        bytes.withUnsafeBytes { RecordFrame.decode($0, at: 0, expectedLSN: expected, maxPayload: 1 << 20, layout: .v2) }
+    }
+
+    @Test func roundTripsAPayloadAndItsCommittedLSN() {
+        let bytes = Self.frame(lsn: 9, committed: 7, Array("abc".utf8))
+        #expect(RecordFrame.headerSize == 24 && bytes.count == 27)
+        #expect(Self.decode(bytes, expected: 9) == .record(lsn: 9, payload: 24..<27, next: 27))
+        #expect(bytes.withUnsafeBytes { RecordFrame.committed(in: $0, at: 0, layout: .v2) } == 7)
+        #expect(bytes.withUnsafeBytes { RecordFrame.committed(in: $0, at: 0, layout: .v1) } == nil)
+    }
+
+    @Test func theCommittedLSNIsCoveredByTheChecksum() {
+        var bytes = Self.frame(lsn: 9, committed: 7, [1, 2, 3])
+        bytes[16] ^= 0x01
+        guard case .invalid(.checksumMismatch) = Self.decode(bytes, expected: 9) else {
+            Issue.record("a changed committed LSN still decodes")
+            return
+        }
+    }
+
+    @Test func aCommittedLSNNotBelowTheRecordsOwnIsInvalid() {
+        let bytes = Self.frame(lsn: 9, committed: 9, [1])
+        #expect(Self.decode(bytes, expected: 9) == .invalid(.committedNotBelowLSN(committed: 9, lsn: 9)))
+    }
+
+    @Test func aZeroHeaderIsZeroes() {
+        #expect(Self.decode([UInt8](repeating: 0, count: 24), expected: 1) == .invalid(.zeroes))
     }
 }

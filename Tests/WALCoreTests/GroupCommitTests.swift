@@ -134,7 +134,8 @@ import Testing
         let durable = Task { try await wal.append([1]) }
         await stall.waitUntilStalled()
         // Needs segment 2 while segment 1's sync is still running: accepted at once.
-        let big = Task { try await wal.append(contentsOf: [bytes(1000, 2), bytes(930, 3)]) }  // 1962 bytes: too many for segment 1
+        // 1948 bytes of frames: more than segment 1 has left, and with LSN 5 (25 bytes) under 2048.
+        let big = Task { try await wal.append(contentsOf: [bytes(1000, 2), bytes(900, 3)]) }
         let deadline = ContinuousClock.now + .seconds(10)
         while wal.lastLSN < 4 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(1)) }
         try #require(wal.lastLSN == 4, "the batch was not accepted while the sync was stalled")

@@ -8,7 +8,7 @@ import Testing
 /// A log on real files whose records all have `payloadSize` bytes, so offsets are computable.
 struct FixedLog {
     static let payloadSize = 50
-    static let frameSize = RecordFrame.headerSize + payloadSize
+    static let frameSize = RecordFrame.headerSize + payloadSize  // every segment it writes is version 2
     let dir = TempDirectory("recovery")
     var options: WALOptions
 
@@ -20,11 +20,16 @@ struct FixedLog {
 
     static func payload(_ lsn: LSN) -> [UInt8] { WALCoreTests.payload(lsn, size: payloadSize) }
 
-    /// Appends records 1...count durably and closes the log.
-    func write(_ count: Int) async throws {
+    /// How `write` ends: a clean close leaves the CLEAN marker (after which any damage is
+    /// corruption); a crash after the last durable append does not.
+    enum Stop { case clean, crash }
+
+    /// Appends records 1...count durably, then closes the log or crashes.
+    func write(_ count: Int, stop: Stop = .crash) async throws {
         let wal = try await WAL.open(options)
         for lsn in LSN(1)...LSN(count) { try await wal.append(Self.payload(lsn)) }
         try await wal.close()
+        if stop == .crash { try? FileManager.default.removeItem(atPath: dir.path + "/CLEAN") }
     }
 
     /// Segment files in LSN order.
@@ -88,31 +93,42 @@ func reason(_ error: WALError?) -> String {
     func tornTailIsCutOnOpen(preallocate: Bool) async throws {
         let log = FixedLog(preallocate: preallocate)
         defer { log.dir.cleanup() }
-        try await log.write(100)
-        let (segment, offset) = log.location(of: 100)
+        // The last record must straddle a 512-byte sector boundary, so a crash can leave its
+        // first part without the rest: segments of 4096 bytes hold 54 frames of 74 bytes.
+        let perSegment = (4096 - SegmentHeader.size) / FixedLog.frameSize
+        let count = (100...200).first { n in
+            let start = SegmentHeader.size + (n - 1) % perSegment * FixedLog.frameSize
+            return start / 512 != (start + FixedLog.frameSize - 1) / 512
+        }!
+        let last = LSN(count)
+        try await log.write(count)
+        let (segment, offset) = log.location(of: last)
+        let boundary = (offset + FixedLog.frameSize) / 512 * 512
+        #expect(offset < boundary)
         let path = log.path(segment)
-        // The last record's frame loses its last 20 bytes, as a crash mid-write leaves it.
         var bytes = log.read(path)
         if preallocate {
-            for i in (offset + FixedLog.frameSize - 20)..<(offset + FixedLog.frameSize) { bytes[i] = 0 }
+            for i in boundary..<(offset + FixedLog.frameSize) { bytes[i] = 0 }
         } else {
-            bytes.removeLast(bytes.count - (offset + FixedLog.frameSize - 20))
+            bytes.removeLast(bytes.count - boundary)
         }
         log.write(path, bytes)
         let report = try verifyLog(directory: log.dir.path)
         #expect(report.damage == nil)
         #expect(report.tornTail?.file == path)
         #expect(report.tornTail?.offset == offset)
-        #expect(report.tornTail?.lsn == 100)
+        #expect(report.tornTail?.lsn == last)
 
         let wal = try await WAL.open(log.options)
-        #expect(wal.lastLSN == 99)
-        #expect(try await wal.append([7, 7]) == 100)
+        #expect(wal.lastLSN == last - 1)
+        #expect(try await wal.append([7, 7]) == last)
         try await wal.close()
         let records = try await log.records()
-        #expect(records.count == 100)
-        #expect(records.last == Record(lsn: 100, payload: [7, 7]))
+        #expect(records.count == count)
+        #expect(records.last == Record(lsn: last, payload: [7, 7]))
         #expect(records.dropLast().allSatisfy { $0.payload == FixedLog.payload($0.lsn) })
+        // What was cut is kept beside the segment.
+        #expect(FileManager.default.fileExists(atPath: path + ".torn.\(offset)"))
     }
 
     @Test func garbageAfterTheLastRecordIsCutAndZeroed() async throws {
@@ -357,5 +373,178 @@ func reason(_ error: WALError?) -> String {
         }
         #expect(file == log.path(segment))
         #expect(lsn == next - 1)
+    }
+}
+
+/// The rule that tells a torn tail from damage (docs/format.md, "Recovery rules"), on facts
+/// the log records: the clean-shutdown marker, the durable LSN in every version 2 frame, and
+/// whether a damaged frame has a sector that was never written.
+@Suite struct RecoveryRuleTests {
+    /// After a clean close everything was synced: damage at the end is corruption, not a cut.
+    @Test func damageAtTheEndAfterACleanCloseIsCorruption() async throws {
+        let log = FixedLog()
+        defer { log.dir.cleanup() }
+        try await log.write(5, stop: .clean)
+        #expect(FileManager.default.fileExists(atPath: log.dir.path + "/CLEAN"))
+        let (segment, offset) = log.location(of: 5)
+        log.flip(log.path(segment), at: offset + RecordFrame.headerSize + 1)
+        let error = await walError { try await WAL.open(log.options) }
+        #expect(isCorruption(error, file: log.path(segment), offset: offset, lsn: 5))
+        #expect(reason(error).contains("stopped cleanly"))
+        #expect(isCorruption(try verifyLog(directory: log.dir.path).damage, file: log.path(segment), offset: offset, lsn: 5))
+    }
+
+    /// Opening removes the marker durably: a crash of the reopened log must not look clean.
+    @Test func openingRemovesTheCleanMarker() async throws {
+        let log = FixedLog()
+        defer { log.dir.cleanup() }
+        try await log.write(3, stop: .clean)
+        let wal = try await WAL.open(log.options)
+        #expect(!FileManager.default.fileExists(atPath: log.dir.path + "/CLEAN"))
+        try await wal.close()
+        #expect(FileManager.default.fileExists(atPath: log.dir.path + "/CLEAN"))
+    }
+
+    /// A complete frame that fails its checksum was written whole and damaged since: even after
+    /// a crash, and even as the last record, it is not cut as a torn tail.
+    @Test func aCompleteDamagedLastRecordAfterACrashIsCorruption() async throws {
+        let log = FixedLog()
+        defer { log.dir.cleanup() }
+        try await log.write(7, stop: .crash)
+        let (segment, offset) = log.location(of: 7)
+        log.flip(log.path(segment), at: offset + RecordFrame.headerSize + 30)
+        let error = await walError { try await WAL.open(log.options) }
+        #expect(isCorruption(error, file: log.path(segment), offset: offset, lsn: 7))
+        #expect(reason(error).contains("complete"))
+    }
+
+    /// A flipped bit in the last record's length field makes its frame reach into the zeros
+    /// after it, which looks torn; one bit flipped back explains it, so it is corruption.
+    @Test func aRottedLengthFieldIsNotMistakenForATornWrite() async throws {
+        let log = FixedLog()
+        defer { log.dir.cleanup() }
+        try await log.write(6, stop: .crash)
+        let (segment, offset) = log.location(of: 6)
+        var bytes = log.read(log.path(segment))
+        bytes[offset + 4 + 2] ^= 0x01  // length += 65536: far into the zero-filled tail
+        log.write(log.path(segment), bytes)
+        #expect(isCorruption(await walError { try await WAL.open(log.options) }, file: log.path(segment), offset: offset, lsn: 6))
+    }
+
+    /// Valid records after the damage that say it was durable when they were written: the
+    /// damaged records were acknowledged, so this is corruption even though a zeroed sector
+    /// makes it look like a torn write.
+    @Test func recordsAfterTheDamageThatSayItWasDurableMakeItCorruption() async throws {
+        let log = FixedLog()
+        defer { log.dir.cleanup() }
+        try await log.write(50, stop: .crash)  // each durable: every record carries its predecessor's LSN
+        let (segment, offset) = log.location(of: 12)
+        let path = log.path(segment)
+        var bytes = log.read(path)
+        let sector = (offset / 512 + 1) * 512
+        for i in sector..<(sector + 512) { bytes[i] = 0 }
+        log.write(path, bytes)
+        let error = await walError { try await WAL.open(log.options) }
+        guard case .corruption(_, _, let lsn, let why) = error else {
+            Issue.record("opened although acknowledged records are damaged: \(String(describing: error))")
+            return
+        }
+        #expect(lsn > 12 && why.contains("says everything through LSN"), "\(why)")
+    }
+
+    /// Pages of unsynced records reached the disk out of order: the later ones were written
+    /// when LSN 10 was the durable one, so the hole and everything after it is cut, by itself.
+    @Test func aHoleInUnsyncedRecordsIsCutWithTheRecordsAfterIt() async throws {
+        let dir = TempDirectory("hole")
+        defer { dir.cleanup() }
+        var options = smallOptions(dir.path, segmentBytes: 1 << 20)
+        options.maxRecordBytes = 4096
+        options.maxBufferBytes = 1  // every buffered append is written at once, never synced
+        let wal = try await WAL.open(options)
+        for i in 0..<10 { try await wal.append(bytes(300, UInt8(i))) }
+        for i in 10..<40 { try await wal.append(bytes(300, UInt8(i)), durability: .buffered) }
+        // What kill -9 leaves is what was written: copy it while the log is open.
+        let crashed = TempDirectory("hole-crashed")
+        defer { crashed.cleanup() }
+        let segment = try FileManager.default.contentsOfDirectory(atPath: dir.path).first { $0.hasSuffix(".wal") }!
+        var image = Array(FileManager.default.contents(atPath: dir.path + "/" + segment)!)
+        try await wal.close()
+        let endOf10 = SegmentHeader.size + 10 * (RecordFrame.headerSize + 300)
+        for i in endOf10..<((endOf10 / 4096 + 1) * 4096) { image[i] = 0 }
+        try FileManager.default.createDirectory(atPath: crashed.path, withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: crashed.path + "/" + segment, contents: Data(image))
+        var reopened = options
+        reopened.directory = crashed.path
+        let recovered = try await WAL.open(reopened)
+        #expect(recovered.lastLSN == 10)
+        #expect(try await readAll(recovered).map(\.payload) == (0..<10).map { bytes(300, UInt8($0)) })
+        try await recovered.close()
+        let copies = try FileManager.default.contentsOfDirectory(atPath: crashed.path).filter { $0.contains(".torn.") }
+        #expect(copies.count == 1)
+    }
+
+    /// A log written before version 2 (16-byte frames, header version 1) opens and reads;
+    /// appends go on in its format until the segment is full, and the next segment is version 2.
+    @Test func aVersionOneLogOpensAndItsNextSegmentIsVersionTwo() async throws {
+        let io = SimulatedFileIO()
+        try io.createDirectory("/v1")
+        var old = SegmentHeader(logID: LogID.random(), firstLSN: 1, previousFirstLSN: 0, createdMillis: 0, version: 1)
+        var segment = old.encoded()
+        for lsn in LSN(1)...3 {
+            Array("old \(lsn)".utf8).withUnsafeBytes {
+                RecordFrame.append(lsn: lsn, committed: 0, payload: $0, to: &segment, layout: .v1)
+            }
+        }
+        let path = "/v1/wal-00000000000000000001.wal"
+        let handle = try io.open(path, mode: .createExclusive)
+        try io.write(handle, segment, at: 0, path: path)
+        try io.syncData(handle, path: path)
+        io.close(handle)
+        try io.syncDirectory("/v1")
+        var options = smallOptions("/v1", io: io, segmentBytes: 2048)
+        options.preallocate = false
+        var wal = try await WAL.open(options)
+        #expect(try await readAll(wal).map(\.payload) == (1...3).map { Array("old \($0)".utf8) })
+        #expect(try await wal.append(Array("v1 tail".utf8)) == 4)
+        while wal.status.segments == 1 { try await wal.append(bytes(500, 7)) }
+        try await wal.close()
+        wal = try await WAL.open(options)
+        let records = try await readAll(wal)
+        #expect(records.prefix(4).map(\.payload) == (1...3).map { Array("old \($0)".utf8) } + [Array("v1 tail".utf8)])
+        try await wal.close()
+        let files = try io.list("/v1").filter { $0.hasSuffix(".wal") }.sorted()
+        #expect(files.count == 2)
+        let newest = io.contents(of: "/v1/" + files[1])!
+        old = try SegmentHeader.decode(Array(newest.prefix(64)))
+        #expect(old.version == 2)
+        #expect(try SegmentHeader.decode(Array(io.contents(of: path)!.prefix(64))).version == 1)
+        #expect(try verifyLog(directory: "/v1", io: io).damage == nil)
+    }
+
+    /// The last LSN a log can hand out is 2^64 − 2: appends beyond fail with `.exhausted`
+    /// (they used to trap on the overflow of the next LSN), and the log stays usable.
+    @Test func aLogAtTheEndOfTheLSNSpaceRefusesAppendsWithoutTrapping() async throws {
+        let io = SimulatedFileIO()
+        try io.createDirectory("/edge")
+        let first = LSN.max - 2
+        let header = SegmentHeader(logID: LogID.random(), firstLSN: first, previousFirstLSN: 0, createdMillis: 0)
+        let path = "/edge/" + SegmentName.make(prefix: "wal-", firstLSN: first)
+        let handle = try io.open(path, mode: .createExclusive)
+        try io.write(handle, header.encoded(), at: 0, path: path)
+        try io.syncData(handle, path: path)
+        io.close(handle)
+        try io.syncDirectory("/edge")
+        var options = smallOptions("/edge", io: io)
+        options.preallocate = false
+        let wal = try await WAL.open(options)
+        #expect(try await wal.append([1]) == LSN.max - 2)
+        #expect(try await wal.append([2]) == LSN.max - 1)
+        #expect(await walError { try await wal.append([3]) } == .exhausted(lastLSN: LSN.max - 1))
+        #expect(await walError { try await wal.append(contentsOf: [[4], [5]], durability: .buffered) } == .exhausted(lastLSN: LSN.max - 1))
+        #expect(try await readAll(wal).map(\.lsn) == [LSN.max - 2, LSN.max - 1])
+        try await wal.close()
+        let reopened = try await WAL.open(options)
+        #expect(reopened.lastLSN == LSN.max - 1)
+        try await reopened.close()
     }
 }

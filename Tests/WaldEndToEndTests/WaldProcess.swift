@@ -24,7 +24,8 @@ final class WaldProcess: @unchecked Sendable {
         stderrPath = self.dataDirectory + ".stderr.log"
         FileManager.default.createFile(atPath: stderrPath, contents: nil)
         process.executableURL = buildProductsDirectory().appendingPathComponent("wald")
-        var args = ["--data-dir", self.dataDirectory, "--flush-interval", "5ms", "--log-level", "warning"]
+        var args = ["--data-dir", self.dataDirectory, "--log-level", "warning"]
+        if !arguments.contains("--flush-interval") { args += ["--flush-interval", "5ms"] }
         if !arguments.contains("--listen") { args += ["--listen", "127.0.0.1:0"] }
         // Small segments by default: every start zero-fills a segment and prepares the next.
         if !arguments.contains("--max-segment-bytes") { args += ["--max-segment-bytes", "1MiB"] }

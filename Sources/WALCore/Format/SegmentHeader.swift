@@ -4,8 +4,11 @@
 public struct SegmentHeader: Equatable, Sendable {
     public static let size = 64
     public static let magic: [UInt8] = Array("WALDSEG".utf8) + [0]
-    public static let currentVersion: UInt16 = 1
+    /// New segments are written in this version; version 1 segments are still read.
+    public static let currentVersion: UInt16 = RecordFrame.Layout.current.version
 
+    /// Format version: says how the segment's record frames are laid out.
+    public var version: UInt16
     public var logID: LogID
     /// LSN of the first record the segment holds (or would hold, when empty).
     public var firstLSN: UInt64
@@ -15,7 +18,9 @@ public struct SegmentHeader: Equatable, Sendable {
     /// Creation time, milliseconds since the Unix epoch (informational).
     public var createdMillis: UInt64
 
-    public init(logID: LogID, firstLSN: UInt64, previousFirstLSN: UInt64, createdMillis: UInt64) {
+    public init(logID: LogID, firstLSN: UInt64, previousFirstLSN: UInt64, createdMillis: UInt64,
+                version: UInt16 = SegmentHeader.currentVersion) {
+        self.version = version
         self.logID = logID
         self.firstLSN = firstLSN
         self.previousFirstLSN = previousFirstLSN
@@ -26,7 +31,7 @@ public struct SegmentHeader: Equatable, Sendable {
         var bytes = [UInt8](repeating: 0, count: Self.size)
         bytes.withUnsafeMutableBytes { out in
             for (i, b) in Self.magic.enumerated() { out[i] = b }
-            out.storeLE(Self.currentVersion, at: 8)
+            out.storeLE(version, at: 8)
             out.storeLE(UInt16(Self.size), at: 10)
             out.storeLE(UInt32(0), at: 12)
             for (i, b) in logID.bytes.enumerated() { out[16 + i] = b }
@@ -47,6 +52,8 @@ public struct SegmentHeader: Equatable, Sendable {
         case unsupportedVersion(UInt16)
         case badHeaderSize(UInt16)
         case checksumMismatch(stored: UInt32, computed: UInt32)
+        /// LSNs start at 1: a header naming 0 was never written by wald.
+        case firstLSNZero
 
         public var description: String {
             switch self {
@@ -56,6 +63,7 @@ public struct SegmentHeader: Equatable, Sendable {
             case .badHeaderSize(let s): "unexpected segment header size \(s)"
             case .checksumMismatch(let s, let c):
                 "segment header checksum mismatch (stored \(hex(s)), computed \(hex(c)))"
+            case .firstLSNZero: "segment header says first LSN 0, but LSNs start at 1"
             }
         }
     }
@@ -64,18 +72,24 @@ public struct SegmentHeader: Equatable, Sendable {
         guard bytes.count >= size else { throw .tooShort(bytes.count) }
         guard bytes.prefix(8).elementsEqual(magic) else { throw .badMagic }
         let version = bytes.loadLE(UInt16.self, at: 8)
-        guard version == currentVersion else { throw .unsupportedVersion(version) }
+        guard RecordFrame.Layout.of(version: version) != nil else { throw .unsupportedVersion(version) }
         let headerSize = bytes.loadLE(UInt16.self, at: 10)
         guard headerSize == size else { throw .badHeaderSize(headerSize) }
         let stored = bytes.loadLE(UInt32.self, at: 60)
         let computed = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: bytes[0..<60]))
         guard stored == computed else { throw .checksumMismatch(stored: stored, computed: computed) }
+        let firstLSN = bytes.loadLE(UInt64.self, at: 32)
+        guard firstLSN > 0 else { throw .firstLSNZero }
         return SegmentHeader(
             logID: LogID(bytes: Array(bytes[16..<32]))!,
-            firstLSN: bytes.loadLE(UInt64.self, at: 32),
+            firstLSN: firstLSN,
             previousFirstLSN: bytes.loadLE(UInt64.self, at: 40),
-            createdMillis: bytes.loadLE(UInt64.self, at: 48))
+            createdMillis: bytes.loadLE(UInt64.self, at: 48),
+            version: version)
     }
+
+    /// How this segment's record frames are laid out.
+    public var layout: RecordFrame.Layout { RecordFrame.Layout.of(version: version) ?? .current }
 
     public static func decode(_ bytes: [UInt8]) throws(DecodeError) -> SegmentHeader {
         let result: Result<SegmentHeader, DecodeError> = bytes.withUnsafeBytes { raw in

@@ -1,7 +1,10 @@
 // An in-memory file system for fault-injection tests. It keeps what was written apart
 // from what was made durable (fdatasync for file data, directory fsync for names), and
-// `powerCut` returns the disk as a crash would leave it: durable state plus a random
-// prefix of the unsynced operations per file and per directory, the last one possibly torn.
+// `powerCut` returns the disk as a crash would leave it: durable state plus, per file, either
+// a random prefix of the unsynced writes (the last one torn at a sector boundary), or any
+// subset of the unsynced 4 KiB pages, each whole, missing or torn at 512-byte sectors, in no
+// particular order (what a page cache and a disk really do); per directory a random prefix of
+// the unsynced name changes. A sector is the unit a disk writes whole.
 import Synchronization
 
 public final class SimulatedFileIO: FileIO {
@@ -71,24 +74,30 @@ public final class SimulatedFileIO: FileIO {
         state.withLock { s in Set(s.names.values).reduce(0) { $0 + (s.inodes[$1]?.current.count ?? 0) } }
     }
 
-    /// The disk after a power cut: durable bytes and names, plus for each file and directory a
-    /// random prefix of its unsynced operations, the last kept write torn at a random byte.
-    public func powerCut<G: RandomNumberGenerator>(using generator: inout G) -> SimulatedFileIO {
+    /// How a power cut treats data written but not synced.
+    public enum CrashModel: Sendable {
+        /// A random prefix of each file's unsynced writes survives, the last one torn at a
+        /// sector boundary.
+        case prefix
+        /// Each unsynced 4 KiB page survives whole, not at all, or torn (each 512-byte sector
+        /// new or old), independently of the others; a grown file keeps its new size or not.
+        case pages
+    }
+
+    public static let sectorSize = 512
+    public static let pageSize = 4096
+
+    /// The disk after a power cut: durable bytes and names, plus what `model` lets survive of
+    /// the unsynced writes, and for each directory a random prefix of its unsynced changes.
+    public func powerCut<G: RandomNumberGenerator>(using generator: inout G, model: CrashModel = .prefix) -> SimulatedFileIO {
         let survivor = SimulatedFileIO()
         let snapshot = state.withLock { $0 }
         var inodes: [Int: Inode] = [:]
         for (id, inode) in snapshot.inodes {
-            var data = inode.durable
-            let keep = inode.pending.isEmpty ? 0 : Int.random(in: 0...inode.pending.count, using: &generator)
-            for (index, op) in inode.pending.prefix(keep).enumerated() {
-                switch op {
-                case .truncate(let size): Self.resize(&data, to: size)
-                case .write(let offset, var bytes):
-                    if index == keep - 1 && Bool.random(using: &generator) {
-                        bytes = Array(bytes.prefix(Int.random(in: 0...bytes.count, using: &generator)))
-                    }
-                    Self.apply(&data, offset: offset, bytes: bytes)
-                }
+            let data: [UInt8]
+            switch model {
+            case .prefix: data = Self.prefixSurvivor(inode, using: &generator)
+            case .pages: data = inode.pending.isEmpty ? inode.durable : Self.pageSurvivor(inode, using: &generator)
             }
             inodes[id] = Inode(durable: data, current: data, pending: [])
         }
@@ -110,6 +119,83 @@ public final class SimulatedFileIO: FileIO {
             $0.directories = snapshot.directories
         }
         return survivor
+    }
+
+    private static func prefixSurvivor<G: RandomNumberGenerator>(_ inode: Inode, using generator: inout G) -> [UInt8] {
+        var data = inode.durable
+        let keep = inode.pending.isEmpty ? 0 : Int.random(in: 0...inode.pending.count, using: &generator)
+        for (index, op) in inode.pending.prefix(keep).enumerated() {
+            switch op {
+            case .truncate(let size): resize(&data, to: size)
+            case .write(let offset, var bytes):
+                if index == keep - 1 && Bool.random(using: &generator) {
+                    // Torn at a sector boundary: the sectors before it are new, the rest old.
+                    let firstBoundary = (offset / sectorSize + 1) * sectorSize
+                    let boundaries = stride(from: firstBoundary, to: offset + bytes.count, by: sectorSize).map { $0 }
+                    let cut = ([offset] + boundaries).randomElement(using: &generator)!
+                    bytes = Array(bytes.prefix(cut - offset))
+                }
+                apply(&data, offset: offset, bytes: bytes)
+            }
+        }
+        return data
+    }
+
+    private static func pageSurvivor<G: RandomNumberGenerator>(_ inode: Inode, using generator: inout G) -> [UInt8] {
+        let old = inode.durable
+        let new = inode.current
+        // The size is metadata: a file that grew may keep its old size.
+        let size = old.count == new.count ? new.count : (Bool.random(using: &generator) ? new.count : old.count)
+        var data = [UInt8](repeating: 0, count: size)
+        let pages = (max(old.count, new.count) + pageSize - 1) / pageSize
+        for page in 0..<pages {
+            let start = page * pageSize
+            guard start < size else { break }
+            let end = min(start + pageSize, size)
+            let oldPage = Self.slice(old, start, end)
+            let newPage = Self.slice(new, start, end)
+            if oldPage == newPage {
+                data.replaceSubrange(start..<end, with: newPage)
+                continue
+            }
+            switch Int.random(in: 0..<3, using: &generator) {
+            case 0: data.replaceSubrange(start..<end, with: oldPage)
+            case 1: data.replaceSubrange(start..<end, with: newPage)
+            default:
+                for sector in stride(from: start, to: end, by: sectorSize) {
+                    let sectorEnd = min(sector + sectorSize, end)
+                    let source = Bool.random(using: &generator) ? newPage : oldPage
+                    data.replaceSubrange(sector..<sectorEnd, with: source[(sector - start)..<(sectorEnd - start)])
+                }
+            }
+        }
+        return data
+    }
+
+    /// Bytes [start, end) of `data`, zeros where `data` is shorter.
+    private static func slice(_ data: [UInt8], _ start: Int, _ end: Int) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: end - start)
+        if start < data.count {
+            let available = min(end, data.count)
+            out.replaceSubrange(0..<(available - start), with: data[start..<available])
+        }
+        return out
+    }
+
+    /// Flips one bit of `path`'s synced contents (and what the running system sees): the
+    /// bit rot a medium can do to data that was written and synced long ago.
+    public func flipBit(_ path: String, at offset: Int, bit: Int) {
+        state.withLock { s in
+            guard let id = s.names[path], var inode = s.inodes[id], offset < inode.durable.count else { return }
+            inode.durable[offset] ^= UInt8(1 << (bit % 8))
+            if offset < inode.current.count { inode.current[offset] ^= UInt8(1 << (bit % 8)) }
+            s.inodes[id] = inode
+        }
+    }
+
+    /// The paths of every file, for tests that pick one to damage.
+    public var filePaths: [String] {
+        state.withLock { Array($0.names.keys) }
     }
 
     /// The current contents of `path` (as the running system sees it), for assertions.

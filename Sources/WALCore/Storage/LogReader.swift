@@ -17,6 +17,8 @@ public final class LogReader {
     private let hold: SegmentHold
     private var window: FileWindow?
     private var segment: SegmentInfo?
+    /// How the open segment lays out its frames.
+    private var layout = RecordFrame.Layout.current
     private var segmentSize = 0
     private var offset = 0
     /// The LSN `next` returns next.
@@ -87,12 +89,12 @@ public final class LogReader {
     }
 
     private func decodeNext(_ window: FileWindow) throws -> (UnsafeRawBufferPointer, RecordFrame.Decoded) {
-        var view = try window.view(from: offset, minimum: RecordFrame.headerSize)
-        let maxPayload = max(0, segmentSize - offset - RecordFrame.headerSize)
-        var decoded = RecordFrame.decode(view, at: 0, expectedLSN: nextLSN, maxPayload: maxPayload)
+        var view = try window.view(from: offset, minimum: layout.headerSize)
+        let maxPayload = max(0, segmentSize - offset - layout.headerSize)
+        var decoded = RecordFrame.decode(view, at: 0, expectedLSN: nextLSN, maxPayload: maxPayload, layout: layout)
         if case .needMore(let bytes) = decoded {
             view = try window.view(from: offset, minimum: bytes)
-            decoded = RecordFrame.decode(view, at: 0, expectedLSN: nextLSN, maxPayload: maxPayload)
+            decoded = RecordFrame.decode(view, at: 0, expectedLSN: nextLSN, maxPayload: maxPayload, layout: layout)
         }
         return (view, decoded)
     }
@@ -138,13 +140,15 @@ public final class LogReader {
             throw corruption("segment header says first LSN \(header.firstLSN)")
         }
         hold.move(to: found.segment.firstLSN)
+        layout = header.layout
         offset = SegmentHeader.size
         var lsn = found.segment.firstLSN
         while lsn < nextLSN {
-            let view = try newWindow.view(from: offset, minimum: RecordFrame.headerSize)
-            var decoded = RecordFrame.decode(view, at: 0, expectedLSN: lsn, maxPayload: segmentSize)
+            let view = try newWindow.view(from: offset, minimum: layout.headerSize)
+            var decoded = RecordFrame.decode(view, at: 0, expectedLSN: lsn, maxPayload: segmentSize, layout: layout)
             if case .needMore(let bytes) = decoded {
-                decoded = RecordFrame.decode(try newWindow.view(from: offset, minimum: bytes), at: 0, expectedLSN: lsn, maxPayload: segmentSize)
+                decoded = RecordFrame.decode(try newWindow.view(from: offset, minimum: bytes), at: 0, expectedLSN: lsn,
+                                             maxPayload: segmentSize, layout: layout)
             }
             guard case .record(_, _, let next) = decoded else {
                 let saved = nextLSN

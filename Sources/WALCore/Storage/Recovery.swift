@@ -1,7 +1,10 @@
 // Opening a data directory: find the segments, check that they form one unbroken log,
-// scan the last one to find where the log ends, and cut a torn tail left by a crash.
-// Damage anywhere else is corruption: open fails naming file, byte offset and LSN, unless
-// repair was asked for, which keeps a `.broken` copy of what it cuts.
+// scan the last one to find where the log ends, and cut a torn tail left by a crash (keeping
+// a copy of the bytes it cuts). What counts as torn rests on facts the log records itself
+// (docs/format.md, "Recovery rules"): the clean-shutdown marker, the durable LSN every v2
+// record carries, and whether the damaged frame has a sector that was never written.
+// Damage to data that may have been acknowledged is corruption: open fails naming file, byte
+// offset and LSN, unless repair was asked for, which keeps a `.broken` copy of what it cuts.
 import Logging
 #if canImport(Glibc)
 import Glibc
@@ -14,12 +17,108 @@ struct RecoveredLog {
     var lastLSN: LSN
     /// Where the next record goes in the last segment.
     var endOffset: Int
+    /// How the last segment lays out its frames (v1 for a log written before version 2).
+    var lastLayout: RecordFrame.Layout = .current
+}
+
+/// What the end of the last segment is: a write the crash interrupted, or damage.
+enum TailVerdict: Equatable {
+    /// Nothing there was ever acknowledged as durable: cut it, say why.
+    case torn(String)
+    /// Data that may have been acknowledged is damaged: refuse, say why.
+    case corruption(String)
+
+    /// Judges `damage` at the end of the log's last segment. `clean` says the log was stopped
+    /// cleanly (the marker `CLEAN`): everything was synced, so nothing can be torn.
+    static func judge(_ damage: SegmentScan.Damage, layout: RecordFrame.Layout, clean: Bool) -> TailVerdict {
+        let reason = damage.reason
+        if clean {
+            return .corruption("\(reason); the log was stopped cleanly (every record was synced), so this is damage, not a torn write")
+        }
+        guard damage.tornSignature else {
+            let follows = damage.validRecordFollows.map { "; a valid record (LSN \($0.lsn)) follows at byte \($0.offset)" } ?? ""
+            return .corruption("\(reason): the record is complete (no unwritten sector in it), so it was damaged after it was written, not torn by a crash\(follows)")
+        }
+        guard let follows = damage.validRecordFollows else { return .torn(reason) }
+        guard layout.hasCommitted else {
+            // Version 1 records carry no durable LSN: valid data after damage may have been acknowledged.
+            return .corruption("\(reason), but a valid record (LSN \(follows.lsn)) follows at byte \(follows.offset)")
+        }
+        let committed = damage.laterCommitted ?? 0
+        if committed >= damage.expectedLSN {
+            return .corruption("\(reason), but the record at LSN \(follows.lsn) (byte \(follows.offset)), written later, says everything through LSN \(committed) was durable")
+        }
+        return .torn("\(reason); the records after it (from LSN \(follows.lsn)) were written when only LSN \(committed) was durable, so none of these was ever acknowledged: unsynced pages reached the disk out of order")
+    }
+}
+
+/// The marker a clean close leaves (`CLEAN` in the data directory): the log was synced whole,
+/// through `lastLSN`. Open reads it and removes it durably before any write.
+struct CleanMarker: Equatable {
+    static let name = "CLEAN"
+    let logID: LogID
+    let lastLSN: LSN
+
+    var encoded: [UInt8] { Array("wald clean shutdown\nlog_id \(logID)\nlast_lsn \(lastLSN)\n".utf8) }
+
+    init(logID: LogID, lastLSN: LSN) {
+        self.logID = logID
+        self.lastLSN = lastLSN
+    }
+
+    /// Parses a marker; nil for anything else (then the stop is treated as a crash: the safe side).
+    init?(_ bytes: [UInt8]) {
+        let lines = String(decoding: bytes, as: UTF8.self).split(separator: "\n")
+        guard lines.count == 3, lines[0] == "wald clean shutdown",
+              lines[1].hasPrefix("log_id "), let id = LogID(String(lines[1].dropFirst(7))),
+              lines[2].hasPrefix("last_lsn "), let last = LSN(lines[2].dropFirst(9)) else { return nil }
+        logID = id
+        lastLSN = last
+    }
+
+    /// The marker in `directory`, if any (unreadable counts as none).
+    static func read(io: any FileIO, directory: String) -> CleanMarker? {
+        let path = joinPath(directory, name)
+        guard let handle = try? io.open(path, mode: .readOnly) else { return nil }
+        defer { io.close(handle) }
+        guard let bytes = try? io.read(handle, count: 256, at: 0, path: path) else { return nil }
+        return CleanMarker(bytes)
+    }
+
+    /// Writes the marker durably: temp file, fdatasync, rename, directory fsync.
+    func write(io: any FileIO, directory: String) throws {
+        let temp = joinPath(directory, Self.name + ".tmp")
+        try? io.remove(temp)
+        let handle = try io.open(temp, mode: .createExclusive)
+        defer { io.close(handle) }
+        try io.write(handle, encoded, at: 0, path: temp)
+        try io.syncData(handle, path: temp)
+        try io.rename(temp, to: joinPath(directory, Self.name))
+        try io.syncDirectory(directory)
+    }
+
+    /// Removes the marker durably (before the log takes writes: a later crash must not look clean).
+    static func remove(io: any FileIO, directory: String) throws {
+        let path = joinPath(directory, name)
+        guard let handle = try? io.open(path, mode: .readOnly) else { return }
+        io.close(handle)
+        try io.remove(path)
+        try io.syncDirectory(directory)
+    }
 }
 
 enum Recovery {
     static func recover(_ options: WALOptions, logger: Logger) throws -> RecoveredLog {
+        let recovered = try recoverSegments(options, logger: logger)
+        // From here on a crash is a crash: the marker goes before the first write.
+        try CleanMarker.remove(io: options.io, directory: options.directory)
+        return recovered
+    }
+
+    private static func recoverSegments(_ options: WALOptions, logger: Logger) throws -> RecoveredLog {
         let io = options.io
         let dir = options.directory
+        let marker = CleanMarker.read(io: io, directory: dir)
         while true {
             var names = try segmentNames(io: io, options: options)
             if names.isEmpty {
@@ -83,26 +182,34 @@ enum Recovery {
                     try cut(io: io, path: path, at: scan.endOffset, through: scan.damage?.dirtyEnd ?? scan.fileSize)
                     try quarantine(io: io, dir: dir, names: Array(names[(index + 1)...]))
                     names.removeSubrange((index + 1)...)
-                    result = RecoveredLog(logID: logID!, segments: names, lastLSN: scan.lastLSN, endOffset: scan.endOffset)
+                    result = RecoveredLog(logID: logID!, segments: names, lastLSN: scan.lastLSN, endOffset: scan.endOffset,
+                                          lastLayout: scan.header.layout)
                     break
                 }
+                let clean = marker.map { $0.logID == logID } ?? false
                 if let damage = scan.damage {
-                    if let follows = damage.validRecordFollows {
-                        let error = WALError.corruption(
-                            file: path, offset: damage.offset, lsn: damage.expectedLSN,
-                            reason: "\(damage.reason), but a valid record (LSN \(follows.lsn)) follows at byte \(follows.offset)")
+                    switch TailVerdict.judge(damage, layout: scan.header.layout, clean: clean) {
+                    case .corruption(let reason):
+                        let error = WALError.corruption(file: path, offset: damage.offset, lsn: damage.expectedLSN, reason: reason)
                         guard options.repair else { throw error }
                         logger.warning("repair: cutting the log", metadata: ["error": "\(error)"])
                         try keepBrokenCopy(io: io, path: path)
-                    } else {
-                        logger.notice("cutting torn tail after crash", metadata: [
-                            "file": "\(path)", "offset": "\(damage.offset)", "last_lsn": "\(scan.lastLSN)",
-                            "reason": "\(damage.reason)",
+                    case .torn(let reason):
+                        let copy = try keepCutBytes(io: io, path: path, from: damage.offset, to: damage.dirtyEnd)
+                        logger.warning("cutting a torn tail left by a crash: nothing in it was acknowledged as durable", metadata: [
+                            "file": "\(path)", "offset": "\(damage.offset)", "first_cut_lsn": "\(damage.expectedLSN)",
+                            "last_lsn": "\(scan.lastLSN)", "bytes": "\(damage.dirtyEnd - damage.offset)",
+                            "copy": "\(copy ?? "none")", "reason": "\(reason)",
                         ])
                     }
                     try cut(io: io, path: path, at: damage.offset, through: damage.dirtyEnd)
+                } else if clean, let marker, marker.lastLSN != scan.lastLSN, !options.repair {
+                    throw WALError.corruption(
+                        file: path, offset: scan.endOffset, lsn: scan.lastLSN + 1,
+                        reason: "the log was stopped cleanly at LSN \(marker.lastLSN) but ends at LSN \(scan.lastLSN)")
                 }
-                result = RecoveredLog(logID: logID!, segments: names, lastLSN: scan.lastLSN, endOffset: scan.endOffset)
+                result = RecoveredLog(logID: logID!, segments: names, lastLSN: scan.lastLSN, endOffset: scan.endOffset,
+                                      lastLayout: scan.header.layout)
             }
             return result!
         }
@@ -153,6 +260,28 @@ enum Recovery {
         try io.rename(tempPath, to: joinPath(options.directory, name))
         try io.syncDirectory(options.directory)
         return name
+    }
+
+    /// Copies the bytes [start, end) of `path` to `<path>.torn.<start>` durably before a cut, so
+    /// what was cut can still be looked at. Returns the copy's path (nil when there is nothing).
+    static func keepCutBytes(io: any FileIO, path: String, from start: Int, to end: Int) throws -> String? {
+        guard end > start else { return nil }
+        let target = path + ".torn.\(start)"
+        try? io.remove(target)
+        let source = try io.open(path, mode: .readOnly)
+        defer { io.close(source) }
+        let destination = try io.open(target, mode: .createExclusive)
+        defer { io.close(destination) }
+        var offset = start
+        while offset < end {
+            let chunk = try io.read(source, count: min(1 << 20, end - offset), at: offset, path: path)
+            if chunk.isEmpty { break }
+            try io.write(destination, chunk, at: offset - start, path: target)
+            offset += chunk.count
+        }
+        try io.syncData(destination, path: target)
+        try io.syncDirectory(parentDirectory(of: path))
+        return target
     }
 
     /// Zeroes [offset, end) so nothing of a torn record is left to be misread later, then fdatasyncs.

@@ -28,6 +28,7 @@ public func verifyLog(directory: String, segmentPrefix: String = "wal-", io: any
     var options = WALOptions(directory: directory)
     options.segmentPrefix = segmentPrefix
     var report = VerifyReport()
+    let marker = CleanMarker.read(io: io, directory: directory)
     let names = try wrapIO { try io.list(directory) }
         .compactMap { name in SegmentName.parse(name, prefix: segmentPrefix).map { SegmentInfo(firstLSN: $0, name: name) } }
         .sorted { $0.firstLSN < $1.firstLSN }
@@ -57,17 +58,26 @@ public func verifyLog(directory: String, segmentPrefix: String = "wal-", io: any
         report.segments.append(.init(name: segment.name, firstLSN: segment.firstLSN, lastLSN: scan.lastLSN,
                                      records: scan.recordCount, bytes: scan.fileSize))
         let isLast = index == names.count - 1
+        // The same judgement as open (docs/format.md, "Recovery rules").
+        let clean = marker.map { $0.logID == header.logID } ?? false
         if let damage = scan.damage {
-            if isLast && damage.validRecordFollows == nil {
+            var verdict = TailVerdict.corruption(damage.reason)
+            if isLast {
+                verdict = TailVerdict.judge(damage, layout: header.layout, clean: clean)
+            } else if let follows = damage.validRecordFollows {
+                verdict = .corruption(damage.reason + ", but a valid record (LSN \(follows.lsn)) follows at byte \(follows.offset)")
+            }
+            switch verdict {
+            case .torn:
                 report.tornTail = (path, damage.offset, damage.expectedLSN)
-            } else {
-                var reason = damage.reason
-                if let follows = damage.validRecordFollows {
-                    reason += ", but a valid record (LSN \(follows.lsn)) follows at byte \(follows.offset)"
-                }
+            case .corruption(let reason):
                 report.damage = .corruption(file: path, offset: damage.offset, lsn: damage.expectedLSN, reason: reason)
                 return report
             }
+        } else if isLast, clean, let marker, marker.lastLSN != scan.lastLSN {
+            report.damage = .corruption(file: path, offset: scan.endOffset, lsn: scan.lastLSN + 1,
+                                        reason: "the log was stopped cleanly at LSN \(marker.lastLSN) but ends at LSN \(scan.lastLSN)")
+            return report
         }
         if !isLast && scan.lastLSN != names[index + 1].firstLSN - 1 {
             report.damage = .corruption(

@@ -170,10 +170,10 @@ public final class WAL: Sendable {
         var firstError: (any Error)?
         do { _ = try await sync() } catch { firstError = error }
         var fx = Effects()
-        let (handle, wasFailed) = state.withLock { w -> (IOHandle, Bool) in
+        let (handle, wasFailed, lastLSN, everythingDurable) = state.withLock { w -> (IOHandle, Bool, LSN, Bool) in
             w.isClosed = true
             w.failAll(with: .closed, &fx)
-            return (w.activeHandle, w.failure != nil)
+            return (w.activeHandle, w.failure != nil, w.nextLSN - 1, w.durable == w.nextLSN - 1 && w.buffer.isEmpty)
         }
         fx.perform()
         timer.withLock { t in
@@ -188,6 +188,15 @@ public final class WAL: Sendable {
         state.withLock { $0.housekeeping = nil }
         preparer.discard()
         io.close(handle)
+        // Synced whole: say so, so that the next open treats any damage as corruption.
+        if firstError == nil && !wasFailed && everythingDurable {
+            do {
+                try CleanMarker(logID: logID, lastLSN: lastLSN).write(io: io, directory: directory)
+            } catch {
+                logger.warning("could not write the clean-shutdown marker; the next open treats this stop as a crash",
+                               metadata: ["error": "\(error)"])
+            }
+        }
         io.unlock(lock)
         if let firstError, !wasFailed { throw firstError }
     }

@@ -122,6 +122,9 @@ struct Writer: ~Copyable {
     let directory: String
 
     var active: SegmentInfo
+    /// How the segment being filled lays out its frames: v1 for a segment written before
+    /// version 2, until the first rotation; every new segment is `.current`.
+    var activeLayout: RecordFrame.Layout
     var activeHandle: IOHandle
     var activePath: String
     /// File offset (in the segment being filled) where `buffer[0]` goes.
@@ -174,6 +177,7 @@ struct Writer: ~Copyable {
         self.preparer = preparer
         self.durableCell = durableCell
         active = recovered.segments.last!
+        activeLayout = recovered.lastLayout
         self.activeHandle = activeHandle
         activePath = joinPath(options.directory, active.name)
         writeOffset = recovered.endOffset
@@ -207,36 +211,42 @@ struct Writer: ~Copyable {
         try checkWritable()
         let count = batch.count
         guard count > 0 else { throw .emptyBatch }
-        var frameBytes = 0
+        var payloadBytes = 0
         var tooLarge: Int?
         let limit = recordLimit ?? options.maxRecordBytes
         batch.forEach { record in
             if record.count > limit { tooLarge = tooLarge ?? record.count }
-            frameBytes += RecordFrame.headerSize + record.count
+            payloadBytes += record.count
         }
         if let tooLarge { throw .recordTooLarge(size: tooLarge, limit: limit) }
         // The last LSN of the batch must leave room for `nextLSN` after it.
         guard UInt64(count) < LSN.max - nextLSN + 1 else {
             throw .exhausted(lastLSN: nextLSN - 1)
         }
+        // Frames go into the segment being filled, or into a new one (always `.current`) once
+        // a break is pending or this batch needs one.
         let filled: Int
         if let last = breaks.last {
             filled = SegmentHeader.size + (buffer.count - last.offset)
         } else {
             filled = writeOffset + buffer.count
         }
-        if filled + frameBytes > options.maxSegmentBytes && filled > SegmentHeader.size {
+        var layout = breaks.isEmpty ? activeLayout : .current
+        if filled + payloadBytes + count * layout.headerSize > options.maxSegmentBytes && filled > SegmentHeader.size {
             breaks.append(Break(offset: buffer.count, firstLSN: nextLSN))
+            layout = .current
         }
         let first = nextLSN
         var lsn = first
+        // Every frame carries the durable LSN of this moment (the commit point recovery reads).
+        let committed = durable
         batch.forEach { record in
-            RecordFrame.append(lsn: lsn, payload: record, to: &buffer)
+            RecordFrame.append(lsn: lsn, committed: committed, payload: record, to: &buffer, layout: layout)
             lsn += 1
         }
         nextLSN = lsn
         appendedRecords.increment(by: count)
-        appendedBytes.increment(by: frameBytes - count * RecordFrame.headerSize)
+        appendedBytes.increment(by: payloadBytes)
         return first
     }
 
@@ -516,6 +526,7 @@ struct Writer: ~Copyable {
             switch installed {
             case .success(let segment):
                 active = SegmentInfo(firstLSN: firstLSN, name: segment.name)
+                activeLayout = .current
                 activeHandle = segment.handle
                 activePath = segment.path
                 catalog.append(active)
@@ -539,6 +550,10 @@ struct Writer: ~Copyable {
                     deliverRefusal(refusal, &fx)
                 }
                 if !buffer.isEmpty { breaks.insert(Break(offset: 0, firstLSN: written + 1), at: 0) }
+                // No retry from here: with the disk still full it would loop on the sync thread.
+                // The next write (an append, the flush timer) tries the rotation again.
+                resumeWriting(&fx, write: false)
+                return
             }
             resumeWriting(&fx)
         case .erase(let refusal):
@@ -579,15 +594,16 @@ struct Writer: ~Copyable {
     }
 
     /// After a pause: wake library appends that waited, tell the loop, write what piled up.
-    private mutating func resumeWriting(_ fx: inout Effects) {
+    private mutating func resumeWriting(_ fx: inout Effects, write: Bool = true) {
         fx.wakes.append(contentsOf: pauseWaiters)
         pauseWaiters.removeAll()
         emit(.writable)
-        writeBuffer(&fx)
+        if write { writeBuffer(&fx) }
     }
 
     private mutating func adopt(logID: LogID, firstLSN: LSN, segment: GroupCommit.Installed) {
         active = SegmentInfo(firstLSN: firstLSN, name: segment.name)
+        activeLayout = .current
         activeHandle = segment.handle
         activePath = segment.path
         writeOffset = SegmentHeader.size
