@@ -2,7 +2,11 @@
 // `SimulatedFileIO`, and the log is opened. The first input byte picks the directory:
 //   0: the rest is the whole segment file (header included), the log's only segment;
 //   1: a valid header (first LSN 1) followed by the rest, the only segment;
-//   2: a valid first segment holding LSNs 1...3, then a valid header (first LSN 4) + the rest.
+//   2: a valid first segment holding LSNs 1...3, then a valid header (first LSN 4) + the rest;
+//   3: structure-aware: the rest describes a well-formed segment (valid header and frames,
+//      valid CRCs) whose first LSN, record LSNs, lengths and committed LSNs are picked from
+//      the edges (0, 1, 2^32 ± 1, 2^63, 2^64 − 2, 2^64 − 1), so the arithmetic on values read
+//      from a file meets its limits with every check but the values' own passing.
 // Properties: verifyLog never crashes; open either fails with a typed WALError or yields a
 // log whose every record reads back with dense LSNs, and whose records in the fuzzed
 // segment are the input's own bytes (recovery keeps a prefix, never invents); after such an
@@ -24,7 +28,9 @@ enum RecoveryTarget {
         try! io.createDirectory(directory)
         let lastFirstLSN: LSN
         var segment: [UInt8]
-        switch mode % 3 {
+        switch mode % 4 {
+        case 3:
+            (lastFirstLSN, segment) = structuredSegment(rest)
         case 0:
             lastFirstLSN = 1
             segment = rest
@@ -40,7 +46,7 @@ enum RecoveryTarget {
             lastFirstLSN = LSN(earlierRecords.count + 1)
             segment = SegmentHeader(logID: logID, firstLSN: lastFirstLSN, previousFirstLSN: 1, createdMillis: 0).encoded() + rest
         }
-        let lastName = "wal-" + String(repeating: "0", count: 20 - "\(lastFirstLSN)".count) + "\(lastFirstLSN).wal"
+        let lastName = SegmentName.make(prefix: "wal-", firstLSN: lastFirstLSN)
         write(io, name: lastName, segment)
 
         // verifyLog only reads: run it on the untouched directory.
@@ -55,7 +61,16 @@ enum RecoveryTarget {
             do {
                 let wal = try await WAL.open(options)
                 let result = try await readAll(wal)
-                let appended = try await wal.append(Array("after recovery".utf8))
+                let appended: LSN
+                do {
+                    appended = try await wal.append(Array("after recovery".utf8))
+                } catch WALError.exhausted(let last) {
+                    // A log at the end of the LSN space takes nothing more, and says so.
+                    invariant(last == wal.lastLSN && last >= LSN.max - 1, "exhausted at LSN \(last)")
+                    try await wal.close()
+                    return .success(Opened(records: result.records, firstLSN: result.firstLSN, appended: nil,
+                                           reopened: .success(result.records)))
+                }
                 try await wal.close()
                 // Reopen in the same task: one thread handoff per input instead of two.
                 let reopened: Result<[Record], WALError>
@@ -97,13 +112,15 @@ enum RecoveryTarget {
             invariant(repaired == nil, "after repair the log does not open cleanly: \(repaired ?? "")")
         case .success(let log):
             checkPrefix(log, segment: segment, lastFirstLSN: lastFirstLSN)
-            invariant(log.appended == log.firstLSN + LSN(log.records.count), "append after recovery got LSN \(log.appended)")
             guard case .success(let records) = log.reopened else {
                 invariant(false, "a recovered log did not reopen: \(log.reopened)")
                 return
             }
-            invariant(records.map(\.payload) == log.records.map(\.payload) + [Array("after recovery".utf8)],
-                      "reopening changed the records")
+            if let appended = log.appended {
+                invariant(appended == log.firstLSN + LSN(log.records.count), "append after recovery got LSN \(appended)")
+                invariant(records.map(\.payload) == log.records.map(\.payload) + [Array("after recovery".utf8)],
+                          "reopening changed the records")
+            }
             do {
                 let report = try verifyLog(directory: directory, io: io)
                 invariant(report.damage == nil && report.tornTail == nil, "verifyLog finds damage after recovery: \(report.damage.map { "\($0)" } ?? "torn tail")")
@@ -113,10 +130,45 @@ enum RecoveryTarget {
         }
     }
 
+    /// Values at the edges of what u32 and u64 fields can hold.
+    static let edges: [UInt64] = [0, 1, 2, 3, 0xFFFF_FFFE, 0xFFFF_FFFF, 0x1_0000_0000, 0x1_0000_0001, 1 << 63,
+                                  UInt64.max - 2, UInt64.max - 1, UInt64.max]
+
+    /// A segment built from `input`: byte 0 picks the first LSN; then each 4-byte group is a
+    /// record: LSN (the expected one, or an edge), length class, committed (below, or an edge).
+    static func structuredSegment(_ input: [UInt8]) -> (LSN, [UInt8]) {
+        var bytes = input.makeIterator()
+        func next() -> UInt8 { bytes.next() ?? 0 }
+        let firstLSN = max(1, edges[Int(next()) % edges.count])
+        var segment = SegmentHeader(logID: logID, firstLSN: firstLSN, previousFirstLSN: 0, createdMillis: 0).encoded()
+        var expected = firstLSN
+        for _ in 0..<min(input.count / 4, 64) {
+            let lsnChoice = next(), lengthChoice = next(), committedChoice = next(), fill = next()
+            let lsn = lsnChoice < 200 ? expected : edges[Int(lsnChoice) % edges.count]
+            let length = Int(lengthChoice % 40)
+            let committed = committedChoice < 200 ? (lsn == 0 ? 0 : lsn - 1) : edges[Int(committedChoice) % edges.count]
+            let payload = [UInt8](repeating: fill, count: length)
+            payload.withUnsafeBytes { RecordFrame.append(lsn: lsn, committed: committed, payload: $0, to: &segment) }
+            if lengthChoice >= 250 {
+                // A length field that lies (its CRC recomputed, so only the length is wrong).
+                let start = segment.count - length - RecordFrame.headerSize
+                let forged = UInt32(truncatingIfNeeded: edges[Int(fill) % edges.count])
+                segment.withUnsafeMutableBytes { out in
+                    out.storeBytes(of: forged.littleEndian, toByteOffset: start + 4, as: UInt32.self)
+                    let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: out[(start + 4)...]))
+                    out.storeBytes(of: crc.littleEndian, toByteOffset: start, as: UInt32.self)
+                }
+            }
+            if expected < LSN.max { expected += 1 }
+        }
+        return (firstLSN, segment)
+    }
+
     struct Opened: Sendable {
         let records: [Record]
         let firstLSN: LSN
-        let appended: LSN
+        /// The LSN of the append after recovery; nil when the log is at the end of the LSN space.
+        let appended: LSN?
         let reopened: Result<[Record], WALError>
     }
 
