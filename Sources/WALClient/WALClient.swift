@@ -97,10 +97,15 @@ public final class WALClient: Sendable {
         try await append(batch: [record], buffered: buffered).firstLSN
     }
 
-    /// Appends records as one batch; returns the first LSN and the count.
+    /// Appends records as one batch; returns the first LSN and the count. With `expectedLSN`,
+    /// only if the batch's first record gets that LSN: otherwise the server writes nothing and
+    /// this throws `.server(code: .conflict, …)` naming the log's next LSN, so a retry after a
+    /// timeout or an error can never append the batch twice.
     @discardableResult
-    public func append(batch records: [[UInt8]], buffered: Bool = false) async throws -> (firstLSN: UInt64, count: UInt32) {
-        let response = try await call(.append(records: records.map { ArraySlice($0) }, buffered: buffered))
+    public func append(batch records: [[UInt8]], buffered: Bool = false,
+                       expectedLSN: UInt64? = nil) async throws -> (firstLSN: UInt64, count: UInt32) {
+        let response = try await call(.append(records: records.map { ArraySlice($0) }, buffered: buffered,
+                                              expectedLSN: expectedLSN))
         guard case .appended(let first, let count) = response else { throw unexpected(response) }
         return (first, count)
     }

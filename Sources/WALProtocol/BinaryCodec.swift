@@ -57,6 +57,7 @@ public enum BinaryCodec {
         switch Opcode(rawValue: frame.opcode) {
         case .append:
             let flags = try body.u8("flags")
+            let expected = flags & 2 == 2 ? try body.u64("expectedLSN") : nil
             let count = try body.u32("count")
             // Each record needs at least its 4-byte length: bound the array before allocating.
             guard Int(count) <= body.remaining / 4 else {
@@ -70,7 +71,7 @@ public enum BinaryCodec {
             }
             try body.expectEnd("APPEND")
             guard count > 0 else { throw ProtocolError(.badRequest, "APPEND with count 0", closesConnection: false) }
-            return .append(records: records, buffered: flags & 1 == 1)
+            return .append(records: records, buffered: flags & 1 == 1, expectedLSN: expected)
         case .replay:
             let from = try body.u64("fromLSN")
             let maxCount = try body.u64("maxCount")
@@ -107,9 +108,10 @@ public enum BinaryCodec {
     public static func encode(_ request: Request, into out: inout [UInt8]) {
         let start = beginFrame(&out)
         switch request {
-        case .append(let records, let buffered):
+        case .append(let records, let buffered, let expected):
             out.append(Opcode.append.rawValue)
-            out.append(buffered ? 1 : 0)
+            out.append((buffered ? 1 : 0) | (expected == nil ? 0 : 2))
+            if let expected { appendU64(expected, &out) }
             appendU32(UInt32(records.count), &out)
             for record in records {
                 appendU32(UInt32(record.count), &out)
@@ -328,12 +330,19 @@ public enum FrameView {
     /// exactly `count` × (`len:u32` `bytes`). Throws like `decodeRequest`.
     public static func append(
         body: UnsafeRawBufferPointer
-    ) throws(ProtocolError) -> (buffered: Bool, count: Int, records: UnsafeRawBufferPointer) {
+    ) throws(ProtocolError) -> (buffered: Bool, expectedLSN: UInt64?, count: Int, records: UnsafeRawBufferPointer) {
         guard body.count >= 1 else { throw short("flags") }
         let flags = body[0]
-        guard body.count >= 5 else { throw short("count") }
-        let count = Int(readU32(body, at: 1))
-        let records = UnsafeRawBufferPointer(rebasing: body[5...])
+        var position = 1
+        var expected: UInt64?
+        if flags & 2 == 2 {
+            guard body.count >= 9 else { throw short("expectedLSN") }
+            expected = UInt64(readU32(body, at: 1)) << 32 | UInt64(readU32(body, at: 5))
+            position = 9
+        }
+        guard body.count >= position + 4 else { throw short("count") }
+        let count = Int(readU32(body, at: position))
+        let records = UnsafeRawBufferPointer(rebasing: body[(position + 4)...])
         // Each record needs at least its 4-byte length.
         guard count <= records.count / 4 else {
             throw ProtocolError(.badRequest, "APPEND count \(count) is larger than the body holds", closesConnection: true)
@@ -350,7 +359,7 @@ public enum FrameView {
             throw ProtocolError(.badRequest, "APPEND body has \(records.count - offset) bytes more than its fields", closesConnection: true)
         }
         guard count > 0 else { throw ProtocolError(.badRequest, "APPEND with count 0", closesConnection: false) }
-        return (flags & 1 == 1, count, records)
+        return (flags & 1 == 1, expected, count, records)
     }
 
     private static func short(_ field: String) -> ProtocolError {

@@ -11,6 +11,8 @@ public enum ErrorCode: UInt16, Sendable, CaseIterable, CustomStringConvertible {
     case noSpace = 6
     case unauthorized = 7
     case busy = 8
+    /// A conditional append whose expected LSN is not the log's next; nothing was written.
+    case conflict = 9
 
     /// The name used by the text protocol.
     public var name: String {
@@ -23,6 +25,7 @@ public enum ErrorCode: UInt16, Sendable, CaseIterable, CustomStringConvertible {
         case .noSpace: "NO_SPACE"
         case .unauthorized: "UNAUTHORIZED"
         case .busy: "BUSY"
+        case .conflict: "CONFLICT"
         }
     }
 
@@ -59,8 +62,9 @@ public enum Opcode: UInt8, Sendable {
 
 /// A request from a client.
 public enum Request: Sendable, Equatable {
-    /// Records to append as one batch; `buffered` acknowledges before fsync.
-    case append(records: [ArraySlice<UInt8>], buffered: Bool)
+    /// Records to append as one batch; `buffered` acknowledges before fsync; with
+    /// `expectedLSN`, only if the batch's first record gets that LSN (else CONFLICT).
+    case append(records: [ArraySlice<UInt8>], buffered: Bool, expectedLSN: UInt64? = nil)
     /// Stream records from `from` (0 = first available); `maxCount` 0 = no limit; `follow`
     /// keeps streaming new durable records.
     case replay(from: UInt64, maxCount: UInt64, follow: Bool)

@@ -36,6 +36,14 @@ public enum TextCodec {
         switch command {
         case "APPEND":
             return .append(records: [ArraySlice(rest)], buffered: false)
+        case "APPENDAT":
+            // APPENDAT <lsn> <rest of line>: appended only as LSN <lsn>.
+            let space = rest.firstIndex(of: UInt8(ascii: " "))
+            let word = String(decoding: rest[rest.startIndex..<(space ?? rest.endIndex)], as: UTF8.self)
+            guard !word.isEmpty else { throw bad("usage: APPENDAT <lsn> <rest of line>") }
+            let lsn = try number(word, "lsn")
+            let payload = space.map { rest[($0 + 1)...] } ?? rest[rest.endIndex...]
+            return .append(records: [ArraySlice(payload)], buffered: false, expectedLSN: lsn)
         case "REPLAY":
             guard !words.isEmpty, words.count <= 3 else { throw bad("usage: REPLAY <from> [<count>] [FOLLOW]") }
             let from = try number(words[0], "from")
@@ -64,7 +72,7 @@ public enum TextCodec {
         case "METRICS": return try noArguments(.metrics, words, "METRICS")
         case "PROMOTE": return try noArguments(.promote, words, "PROMOTE")
         default:
-            throw bad("unknown command '\(quoted(command))'; try PING, APPEND, REPLAY, SYNC, INFO, TRUNCATE, AUTH, QUIT")
+            throw bad("unknown command '\(quoted(command))'; try PING, APPEND, APPENDAT, REPLAY, SYNC, INFO, TRUNCATE, AUTH, QUIT")
         }
     }
 

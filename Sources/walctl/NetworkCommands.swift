@@ -10,6 +10,9 @@ struct Append: AsyncParsableCommand {
     @OptionGroup var connection: ServerOptions
     @Flag(help: "Acknowledge before fsync (durable at the next flush interval).") var buffered = false
     @Flag(help: "Read all of stdin as one record.") var raw = false
+    @Option(name: .customLong("expect-lsn"),
+            help: "Append only if the first record gets this LSN (the log's next); otherwise fail with CONFLICT and write nothing. Safe to retry.")
+    var expectLSN: UInt64?
     @Argument(help: "Records to append.") var data: [String] = []
 
     func run() async throws {
@@ -25,11 +28,14 @@ struct Append: AsyncParsableCommand {
             while let line = readLine(strippingNewline: true) { records.append(Array(line.utf8)) }
         }
         guard !records.isEmpty else { throw ValidationError("nothing to append") }
-        // Batches of up to 1000 records keep each frame well under the frame limit.
+        // Batches of up to 1000 records keep each frame well under the frame limit; with
+        // --expect-lsn each batch expects the LSN after the previous one.
         var index = 0
+        var expected = expectLSN
         while index < records.count {
             let batch = Array(records[index..<min(index + 1000, records.count)])
-            let (first, count) = try await client.append(batch: batch, buffered: buffered)
+            let (first, count) = try await client.append(batch: batch, buffered: buffered, expectedLSN: expected)
+            if expected != nil { expected = first + UInt64(count) }
             for offset in 0..<UInt64(count) { print(first + offset) }
             index += batch.count
         }

@@ -52,9 +52,10 @@ enum BinaryProtocolTarget {
             }
             return
         }
-        if case .append(let records, _) = request {
+        if case .append(let records, _, let expectedLSN) = request {
             invariant(!records.isEmpty, "APPEND with no records decoded")
-            invariant(records.reduce(0) { $0 + 4 + $1.count } + 5 == frame.body.count, "APPEND records do not add up to the body")
+            invariant(records.reduce(0) { $0 + 4 + $1.count } + 5 + (expectedLSN == nil ? 0 : 8) == frame.body.count,
+                      "APPEND records do not add up to the body")
         }
         var encoded: [UInt8] = []
         BinaryCodec.encode(request, into: &encoded)

@@ -46,9 +46,9 @@ enum TextProtocolTarget {
         }
         let canonical: [UInt8]
         switch request {
-        case .append(let records, _):
+        case .append(let records, _, let expectedLSN):
             invariant(records.count == 1, "a text APPEND carries one record")
-            canonical = Array("APPEND ".utf8) + records[0]
+            canonical = Array((expectedLSN.map { "APPENDAT \($0) " } ?? "APPEND ").utf8) + records[0]
         case .replay(let from, let count, let follow):
             canonical = Array("REPLAY \(from) \(count)\(follow ? " FOLLOW" : "")".utf8)
         case .sync: canonical = Array("SYNC".utf8)

@@ -228,7 +228,18 @@ public final class WAL: Sendable {
         try await append(PayloadCollection(records: records), durability: durability)
     }
 
-    private func append(_ batch: some RecordBatch, durability: Durability) async throws -> LSN {
+    /// A conditional append: the batch is appended only if its first record gets `expectedLSN`
+    /// (the log's next LSN); otherwise it throws `.conflict(expected:next:)` and writes nothing.
+    /// A client that does not know whether an earlier attempt landed (a timeout, NO_SPACE, a
+    /// failed fsync) retries with the same `expectedLSN` and can never append it twice.
+    @discardableResult
+    public func append<Records: Collection & Sendable>(
+        contentsOf records: Records, durability: Durability = .durable, expectedLSN: LSN
+    ) async throws -> LSN where Records.Element: RecordPayload {
+        try await append(PayloadCollection(records: records), durability: durability, expectedLSN: expectedLSN)
+    }
+
+    private func append(_ batch: some RecordBatch, durability: Durability, expectedLSN: LSN? = nil) async throws -> LSN {
         if durability == .buffered {
             while true {
                 var fx = Effects()
@@ -240,7 +251,7 @@ public final class WAL: Sendable {
                         && (w.hasUnacknowledged || w.buffer.count >= 4 * max(w.options.maxBufferBytes, 1 << 20)) {
                         return .success(nil)
                     }
-                    return Result { () throws(WALError) in try w.acceptAcknowledged(batch, &fx) }
+                    return Result { () throws(WALError) in try w.acceptAcknowledged(batch, expectedLSN: expectedLSN, &fx) }
                 }
                 fx.perform()
                 drainEvents()
@@ -255,7 +266,7 @@ public final class WAL: Sendable {
             var fx = Effects()
             state.withLock { w in
                 do {
-                    let accepted = try w.acceptUnacknowledged(batch, durable: true)
+                    let accepted = try w.acceptUnacknowledged(batch, durable: true, expectedLSN: expectedLSN)
                     w.waitDurable(accepted.last, returns: accepted.first, continuation, &fx)
                     w.writeBuffer(&fx)
                 } catch {
@@ -346,14 +357,22 @@ public final class WAL: Sendable {
 
     /// On the loop: accepts records answered only once written (`durable` false) or durable.
     /// Nothing is written until `flushOnLoop`. Throws `WALError` and then accepts nothing.
-    package func acceptOnLoop(_ records: LengthPrefixedRecords, durable: Bool) throws(WALError) -> Accepted {
-        try state.withLock { w throws(WALError) in try w.acceptUnacknowledged(records, durable: durable) }
+    /// With `expectedLSN`, only if the batch starts there (`.conflict` otherwise).
+    package func acceptOnLoop(_ records: LengthPrefixedRecords, durable: Bool, expectedLSN: LSN? = nil) throws(WALError) -> Accepted {
+        try state.withLock { w throws(WALError) in
+            try w.acceptUnacknowledged(records, durable: durable, expectedLSN: expectedLSN)
+        }
     }
 
-    /// On the loop: accepts one record (see `acceptOnLoop(_:durable:)`).
-    package func acceptOnLoop(payload: UnsafeRawBufferPointer, durable: Bool) throws(WALError) -> Accepted {
-        try state.withLock { w throws(WALError) in try w.acceptUnacknowledged(OneRawRecord(bytes: payload), durable: durable) }
+    /// On the loop: accepts one record (see `acceptOnLoop(_:durable:expectedLSN:)`).
+    package func acceptOnLoop(payload: UnsafeRawBufferPointer, durable: Bool, expectedLSN: LSN? = nil) throws(WALError) -> Accepted {
+        try state.withLock { w throws(WALError) in
+            try w.acceptUnacknowledged(OneRawRecord(bytes: payload), durable: durable, expectedLSN: expectedLSN)
+        }
     }
+
+    /// The LSN the next record will get.
+    package var nextLSN: LSN { state.withLock { $0.nextLSN } }
 
     /// On the loop: a record a follower received from its upstream, under the upstream's LSN
     /// (which must be the next one: `.outOfRange` otherwise), whatever its size; written at

@@ -29,6 +29,9 @@ public enum WALError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The log holds the largest LSN it can hand out (2^64 − 2): nothing more can be appended.
     /// Start a new log (another data directory).
     case exhausted(lastLSN: LSN)
+    /// A conditional append expected its first record to get `expected`, but the log's next
+    /// LSN is `next`; nothing was written. (The retry of an append that did land, or a race.)
+    case conflict(expected: LSN, next: LSN)
 
     public var description: String {
         switch self {
@@ -45,6 +48,8 @@ public enum WALError: Error, Equatable, Sendable, CustomStringConvertible {
             "LSN \(lsn) is out of range: the first available LSN is \(first), the last is \(last)"
         case .io(let error): error.description
         case .invalidOptions(let text): "invalid options: \(text)"
+        case .conflict(let expected, let next):
+            "the append expected LSN \(expected) but the log's next LSN is \(next); nothing was written"
         case .exhausted(let last):
             "the log is full: its last LSN \(last) leaves no LSN for another record; start a new log in another data directory"
         }

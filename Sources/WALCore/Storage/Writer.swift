@@ -207,10 +207,13 @@ struct Writer: ~Copyable {
     /// batch when it would not fit in the segment being filled.
     /// `recordLimit` replaces `maxRecordBytes` (a follower stores whatever its upstream
     /// committed, whatever its own limit for clients).
-    mutating func accept(_ batch: some RecordBatch, recordLimit: Int? = nil) throws(WALError) -> LSN {
+    /// With `expectedLSN`, the batch must start at exactly that LSN (a conditional append:
+    /// `.conflict` otherwise, and nothing is accepted).
+    mutating func accept(_ batch: some RecordBatch, recordLimit: Int? = nil, expectedLSN: LSN? = nil) throws(WALError) -> LSN {
         try checkWritable()
         let count = batch.count
         guard count > 0 else { throw .emptyBatch }
+        if let expectedLSN, expectedLSN != nextLSN { throw .conflict(expected: expectedLSN, next: nextLSN) }
         var payloadBytes = 0
         var tooLarge: Int?
         let limit = recordLimit ?? options.maxRecordBytes
@@ -252,8 +255,9 @@ struct Writer: ~Copyable {
 
     /// Accepts records that are answered only after they are written (or durable, with
     /// `durable`): the server's appends, and the library's durable ones.
-    mutating func acceptUnacknowledged(_ batch: some RecordBatch, durable wantsSync: Bool) throws(WALError) -> Accepted {
-        let first = try accept(batch)
+    mutating func acceptUnacknowledged(_ batch: some RecordBatch, durable wantsSync: Bool,
+                                       expectedLSN: LSN? = nil) throws(WALError) -> Accepted {
+        let first = try accept(batch, expectedLSN: expectedLSN)
         let last = nextLSN - 1
         if wantsSync { syncWanted = max(syncWanted, last) }
         return Accepted(first: first, last: last, epoch: epoch)
@@ -271,13 +275,14 @@ struct Writer: ~Copyable {
 
     /// Accepts records answered at once (the library's `.buffered`): they join the
     /// acknowledged prefix, so any unacknowledged records must be written first.
-    mutating func acceptAcknowledged(_ batch: some RecordBatch, _ fx: inout Effects) throws(WALError) -> LSN {
+    mutating func acceptAcknowledged(_ batch: some RecordBatch, expectedLSN: LSN? = nil,
+                                     _ fx: inout Effects) throws(WALError) -> LSN {
         if hasUnacknowledged { writeBuffer(&fx) }
         // The write either took them (or refused them), or a pause keeps them: callers wait
         // for a pause to end before coming here, so only a failed log (which accepts nothing) is left.
         if hasUnacknowledged { try checkWritable() }
         precondition(!hasUnacknowledged, "acknowledged records would land behind unacknowledged ones")
-        let first = try accept(batch)
+        let first = try accept(batch, expectedLSN: expectedLSN)
         ackedThrough = nextLSN - 1
         ackedBytes = buffer.count
         if buffer.count >= options.maxBufferBytes { writeBuffer(&fx) }

@@ -91,7 +91,7 @@ extension Connection {
         switch opcode {
         case Opcode.append.rawValue:
             if writerIsBacklogged { return nil }
-            let parsed: (buffered: Bool, count: Int, records: UnsafeRawBufferPointer)
+            let parsed: (buffered: Bool, expectedLSN: UInt64?, count: Int, records: UnsafeRawBufferPointer)
             do {
                 parsed = try FrameView.append(body: body)
             } catch {
@@ -101,7 +101,7 @@ extension Connection {
             guard mayAppend() else { return 4 + length }
             do {
                 let accepted = try wal.acceptOnLoop(LengthPrefixedRecords(bytes: parsed.records, count: parsed.count),
-                                                    durable: !parsed.buffered)
+                                                    durable: !parsed.buffered, expectedLSN: parsed.expectedLSN)
                 holdAppended(accepted, count: parsed.count, buffered: parsed.buffered)
             } catch {
                 reply(Self.errorResponse(error))
@@ -203,11 +203,11 @@ extension Connection {
         default: break
         }
         switch request {
-        case .append(let records, let buffered):
+        case .append(let records, let buffered, let expected):
             guard mayAppend() else { return .done }
             do {
-                // Text APPEND (one record) and any binary APPEND that was decoded.
-                let accepted = try records.withContiguousRecords { try wal.acceptOnLoop($0, durable: !buffered) }
+                // Text APPEND and APPENDAT (one record), and any binary APPEND that was decoded.
+                let accepted = try records.withContiguousRecords { try wal.acceptOnLoop($0, durable: !buffered, expectedLSN: expected) }
                 holdAppended(accepted, count: records.count, buffered: buffered)
             } catch {
                 reply(Self.errorResponse(error))
@@ -337,6 +337,7 @@ extension Connection {
         case .outOfRange(let lsn, let first, let last):
             return .error(.outOfRange, "LSN \(lsn) is out of range; the first available LSN is \(first) and the last is \(last)")
         case .noSpace: return .error(.noSpace, error.description)
+        case .conflict: return .error(.conflict, error.description)
         case .closed, .failed, .io, .corruption, .locked, .exhausted: return .error(.unavailable, error.description)
         }
     }
