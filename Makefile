@@ -6,9 +6,13 @@ DATA_DIR ?= data
 LISTEN ?= 127.0.0.1:7070
 APT_PACKAGES := libsystemd-dev systemd
 BENCH_PACKAGES := redis-server redis-tools
+# The RESP tests drive wald with Redis's own clients: redis-cli and redis-benchmark (redis-tools) and
+# redis-py, installed from PyPI into a virtualenv under the build directory (.build-venv, never committed).
+TEST_PACKAGES := redis-tools python3 python3-venv
+VENV := .build-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build release test bench bench-compare run clean deps bench-deps
+.PHONY: all build release test bench bench-compare run clean deps bench-deps test-deps
 
 all: build
 
@@ -27,6 +31,12 @@ deps:
 bench-deps: deps
 	$(call apt_install,$(BENCH_PACKAGES))
 
+test-deps: deps
+	$(call apt_install,$(TEST_PACKAGES))
+	@$(VENV)/bin/python3 -c 'import redis' 2>/dev/null || { \
+		echo "creating $(VENV) with redis-py"; \
+		python3 -m venv $(VENV) && $(VENV)/bin/pip install -q --disable-pip-version-check 'redis>=5'; }
+
 build: deps
 	$(SWIFT) build
 
@@ -39,7 +49,7 @@ release: deps
 # threads for tens of seconds, and timing-sensitive end-to-end tests starved (a writer got 3 acks in 30 s).
 # Every group runs even if an earlier one failed; the target fails if any did.
 TEST_GROUPS := 'WALCoreTests|WALServerTests|WALDaemonTests' WaldEndToEndTests SystemdUnitTests
-test: deps
+test: test-deps
 	$(SWIFT) build --build-tests
 	@status=0; for group in $(TEST_GROUPS); do \
 		echo "== make test: $$group"; \

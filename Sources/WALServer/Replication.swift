@@ -83,6 +83,11 @@ final class SyncReplicas {
         return sorted.count >= count ? sorted[count - 1] : 0
     }
 
+    /// How many followers have acknowledged `lsn` or beyond.
+    func count(atLeast lsn: LSN) -> Int {
+        sorted.prefix { $0 >= lsn }.count
+    }
+
     func timedOut(_ message: String) {
         timeouts += 1
         lastTimeout = message

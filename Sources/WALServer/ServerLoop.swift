@@ -50,6 +50,8 @@ final class ServerLoop: @unchecked Sendable {
     var upstream: UpstreamStream?
     /// `stopFollowing()` was called: no stream starts again (PROMOTE, shutdown).
     var followingStopped = false
+    /// RESP connections parked on an XREAD BLOCK or a WAIT.
+    var respWaits: [Int: Connection] = [:]
     /// Connections waiting for a TRUNCATE's files to be deleted, by job token.
     var truncations: [UInt64: Connection] = [:]
     /// A rotation or erase holds the writer's output (appends pile up in its buffer).
@@ -97,6 +99,7 @@ final class ServerLoop: @unchecked Sendable {
         gated[id] = nil
         streaming[id] = nil
         waitingForWriter[id] = nil
+        respWaits[id] = nil
         truncations = truncations.filter { $0.value.id != id }
         openConnections.store(connections.count, ordering: .relaxed)
         metrics.connectionCount(connections.count)
@@ -129,6 +132,7 @@ final class ServerLoop: @unchecked Sendable {
             releaseGates()
             upstream?.durable(through: lsn)
             for connection in streaming.values where connection.isFollowing { connection.pumpStream() }
+            for connection in Array(respWaits.values) { connection.checkRESPWait() }
         case .refused(let epoch, let lsns, let error):
             let response = Connection.errorResponse(error)
             for connection in gated.values { connection.refuse(epoch: epoch, lsns: lsns, with: response) }
@@ -183,7 +187,10 @@ final class ServerLoop: @unchecked Sendable {
         follower.lastFeedback = ContinuousClock.now
         followers[connection.id] = follower
         follower.hold.move(to: follower.durableLSN + 1)
-        if syncReplicas.feedback(connection: connection.id, durableLSN: lsn) { releaseGates() }
+        if syncReplicas.feedback(connection: connection.id, durableLSN: lsn) {
+            releaseGates()
+            for waiting in Array(respWaits.values) { waiting.checkRESPWait() }
+        }
     }
 
     /// Every 100 ms: durable appends that waited too long for replicas fail; every 500 ms,

@@ -29,6 +29,8 @@ public struct ServerOptions: Sendable {
     /// A follower more than this many bytes behind the end of the log is dropped, and its
     /// segments are no longer held. 0 = unlimited. Reloadable.
     public var maxFollowerHoldBytes: Int = 1 << 30
+    /// The key under which RESP clients see the log as a Redis stream. Default `wal`.
+    public var respStream: String = "wal"
     public var logger: Logger = Logger(label: "wald.server")
     /// Produces the METRICS text (Prometheus exposition format). Default none.
     public var metricsText: (@Sendable () -> String)?

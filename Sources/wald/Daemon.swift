@@ -226,6 +226,7 @@ struct Daemon: Sendable {
         options.minSyncReplicas = config.minSyncReplicas
         options.syncReplicaTimeout = config.syncReplicaTimeout
         options.maxFollowerHoldBytes = config.maxFollowerHoldBytes
+        options.respStream = config.respStream
         options.logger = Logger(label: "wald.server")
         return options
     }

@@ -70,7 +70,8 @@ import Testing
     }
 
     @Test func everyOptionIsClassified() {
-        let restartOnly: Set<WaldOption> = [.listen, .unix, .dataDir, .segmentPrefix, .maxSegmentBytes, .metricsListen, .follow]
+        let restartOnly: Set<WaldOption> = [.listen, .unix, .dataDir, .segmentPrefix, .maxSegmentBytes, .metricsListen, .follow,
+                                            .respStream]
         for option in WaldOption.allCases {
             #expect(option.isReloadable == !restartOnly.contains(option), "\(option)")
         }

@@ -225,6 +225,11 @@ struct ToolResult {
 /// Runs one of the built executables to completion (killed after `timeout` seconds), with
 /// its output in temporary files so a chatty child cannot block on a full pipe.
 func runTool(_ name: String, _ arguments: [String], timeout: Double = 60) throws -> ToolResult {
+    try runProgram(buildProductsDirectory().appendingPathComponent(name).path, arguments, timeout: timeout)
+}
+
+/// Runs the program at `path` like `runTool` (a third-party client such as redis-cli).
+func runProgram(_ path: String, _ arguments: [String], timeout: Double = 60) throws -> ToolResult {
     let base = NSTemporaryDirectory() + "wald-e2e-tool-\(UUID().uuidString)"
     let outPath = base + ".out"
     let errPath = base + ".err"
@@ -235,7 +240,7 @@ func runTool(_ name: String, _ arguments: [String], timeout: Double = 60) throws
         try? FileManager.default.removeItem(atPath: errPath)
     }
     let process = Process()
-    process.executableURL = buildProductsDirectory().appendingPathComponent(name)
+    process.executableURL = URL(fileURLWithPath: path)
     process.arguments = arguments
     process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("WALD_") }
     process.standardOutput = FileHandle(forWritingAtPath: outPath)

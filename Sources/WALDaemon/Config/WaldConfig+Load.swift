@@ -130,6 +130,12 @@ extension WaldConfig {
         config.maxFollowerHoldBytes = try await values.value(
             .maxFollowerHoldBytes, default: config.maxFollowerHoldBytes, parse: byteSizeOrUnlimited
         ).value
+        config.respStream = try await values.value(.respStream, default: config.respStream) { (text) throws(ValueError) in
+            guard (1...128).contains(text.utf8.count), text.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
+                throw ValueError("expected a stream key of 1 to 128 printable ASCII characters without spaces")
+            }
+            return text
+        }.value
 
         // Cross-checks. Blame the value the operator set, not a default it collides with.
         let recordLimit = config.maxFrameBytes - frameOverheadBytes

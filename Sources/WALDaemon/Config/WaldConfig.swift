@@ -49,6 +49,9 @@ public struct WaldConfig: Sendable, Equatable {
     /// behind the end of the log; a stream further behind is dropped. 0 = unlimited (a stream may
     /// hold segments indefinitely). Default 1 GiB. Reloadable.
     public var maxFollowerHoldBytes: Int = 1 << 30
+    /// The key under which RESP clients see the log as a Redis stream: 1–128 printable ASCII
+    /// characters, no spaces. Default `wal`.
+    public var respStream: String = "wal"
     /// The YAML file the configuration was read from (`--config` or `WALD_CONFIG`), if any.
     public var configFile: String? = nil
 
@@ -92,6 +95,7 @@ public struct WaldConfig: Sendable, Equatable {
         case .minSyncReplicas: minSyncReplicas == other.minSyncReplicas
         case .syncReplicaTimeout: syncReplicaTimeout == other.syncReplicaTimeout
         case .maxFollowerHoldBytes: maxFollowerHoldBytes == other.maxFollowerHoldBytes
+        case .respStream: respStream == other.respStream
         }
     }
 
@@ -120,6 +124,7 @@ public struct WaldConfig: Sendable, Equatable {
             "min_sync_replicas": "\(minSyncReplicas)",
             "sync_replica_timeout": "\(DurationText.format(syncReplicaTimeout))",
             "max_follower_hold_bytes": size(maxFollowerHoldBytes),
+            "resp_stream": "\(respStream)",
         ]
     }
 }

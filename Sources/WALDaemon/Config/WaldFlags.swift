@@ -73,6 +73,9 @@ public struct WaldFlags: ParsableArguments, Sendable {
     @Option(help: ArgumentHelp("Keep segments a connected follower needs up to this far behind the end of the log, then drop the follower; 0 = unlimited. Default 1GiB.", valueName: "size"))
     public var maxFollowerHoldBytes: String?
 
+    @Option(help: ArgumentHelp("The key under which Redis clients (RESP) see the log as a stream. Default wal.", valueName: "key"))
+    public var respStream: String?
+
     public init() {}
 
     /// The flags that were given, keyed by YAML key, for the highest-priority provider.
@@ -86,7 +89,7 @@ public struct WaldFlags: ParsableArguments, Sendable {
             (.maxConnections, maxConnections), (.maxFrameBytes, maxFrameBytes), (.authToken, authToken),
             (.logLevel, logLevel), (.slowSyncThreshold, slowSyncThreshold), (.metricsListen, metricsListen),
             (.follow, follow), (.minSyncReplicas, minSyncReplicas), (.syncReplicaTimeout, syncReplicaTimeout),
-            (.maxFollowerHoldBytes, maxFollowerHoldBytes),
+            (.maxFollowerHoldBytes, maxFollowerHoldBytes), (.respStream, respStream),
         ]
         for case (let option, let value?) in single {
             values[option.configKey] = ConfigValue(.string(value), isSecret: option == .authToken)

@@ -24,6 +24,7 @@ public enum WaldOption: String, Sendable, CaseIterable, Hashable {
     case minSyncReplicas = "min_sync_replicas"
     case syncReplicaTimeout = "sync_replica_timeout"
     case maxFollowerHoldBytes = "max_follower_hold_bytes"
+    case respStream = "resp_stream"
 
     /// The key in the YAML config file, e.g. `max_segment_bytes`.
     public var yamlKey: String { rawValue }
@@ -46,7 +47,7 @@ public enum WaldOption: String, Sendable, CaseIterable, Hashable {
             .maxFrameBytes, .maxBufferBytes, .authToken, .slowSyncThreshold, .minSyncReplicas, .syncReplicaTimeout,
             .maxFollowerHoldBytes, .config:
             return true
-        case .listen, .unix, .dataDir, .segmentPrefix, .maxSegmentBytes, .metricsListen, .follow:
+        case .listen, .unix, .dataDir, .segmentPrefix, .maxSegmentBytes, .metricsListen, .follow, .respStream:
             return false
         }
     }

@@ -19,6 +19,7 @@ extension Connection {
             let consumed: Int? = switch mode {
             case .binary: handleBinaryFrame()
             case .text: handleTextLine()
+            case .resp: handleRESPRequest()
             case .undecided: nil
             }
             guard let consumed else { return }
@@ -33,6 +34,10 @@ extension Connection {
         switch mode {
         case .undecided: return !bytes.isEmpty
         case .text: return bytes.contains(10)
+        case .resp:
+            var scratch: [Range<Int>] = []
+            if case .needMore = RESPParser.parse(bytes, maxBulk: respMaxBulk, arguments: &scratch) { return false }
+            return true
         case .binary:
             guard let length = try? FrameView.length(of: bytes, maxFrameLength: options.maxFrameBytes) else {
                 return bytes.count >= 4  // a bad length is answered (and closes)
@@ -41,11 +46,14 @@ extension Connection {
         }
     }
 
-    /// The first byte picks the protocol: 0x00 binary, a letter text, anything else an error.
+    /// The first byte picks the protocol: 0x00 binary, a letter text, `*` (a RESP array, what
+    /// every Redis client sends) RESP, anything else an error.
     private func decideMode() -> Bool {
         let first = input.bytes[0]
         if first == 0 {
             mode = .binary
+        } else if first == UInt8(ascii: "*") {
+            mode = .resp
         } else if (first >= 65 && first <= 90) || (first >= 97 && first <= 122) {
             mode = .text
         } else {
@@ -317,14 +325,21 @@ extension Connection {
         service()
     }
 
-    /// A TRUNCATE's files are deleted (or could not be).
+    /// A TRUNCATE's (or XTRIM's) files are deleted (or could not be).
     func truncationDone(_ result: Result<LSN, WALError>) {
         guard !closed else { return }
         blocked = nil
         switch result {
-        case .success(let first): reply(.truncated(firstLSN: first))
-        case .failure(let error): reply(Self.errorResponse(error))
+        case .success(let first):
+            if mode == .resp {
+                resp.writer.integer(Int(clamping: first - min(first, respTrimFrom ?? first)), into: &output)
+            } else {
+                reply(.truncated(firstLSN: first))
+            }
+        case .failure(let error):
+            if mode == .resp { writeRESPError(Self.errorResponse(error)) } else { reply(Self.errorResponse(error)) }
         }
+        respTrimFrom = nil
         service()
     }
 

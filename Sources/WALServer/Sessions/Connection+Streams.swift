@@ -24,17 +24,14 @@ final class StreamCursor {
 enum Stream: CustomStringConvertible {
     case replay(StreamCursor)
     case follow(StreamCursor)
-
-    var cursor: StreamCursor {
-        switch self {
-        case .replay(let cursor), .follow(let cursor): cursor
-        }
-    }
+    /// XRANGE, XREVRANGE, XREAD (RESP).
+    case resp(RESPRange)
 
     var description: String {
         switch self {
         case .replay(let c): "replay(next=\(c.reader.nextLSN))"
         case .follow(let c): "follow(next=\(c.reader.nextLSN))"
+        case .resp(let range): range.description
         }
     }
 }
@@ -64,13 +61,25 @@ extension Connection {
     }
 
     /// The LSN the stream sends next.
-    var streamPosition: LSN? { stream?.cursor.reader.nextLSN }
+    var streamPosition: LSN? {
+        switch stream {
+        case .replay(let cursor), .follow(let cursor): cursor.reader.nextLSN
+        case .resp(let range): range.next
+        case nil: nil
+        }
+    }
 
     /// Encodes one chunk of records when the output has room, and sends it.
     func pumpStream() {
         guard !closed, let stream else { return }
-        let cursor = stream.cursor
         guard outputPending < options.maxOutputBytes / 2 else { return }  // the write source pumps again
+        let cursor: StreamCursor
+        switch stream {
+        case .replay(let c), .follow(let c): cursor = c
+        case .resp(let range):
+            pumpRESP(range)
+            return
+        }
         let reader = cursor.reader
         var wanted = cursor.remaining
         if let end = cursor.end { wanted = min(wanted, end >= reader.nextLSN ? end - reader.nextLSN + 1 : 0) }
@@ -123,7 +132,11 @@ extension Connection {
         guard let stream else { return }
         self.stream = nil
         loop.streaming[id] = nil
-        if case .follow = stream { loop.metrics.streamEnded(follow: true) } else { loop.metrics.streamEnded(follow: false) }
+        switch stream {
+        case .follow: loop.metrics.streamEnded(follow: true)
+        case .replay: loop.metrics.streamEnded(follow: false)
+        case .resp: break
+        }
     }
 
     /// The stream fell more than `max_follower_hold_bytes` behind: it is dropped and its

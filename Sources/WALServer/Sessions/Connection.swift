@@ -35,7 +35,7 @@ final class Connection: @unchecked Sendable {
     // sources are created in init and afterwards only resumed, suspended or cancelled there,
     // with `readSuspended`/`writeArmed` tracking their suspension counts exactly.
 
-    enum Mode { case undecided, binary, text }
+    enum Mode { case undecided, binary, text, resp }
 
     /// Why request handling waits.
     enum Blocker {
@@ -43,8 +43,10 @@ final class Connection: @unchecked Sendable {
         case replay
         /// PROMOTE runs (the replicator stops).
         case promote
-        /// A TRUNCATE waits for its files to be deleted.
+        /// A TRUNCATE (or XTRIM) waits for its files to be deleted.
         case truncate
+        /// An XREAD BLOCK or a WAIT waits (`respWait`).
+        case respWait
     }
 
     let id: Int
@@ -58,6 +60,12 @@ final class Connection: @unchecked Sendable {
     private var cancelledSources = 0
 
     var mode = Mode.undecided
+    /// RESP only: protocol version, client name, durability, last append.
+    var resp = RESPSession()
+    /// RESP only: the XREAD BLOCK or WAIT this connection is parked on.
+    var respWait: RESPWait?
+    /// RESP only: the first LSN before an XTRIM that waits for its files (its reply counts from it).
+    var respTrimFrom: LSN?
     var input = InputBuffer()
     var output: [UInt8] = []
     /// Bytes of `output` already written to the socket.
@@ -169,9 +177,17 @@ final class Connection: @unchecked Sendable {
         sendOutput()
         if closed { return }
         let limit = options.maxOutputBytes
+        // A parked XREAD BLOCK or WAIT keeps reading, so a client that goes away is noticed
+        // (requests it pipelined wait in the input buffer).
         let mayRead = !stopReading && input.count < inputLimit && outputPending < limit && gates.count < 1024
-            && blocked == nil
+            && (blocked == nil || blocked == .respWait)
         if mayRead { resumeReading() } else { suspendReading() }
+        if endOfInput && blocked == .respWait {
+            // Like Redis, which frees a blocked client when it disconnects: no reply, no more requests.
+            abandonRESPWait()
+            input.removeAll()
+            closing = true
+        }
         if endOfInput && !closing && isIdle {
             if isFollowing {
                 // The follower left: what is queued for it still goes out whole.
@@ -188,7 +204,12 @@ final class Connection: @unchecked Sendable {
         gates.isEmpty && blocked == nil && !hasCompleteRequest && !isReplaying
     }
 
-    private var isReplaying: Bool { if case .replay = stream { true } else { false } }
+    private var isReplaying: Bool {
+        switch stream {
+        case .replay, .resp: true
+        default: false
+        }
+    }
 
     private func suspendReading() {
         guard !readSuspended, !closed else { return }
@@ -353,7 +374,17 @@ final class Connection: @unchecked Sendable {
     }
 
     func encode(_ response: Response, into out: inout [UInt8]) {
-        if mode == .text { TextCodec.encode(response, into: &out) } else { BinaryCodec.encode(response, into: &out) }
+        switch mode {
+        case .text: TextCodec.encode(response, into: &out)
+        case .resp:
+            // Only errors reach here (a held XADD refused or failed).
+            if case .error(let code, let message) = response {
+                if code == .readOnly { resp.writer.error(message, code: "READONLY", into: &out) } else {
+                    resp.writer.error("\(code.name) \(message)", into: &out)
+                }
+            }
+        case .binary, .undecided: BinaryCodec.encode(response, into: &out)
+        }
     }
 
     /// Appends a reply that may go out at once (after any held before it).
@@ -367,7 +398,7 @@ final class Connection: @unchecked Sendable {
         "connection \(id) \(mode): input=\(input.count) gates=\(gates.count) blocked=\(String(describing: blocked)) "
             + "stream=\(stream.map { "\($0)" } ?? "none") output_pending=\(outputPending) write_armed=\(writeArmed) "
             + "read_suspended=\(readSuspended) stop_reading=\(stopReading) end_of_input=\(endOfInput) "
-            + "closing=\(closing) closed=\(closed)"
+            + "closing=\(closing) closed=\(closed) waiting_for_gates=\(waitingForGates) complete_request=\(hasCompleteRequest)"
     }
 
     /// Stops reading and closes once what was already read is answered and written (after a
@@ -401,6 +432,7 @@ final class Connection: @unchecked Sendable {
         if stream != nil { endStream() }
         gates.removeAll()
         isGated = false
+        respWait = nil
         loop.connectionClosed(self)
     }
 }
