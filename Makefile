@@ -129,7 +129,7 @@ uninstall:
 	rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null || true
 
 # --- fuzzing and sanitizers -----------------------------------------------------------------------------
-# `make fuzz FUZZ_SECONDS=N` runs each libFuzzer target (Sources/wald-fuzz: binary, text, recovery, session)
+# `make fuzz FUZZ_SECONDS=N` runs each libFuzzer target (Sources/wald-fuzz: binary, text, resp, recovery, session)
 # for N seconds, nice'd, starting from the committed seeds in Tests/Fuzz/corpus/<target> plus what earlier
 # runs found (kept in .build-fuzz/corpus, never committed). Crash inputs land in .build-fuzz/artifacts; turn
 # each into a regression test. -malloc_limit_mb makes any single allocation over 256 MiB a crash: no length
@@ -137,7 +137,7 @@ uninstall:
 # of recovery/session starts threads and tasks that outlive it by design. Swift's backtracer is off: after
 # a trap it reads process memory in a way ASan reports as a heap overflow, burying the real failure.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= binary text recovery session
+FUZZ_TARGETS ?= binary text resp recovery session
 FUZZ_BUILD := .build-fuzz
 FUZZ_FLAGS ?= -malloc_limit_mb=256 -rss_limit_mb=2048 -timeout=30 -detect_leaks=0 -max_len=8192
 

@@ -5,8 +5,8 @@
 // `SimulatedFileIO`, so no network, port or disk is involved. The fuzz loop writes the input,
 // reads every reply, half-closes, and reads to the end.
 // Properties: no crash; no hang (the server answers and closes within 10 s of the client's
-// end of input); in binary mode every reply is a whole, decodable response frame, in text
-// mode the replies end with a line end; the connection is gone from the server afterwards;
+// end of input); in binary mode every reply is a whole, decodable response frame, in RESP
+// mode whole RESP values, in text mode the replies end with a line end; the connection is gone from the server afterwards;
 // the log stays readable with dense LSNs. With WALD_FUZZ_PAUSE_ON_HANG set, a hang pauses the
 // process instead of aborting it, so a debugger can attach (`gdb -p PID`, `thread apply all bt`).
 #if canImport(Glibc)
@@ -119,6 +119,18 @@ enum SessionTarget {
             invariant(replies.isEmpty, "replies to an empty session")
             return
         }
+        if first == UInt8(ascii: "*") {
+            // RESP: whole replies, one after another (an XRANGE streamed in chunks included).
+            var offset = 0
+            while offset < replies.count {
+                guard let end = respValueEnd(replies, from: offset, depth: 0) else {
+                    invariant(false, "the server's RESP output is not whole values from byte \(offset) of \(replies.count)")
+                    return
+                }
+                offset = end
+            }
+            return
+        }
         guard first == 0 else {
             // Text, or the one-line refusal of an unknown first byte.
             invariant(replies.isEmpty || replies.count >= 2 && replies[replies.count - 2] == 13 && replies.last == 10,
@@ -138,6 +150,37 @@ enum SessionTarget {
                 invariant(false, "the server sent an undecodable frame: \(error)")
                 return
             }
+        }
+    }
+
+    /// The end of the RESP2/RESP3 value at `from`, or nil when it is cut short or malformed.
+    static func respValueEnd(_ bytes: [UInt8], from start: Int, depth: Int) -> Int? {
+        guard start < bytes.count, depth < 16 else { return nil }
+        var lineEnd = start + 1
+        while lineEnd + 1 < bytes.count && !(bytes[lineEnd] == 13 && bytes[lineEnd + 1] == 10) { lineEnd += 1 }
+        guard lineEnd + 1 < bytes.count else { return nil }
+        let line = String(decoding: bytes[(start + 1)..<lineEnd], as: UTF8.self)
+        let next = lineEnd + 2
+        switch bytes[start] {
+        case UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "#"), UInt8(ascii: ","):
+            return next
+        case UInt8(ascii: ":"):
+            return Int(line) == nil ? nil : next
+        case UInt8(ascii: "$"), UInt8(ascii: "="), UInt8(ascii: "!"):
+            guard let length = Int(line), length >= -1 else { return nil }
+            if length == -1 { return next }
+            guard bytes.count - next >= length + 2, bytes[next + length] == 13, bytes[next + length + 1] == 10 else { return nil }
+            return next + length + 2
+        case UInt8(ascii: "*"), UInt8(ascii: "%"), UInt8(ascii: "~"), UInt8(ascii: ">"):
+            guard let count = Int(line), count >= -1, count < 1 << 24 else { return nil }
+            var offset = next
+            for _ in 0..<(bytes[start] == UInt8(ascii: "%") ? 2 * max(count, 0) : max(count, 0)) {
+                guard let end = respValueEnd(bytes, from: offset, depth: depth + 1) else { return nil }
+                offset = end
+            }
+            return offset
+        default:
+            return nil
         }
     }
 

@@ -1,6 +1,6 @@
 // wald-fuzz: the libFuzzer targets of `make fuzz`, one binary with the target named first:
 //
-//   wald-fuzz <binary|text|recovery|session> [libFuzzer flags] [corpus dirs]
+//   wald-fuzz <binary|text|resp|recovery|session> [libFuzzer flags] [corpus dirs]
 //
 // Built with `-sanitize=fuzzer,address` (see the Makefile) it runs libFuzzer's driver on the
 // chosen target. In an ordinary build (no libFuzzer linked in) it runs each named file, or
@@ -16,6 +16,7 @@ import Glibc
 let targets: [String: ([UInt8]) -> Void] = [
     "binary": BinaryProtocolTarget.run,
     "text": TextProtocolTarget.run,
+    "resp": RESPTarget.run,
     "recovery": RecoveryTarget.run,
     "session": SessionTarget.run,
 ]

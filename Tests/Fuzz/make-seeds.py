@@ -89,3 +89,39 @@ session = {
 }
 for name, data in session.items():
     write("session", name, data)
+
+# RESP (docs/protocol.md, "RESP"): what redis-cli and redis-py send, and conditional appends.
+def resp(*args):
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    return out
+
+resp_seeds = {
+    "xadd": resp("XADD", "wal", "*", "data", b"hello\x00\xff"),
+    "xadd-explicit-id": resp("XADD", "wal", "NOMKSTREAM", "7-0", "data", "x") + resp("XADD", "wal", "8", "data", ""),
+    "hello-auth": resp("HELLO", "3", "AUTH", "default", "s3cret") + resp("CLIENT", "SETNAME", "n") + resp("PING"),
+    "ranges": resp("XRANGE", "wal", "-", "+", "COUNT", "10") + resp("XREVRANGE", "wal", "+", "(3-0"),
+    "xread": resp("XREAD", "COUNT", "2", "BLOCK", "5", "STREAMS", "wal", "$"),
+    "empty-and-split": b"*0\r\n" + resp("ECHO", "x" * 40)[:17],
+}
+for name, data in resp_seeds.items():
+    write("resp", name, data)
+
+write("binary", "append-expected-lsn",
+      frame(0x01, bytes([2]) + struct.pack(">Q", 5) + struct.pack(">I", 1) + struct.pack(">I", 3) + b"abc"))
+write("text", "appendat", b"APPENDAT 1 first\nAPPENDAT 1 again\nAPPENDAT x y\nAPPENDAT 18446744073709551615 z\n")
+
+resp_sessions = {
+    "resp-append-read": resp("HELLO", "3") + resp("XADD", "wal", "*", "data", "one") + resp("XADD", "wal", "*", "data", "two")
+        + resp("XRANGE", "wal", "-", "+") + resp("XREVRANGE", "wal", "+", "-", "COUNT", "1") + resp("XLEN", "wal")
+        + resp("XINFO", "STREAM", "wal") + resp("INFO") + resp("CONFIG", "GET", "*"),
+    "resp-blocking": resp("XADD", "wal", "*", "data", "a") + resp("XREAD", "BLOCK", "20", "STREAMS", "wal", "$")
+        + resp("WAIT", "1", "20") + resp("XREAD", "BLOCK", "0", "STREAMS", "wal", "$"),
+    "resp-conditional": resp("XADD", "wal", "1-0", "data", "x") + resp("XADD", "wal", "99999-0", "data", "y")
+        + resp("CLIENT", "WALD-DURABILITY", "buffered") + resp("XADD", "wal", "*", "data", "z") + resp("XTRIM", "wal", "MINID", "~", "2"),
+    "resp-errors": resp("SET", "k", "v") + resp("XADD", "other", "*", "data", "x") + resp("XRANGE", "wal", "x", "y") + b"*1\r\n$abc\r\n",
+}
+for name, data in resp_sessions.items():
+    write("session", name, data)
