@@ -40,6 +40,9 @@ struct BenchCompare {
         let clients = quick ? [1, 16] : [1, 16, 64]
         let pipelines = [1, 16]
         let sizes = quick ? [100] : [100, 4096]
+        if !arguments.contains("--no-xadd") {
+            try XADDComparison.run(binaries: binaries, work: work, clients: clients, pipelines: pipelines, sizes: sizes, quick: quick)
+        }
         for pass in [Pass.durable, .buffered] {
             let redis = try Server.redis(directory: work.appendingPathComponent("redis-\(pass)").path, fsync: pass.redisFsync)
             let wald = try Server.wald(binaries: binaries, directory: work.appendingPathComponent("wald-\(pass)").path)
@@ -248,6 +251,71 @@ final class Server {
             usleep(25_000)
         }
         throw BenchError.failed("server on port \(port) did not start")
+    }
+}
+
+/// The same command from the same load generator against both servers: `redis-benchmark …
+/// XADD wal * data <value>` against Redis (`appendfsync always`) and against wald's RESP (a
+/// durable append each). Nothing differs but the server, so the client CPU columns are left out.
+enum XADDComparison {
+    static func run(binaries: URL, work: URL, clients: [Int], pipelines: [Int], sizes: [Int], quick: Bool) throws {
+        let redis = try Server.redis(directory: work.appendingPathComponent("redis-xadd").path, fsync: "always")
+        let wald = try Server.wald(binaries: binaries, directory: work.appendingPathComponent("wald-xadd").path)
+        defer { redis.stop(); wald.stop() }
+        print("## Same client, same command: redis-benchmark XADD wal * data <value>, durable\n")
+        print("Redis `appendfsync always` vs wald's RESP (an XADD is answered once fdatasync covers it). "
+              + "CPU = the server's CPU time per request (all threads, user + sys).\n")
+        print("| clients | pipeline | size | Redis req/s | p50 ms | p99 ms | CPU µs | wald req/s | p50 ms | p99 ms | CPU µs "
+              + "| wald/Redis | CPU wald/Redis | p99 no worse |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|")
+        var summary = PassSummary()
+        for size in sizes {
+            let value = String(repeating: "x", count: size)
+            for c in clients {
+                for p in pipelines {
+                    // Each cell starts from an empty stream, so Redis's memory stays bounded.
+                    let requests = max(10_000, min(400_000, 5_000 * c * p)) / (quick ? 4 : 1)
+                    _ = try? Runner.run("/usr/bin/redis-cli", ["-p", "\(redis.port)", "flushall"])
+                    let r: Measurement
+                    let w: Measurement
+                    do {
+                        r = try Runner.measured(server: redis, requests: requests) {
+                            try xadd(port: redis.port, clients: c, pipeline: p, value: value, requests: requests)
+                        }
+                        w = try Runner.measured(server: wald, requests: requests) {
+                            try xadd(port: wald.port, clients: c, pipeline: p, value: value, requests: requests)
+                        }
+                    } catch {
+                        print("| \(c) | \(p) | \(size) | failed: \(error) |")
+                        continue
+                    }
+                    let ratio = w.perSecond / max(r.perSecond, 1)
+                    let cpuRatio = w.serverMicros / max(r.serverMicros, 0.001)
+                    print(String(format: "| %d | %d | %d | %.0f | %.3f | %.2f | %.2f | %.0f | %.3f | %.2f | %.2f | %.2f× | %.2f× | %@ |",
+                                 c, p, size, r.perSecond, r.p50Millis, r.p99Millis, r.serverMicros,
+                                 w.perSecond, w.p50Millis, w.p99Millis, w.serverMicros, ratio, cpuRatio,
+                                 w.p99Millis <= r.p99Millis ? "yes" : "no"))
+                    summary.add(inFlight: c * p, ratio: ratio, cpuRatio: cpuRatio, p99OK: w.p99Millis <= r.p99Millis)
+                    fflush(stdout)
+                }
+            }
+        }
+        print("")
+        print(summary.describe())
+        print("")
+    }
+
+    private static func xadd(port: UInt16, clients: Int, pipeline: Int, value: String, requests: Int) throws -> Measurement {
+        let output = try Runner.run("/usr/bin/redis-benchmark", ["-p", "\(port)", "-c", "\(clients)", "-P", "\(pipeline)",
+                                                                 "-n", "\(requests)", "--csv", "XADD", "wal", "*", "data", value])
+        // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+        guard let line = output.split(separator: "\n").last(where: { $0.hasPrefix("\"XADD") }) else {
+            throw BenchError.failed("redis-benchmark printed: \(output.prefix(300))")
+        }
+        // The test name holds the value (no commas or quotes in it): the numbers are the last 7 fields.
+        let fields = line.split(separator: ",").suffix(7).map { Double($0.replacingOccurrences(of: "\"", with: "")) ?? 0 }
+        guard fields.count == 7, fields[0] > 0 else { throw BenchError.failed("redis-benchmark printed: \(line.prefix(300))") }
+        return Measurement(perSecond: fields[0], p50Millis: fields[3], p99Millis: fields[5])
     }
 }
 
