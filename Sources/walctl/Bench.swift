@@ -31,7 +31,7 @@ struct Bench: AsyncParsableCommand {
         ) { done, elapsed in
             guard !quiet else { return }
             let line = String(format: "\r%llu appends, %.0f/s ", done, Double(done) / max(elapsed, 0.001))
-            FileHandle.standardError.write(Data(line.utf8))
+            StandardStreams.writeError(line)
         }
         var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
         for value in result.latenciesMicros { _ = histogram.record(UInt64(max(value, 1))) }
@@ -46,7 +46,7 @@ struct Bench: AsyncParsableCommand {
                 "clients":\(clients),"pipeline":\(pipeline),"size":\(size),"buffered":\(buffered)}
                 """)
         } else {
-            FileHandle.standardError.write(Data("\n".utf8))
+            StandardStreams.writeError("\n")
             print(String(format: "%llu appends in %.2f s: %.0f appends/s, %llu errors", result.completed, result.seconds, opsPerSecond, result.errors))
             print("latency µs: p50 \(p(50))  p90 \(p(90))  p99 \(p(99))  p99.9 \(p(99.9))  max \(histogram.totalCount == 0 ? 0 : histogram.max)")
             if let error = result.firstError { print("first error: \(error)") }

@@ -82,7 +82,7 @@ final class OutputBuffer {
             let n = bytes.withUnsafeBytes { write(1, $0.baseAddress! + written, $0.count - written) }
             if n < 0 {
                 if errno == EINTR { continue }
-                exit(1)
+                StandardStreams.failedWritingStandardOutput()
             }
             written += n
         }

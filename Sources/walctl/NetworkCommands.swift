@@ -58,10 +58,11 @@ struct Replay: AsyncParsableCommand {
             case .json:
                 print("{\"lsn\":\(record.lsn),\"size\":\(record.payload.count),\"payload_base64\":\"\(Data(record.payload).base64EncodedString())\"}")
             case .raw:
-                FileHandle.standardOutput.write(Data(record.payload))
+                StandardStreams.write(record.payload)
             case .hex:
                 print("\(record.lsn)\t\(record.payload.map { String(format: "%02x", $0) }.joined())")
             }
+            StandardStreams.checkStandardOutput()
         }
     }
 }

@@ -1,9 +1,12 @@
 // wald's swift-log backend. Under systemd (JOURNAL_STREAM matches stderr) every event is one
 // line with a `<N>` syslog priority prefix, which journald turns into the priority field, and
 // metadata as key=value; by hand, human-readable lines with a timestamp. The level is shared
-// and can change at run time (SIGHUP reload).
+// and can change at run time (SIGHUP reload). A line that cannot be written (a full disk,
+// /dev/full, a closed pipe, a journal socket that would block) is dropped and counted: logging
+// never stops or blocks the server.
 import Foundation
 import Logging
+import Metrics
 import Synchronization
 
 final class LogLevelSetting: Sendable {
@@ -15,9 +18,60 @@ final class LogLevelSetting: Sendable {
     }
 }
 
+/// Where log lines go: file descriptor 2, one `write(2)` loop per line that gives up on any
+/// error but EINTR. A socket there (the journal's stream) is written with MSG_DONTWAIT, so a
+/// busy journald makes wald drop lines rather than wait. Foundation's FileHandle.write is not
+/// used: it traps on ENOSPC and EPIPE.
+final class LogOutput: Sendable {
+    /// Lines carry a `<N>` priority prefix for journald instead of a timestamp.
+    let journal: Bool
+    private let socket: Bool
+    /// `wald_log_lines_dropped_total`: lines not written whole.
+    private let dropped: Counter
+
+    init(journal: Bool, dropped: Counter = Counter(label: "wald_log_lines_dropped_total")) {
+        self.journal = journal
+        self.dropped = dropped
+        var info = stat()
+        socket = fstat(2, &info) == 0 && info.st_mode & S_IFMT == S_IFSOCK
+    }
+
+    func write(_ line: String) {
+        if !StandardError.write(line, nonBlockingSocket: socket) { dropped.increment() }
+    }
+}
+
+/// Writes to file descriptor 2 without ever trapping. SIGPIPE must be ignored (the daemon
+/// does so at start), so a closed pipe is an EPIPE here instead of the end of the process.
+enum StandardError {
+    /// Whether all of `text` was written.
+    @discardableResult
+    static func write(_ text: String, nonBlockingSocket: Bool = false) -> Bool {
+        var text = text
+        return text.withUTF8 { utf8 in
+            let bytes = UnsafeRawBufferPointer(utf8)
+            var offset = 0
+            while offset < bytes.count {
+                let rest = UnsafeRawBufferPointer(rebasing: bytes[offset...])
+                let n = nonBlockingSocket
+                    ? send(2, rest.baseAddress, rest.count, Int32(MSG_DONTWAIT) | Int32(MSG_NOSIGNAL))
+                    : Foundation.write(2, rest.baseAddress, rest.count)
+                if n > 0 {
+                    offset += n
+                } else if n < 0 && errno == EINTR {
+                    continue
+                } else {
+                    return false  // ENOSPC, EPIPE, EAGAIN, EBADF, …: give the line up
+                }
+            }
+            return true
+        }
+    }
+}
+
 struct WaldLogHandler: LogHandler {
     let label: String
-    let journal: Bool
+    let output: LogOutput
     let setting: LogLevelSetting
     var metadata: Logger.Metadata = [:]
 
@@ -45,12 +99,12 @@ struct WaldLogHandler: LogHandler {
         let fields = merged.sorted { $0.key < $1.key }.map { "\($0.key)=\(Self.quote("\($0.value)"))" }.joined(separator: " ")
         let text = fields.isEmpty ? "\(event.message)" : "\(event.message) \(fields)"
         let line: String
-        if journal {
+        if output.journal {
             line = "<\(Self.priority(event.level))>\(label): \(text)\n"
         } else {
             line = "\(Self.timestamp()) \(event.level) \(label): \(text)\n"
         }
-        FileHandle.standardError.write(Data(line.utf8))
+        output.write(line)
     }
 
     /// syslog priorities: 2 critical, 3 error, 4 warning, 5 notice, 6 info, 7 debug.

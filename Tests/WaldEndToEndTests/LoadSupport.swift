@@ -224,7 +224,9 @@ struct ToolResult {
 
 /// Runs one of the built executables to completion (killed after `timeout` seconds), with
 /// its output in temporary files so a chatty child cannot block on a full pipe.
-func runTool(_ name: String, _ arguments: [String], timeout: Double = 60) throws -> ToolResult {
+/// `standardOutput`/`standardError` replace the files the result reads (then its text is empty).
+func runTool(_ name: String, _ arguments: [String], timeout: Double = 60,
+             standardOutput: FileHandle? = nil, standardError: FileHandle? = nil) throws -> ToolResult {
     let base = NSTemporaryDirectory() + "wald-e2e-tool-\(UUID().uuidString)"
     let outPath = base + ".out"
     let errPath = base + ".err"
@@ -238,8 +240,8 @@ func runTool(_ name: String, _ arguments: [String], timeout: Double = 60) throws
     process.executableURL = buildProductsDirectory().appendingPathComponent(name)
     process.arguments = arguments
     process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("WALD_") }
-    process.standardOutput = FileHandle(forWritingAtPath: outPath)
-    process.standardError = FileHandle(forWritingAtPath: errPath)
+    process.standardOutput = standardOutput ?? FileHandle(forWritingAtPath: outPath)
+    process.standardError = standardError ?? FileHandle(forWritingAtPath: errPath)
     process.standardInput = FileHandle.nullDevice
     try process.run()
     let pid = process.processIdentifier
