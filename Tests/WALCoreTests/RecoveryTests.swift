@@ -359,3 +359,42 @@ func reason(_ error: WALError?) -> String {
         #expect(lsn == next - 1)
     }
 }
+
+/// Entries named like segments that are no regular files: open names them and changes nothing.
+@Suite struct SegmentLookalikeRecoveryTests {
+    @Test func aDirectoryNamedLikeASegmentStopsOpenWithItsPathOnASimulatedDisk() async throws {
+        let io = SimulatedFileIO()
+        let options = smallOptions("/wal", io: io)
+        let wal = try await WAL.open(options)
+        try await wal.append([1])
+        try await wal.close()
+        try io.createDirectory("/wal/wal-00000000000000000002.wal")
+        let before = try io.list("/wal").sorted()
+        await #expect(throws: WALError.notASegmentFile(path: "/wal/wal-00000000000000000002.wal", type: .directory)) {
+            try await WAL.open(options)
+        }
+        var repairing = options
+        repairing.repair = true
+        await #expect(throws: WALError.notASegmentFile(path: "/wal/wal-00000000000000000002.wal", type: .directory)) {
+            try await WAL.open(repairing)
+        }
+        #expect(try io.list("/wal").sorted() == before)
+    }
+
+    @Test func aDirectoryNamedLikeATempSegmentIsNotRemovedButNamed() async throws {
+        let dir = TempDirectory("lookalike")
+        defer { dir.cleanup() }
+        let options = smallOptions(dir.path)
+        try await WAL.open(options).close()
+        let path = dir.path + "/wal-prepared.tmp"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
+        await #expect(throws: WALError.notASegmentFile(path: path, type: .directory)) { try await WAL.open(options) }
+        #expect(FileManager.default.fileExists(atPath: path))
+    }
+
+    @Test func theMessageSaysWhatTheEntryIsAndThatNothingChanged() {
+        let error = WALError.notASegmentFile(path: "/data/wal-00000000000000000500.wal", type: .directory)
+        #expect(error.description.hasPrefix("/data/wal-00000000000000000500.wal is a directory, not a segment file;"))
+        #expect(!error.description.contains("repair"))
+    }
+}

@@ -232,14 +232,15 @@ let ipv6LoopbackAvailable: Bool = {
     }
 }
 
-/// Names, sizes, modification times and contents of every file in `directory`.
-private func snapshot(_ directory: String) throws -> [String: String] {
+/// Names, sizes, modification times and contents of every entry in `directory` (contents of
+/// regular files only: opening a FIFO to read it would wait for a writer).
+func snapshot(_ directory: String) throws -> [String: String] {
     var result: [String: String] = [:]
     for name in try FileManager.default.contentsOfDirectory(atPath: directory) {
         let path = directory + "/" + name
         var info = stat()
         guard lstat(path, &info) == 0 else { continue }
-        let data = FileManager.default.contents(atPath: path) ?? Data()
+        let data = info.st_mode & S_IFMT == S_IFREG ? FileManager.default.contents(atPath: path) ?? Data() : Data()
         var hash: UInt64 = 0xCBF2_9CE4_8422_2325
         for byte in data { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01B3 }
         result[name] = "size \(info.st_size) mtime \(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec) ctime \(info.st_ctim.tv_sec).\(info.st_ctim.tv_nsec) mode \(String(info.st_mode, radix: 8)) fnv \(hash)"

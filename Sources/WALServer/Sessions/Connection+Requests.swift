@@ -337,7 +337,8 @@ extension Connection {
         case .outOfRange(let lsn, let first, let last):
             return .error(.outOfRange, "LSN \(lsn) is out of range; the first available LSN is \(first) and the last is \(last)")
         case .noSpace: return .error(.noSpace, error.description)
-        case .closed, .failed, .io, .corruption, .locked, .exhausted: return .error(.unavailable, error.description)
+        case .closed, .failed, .io, .corruption, .locked, .exhausted, .notASegmentFile:
+            return .error(.unavailable, error.description)
         }
     }
 }
