@@ -49,7 +49,8 @@ public enum LoadGenerator {
         var result = LoadResult()
         result.latenciesMicros.reserveCapacity(Int(min(count ?? 1_000_000, 50_000_000)))
         let start = now()
-        let deadline = duration.map { start + UInt64($0 * 1e9) }
+        // A duration that is no number of seconds, or one beyond a year, cannot overflow the clock.
+        let deadline = duration.map { start + UInt64(($0.isFinite ? min(max($0, 0), 31_536_000) : 0) * 1e9) }
         var issued: UInt64 = 0
         func mayIssue() -> Bool {
             if let count { return issued < count }

@@ -19,8 +19,14 @@ struct Bench: AsyncParsableCommand {
     @Flag(help: "Print one JSON object instead of a table.") var json = false
 
     func validate() throws {
-        guard clients >= 1, pipeline >= 1, size >= 0 else { throw ValidationError("--clients and --pipeline must be ≥ 1") }
+        guard clients >= 1, pipeline >= 1 else { throw ValidationError("--clients and --pipeline must be ≥ 1") }
+        // One record per APPEND frame: flags, count and the record's length come with it.
+        let largest = WALClient.maxFrameLength - 10
+        guard size >= 0, size <= largest else { throw ValidationError("--size must be between 0 and \(largest) (one record in one frame)") }
         guard (count == nil) != (duration == nil) else { throw ValidationError("give exactly one of --count and --duration") }
+        if let duration, !(duration.isFinite && duration > 0 && duration <= 31_536_000) {
+            throw ValidationError("--duration must be a number of seconds above 0 and at most 31536000 (a year)")
+        }
     }
 
     func run() async throws {

@@ -25,13 +25,21 @@ struct Append: AsyncParsableCommand {
             while let line = readLine(strippingNewline: true) { records.append(Array(line.utf8)) }
         }
         guard !records.isEmpty else { throw ValidationError("nothing to append") }
-        // Batches of up to 1000 records keep each frame well under the frame limit.
+        // Batches of up to 1000 records and one frame (flags, count, then a length per record);
+        // a single record too large for a frame fails with `requestTooLarge`.
         var index = 0
         while index < records.count {
-            let batch = Array(records[index..<min(index + 1000, records.count)])
+            var end = index + 1
+            var frameLength = 1 + 1 + 4 + 4 + records[index].count
+            while end < records.count && end - index < 1000 && frameLength + 4 + records[end].count <= WALClient.maxFrameLength {
+                frameLength += 4 + records[end].count
+                end += 1
+            }
+            let batch = Array(records[index..<end])
+            // The client checked that first ... first + count − 1 are LSNs: no overflow here.
             let (first, count) = try await client.append(batch: batch, buffered: buffered)
             for offset in 0..<UInt64(count) { print(first + offset) }
-            index += batch.count
+            index = end
         }
     }
 }

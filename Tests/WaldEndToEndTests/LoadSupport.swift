@@ -224,8 +224,9 @@ struct ToolResult {
 
 /// Runs one of the built executables to completion (killed after `timeout` seconds), with
 /// its output in temporary files so a chatty child cannot block on a full pipe.
-/// `standardOutput`/`standardError` replace the files the result reads (then its text is empty).
-func runTool(_ name: String, _ arguments: [String], timeout: Double = 60,
+/// `standardInput` replaces /dev/null; `standardOutput`/`standardError` replace the files the
+/// result reads (then its text is empty).
+func runTool(_ name: String, _ arguments: [String], timeout: Double = 60, standardInput: FileHandle? = nil,
              standardOutput: FileHandle? = nil, standardError: FileHandle? = nil) throws -> ToolResult {
     let base = NSTemporaryDirectory() + "wald-e2e-tool-\(UUID().uuidString)"
     let outPath = base + ".out"
@@ -242,7 +243,7 @@ func runTool(_ name: String, _ arguments: [String], timeout: Double = 60,
     process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("WALD_") }
     process.standardOutput = standardOutput ?? FileHandle(forWritingAtPath: outPath)
     process.standardError = standardError ?? FileHandle(forWritingAtPath: errPath)
-    process.standardInput = FileHandle.nullDevice
+    process.standardInput = standardInput ?? FileHandle.nullDevice
     try process.run()
     let pid = process.processIdentifier
     let watchdog = Watchdog(seconds: timeout) { kill(pid, SIGKILL) }
