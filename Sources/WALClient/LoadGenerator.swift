@@ -23,8 +23,13 @@ public enum LoadGenerator {
         count: UInt64?, duration: Double?, progress: (UInt64, Double) -> Void
     ) throws -> LoadResult {
         var frame: [UInt8] = []
-        let payload = ArraySlice((0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) })
-        BinaryCodec.encode(Request.append(records: [payload], buffered: buffered), into: &frame)
+        let payload = ArraySlice((0..<max(size, 0)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) })
+        let request = Request.append(records: [payload], buffered: buffered)
+        let length = BinaryCodec.encodedLength(of: request)
+        guard length <= ProtocolLimits.maxFrameLength else {
+            throw WALClientError.requestTooLarge(bytes: length, limit: ProtocolLimits.maxFrameLength)
+        }
+        BinaryCodec.encode(request, into: &frame)
 
         struct Peer {
             var fd: Int32
