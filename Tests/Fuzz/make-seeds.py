@@ -54,6 +54,18 @@ binary = {
     "error": frame(0xFF, b"\x00\x03LSN 1 is out of range"),
     "too-large": struct.pack(">I", 0x00FFFFFF) + b"\x01",
 }
+# Every u64 and u32 field at its edges: 0, 1, 2^32 - 1, 2^32, 2^32 + 1, 2^63, 2^64 - 2, 2^64 - 1.
+EDGES = [0, 1, 2**32 - 1, 2**32, 2**32 + 1, 2**63, 2**64 - 2, 2**64 - 1]
+U32_EDGES = [0, 1, 2**31, 2**32 - 1]
+binary["edge-lsns"] = b"".join(replay(v, v) + replay(v, 0, follow=True) + frame(0x06, struct.pack(">Q", v))
+                               + frame(0x07, struct.pack(">Q", v)) for v in EDGES)
+binary["edge-responses"] = b"".join(frame(0x81, struct.pack(">QI", v, c)) + frame(0x82, struct.pack(">Q", v) + b"r")
+                                    + frame(0x83, struct.pack(">Q", v)) + frame(0x87, struct.pack(">Q", v))
+                                    for v in EDGES for c in U32_EDGES[:2])
+# APPEND whose count or record length claims more than the frame holds.
+binary["edge-append-counts"] = b"".join(frame(0x01, bytes([0]) + struct.pack(">I", c) + struct.pack(">I", 1) + b"x")
+                                        for c in U32_EDGES) + b"".join(
+    frame(0x01, bytes([0]) + struct.pack(">II", 1, n) + b"xy") for n in U32_EDGES)
 for name, data in binary.items():
     write("binary", name, data)
 
@@ -62,6 +74,8 @@ text = {
     "append-replay": b"APPEND hello world\nAPPEND second\nREPLAY 1\nREPLAY 1 1\nREPLAY 0 5 FOLLOW\n",
     "commands": b"SYNC\ninfo\nTRUNCATE 100\nAUTH s3cret\nPROMOTE\nMETRICS\nQUIT\n",
     "bad": b"FROB\nREPLAY x\nSYNC now\nAPPEND\n",
+    "edge-numbers": b"REPLAY 0 18446744073709551615 FOLLOW\nREPLAY 18446744073709551616\nTRUNCATE 4294967296\n"
+        b"REPLAY 1 4294967295\nTRUNCATE 18446744073709551615\nREPLAY 000000000000000000000000000001\n",
 }
 for name, data in text.items():
     write("text", name, data)
@@ -87,5 +101,14 @@ session = {
     "text-follow": b"APPEND x\nREPLAY 0 0 FOLLOW\nPING\n",
     "bad-first-byte": b"\x7fhello\n",
 }
+# The same edges against the running server, in both encodings.
+session["binary-edges"] = append([b"one"]) + b"".join(
+    replay(v, 1) + replay(1, v) + frame(0x06, struct.pack(">Q", v)) + frame(0x07, struct.pack(">Q", v))
+    + frame(0x05, b"edge") for v in EDGES)
+session["binary-follow-edge"] = append([b"a"]) + replay(0, 2**64 - 1, follow=True) + frame(0x07, struct.pack(">Q", 2**64 - 1))
+session["text-edges"] = b"APPEND one\n" + b"".join(
+    b"REPLAY %d\nREPLAY 1 %d\nTRUNCATE %d\nPING\n" % (v, v, v) for v in EDGES) + (
+    b"REPLAY 18446744073709551616\nREPLAY 1 99999999999999999999\nTRUNCATE 18446744073709551616\n"
+    b"REPLAY 18446744073709551615 18446744073709551615 FOLLOW\n")
 for name, data in session.items():
     write("session", name, data)
