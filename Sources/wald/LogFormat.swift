@@ -18,13 +18,16 @@ final class LogLevelSetting: Sendable {
     }
 }
 
-/// Where log lines go: file descriptor 2, one `write(2)` loop per line that gives up on any
-/// error but EINTR. A socket there (the journal's stream) is written with MSG_DONTWAIT, so a
-/// busy journald makes wald drop lines rather than wait. Foundation's FileHandle.write is not
-/// used: it traps on ENOSPC and EPIPE.
+/// Where log lines go: standard error, one `write(2)` loop per line that gives up on any
+/// error but EINTR. Lines are logged on the event loop and the sync thread, so a reader that
+/// stops reading must not stop them: a socket there (the journal's stream) is written with
+/// MSG_DONTWAIT, and a pipe through a second, non-blocking open of it (/proc/self/fd/2), whose
+/// O_NONBLOCK is not shared with whoever else writes to that pipe. A full pipe or socket
+/// drops the line. Foundation's FileHandle.write is not used: it traps on ENOSPC and EPIPE.
 final class LogOutput: Sendable {
     /// Lines carry a `<N>` priority prefix for journald instead of a timestamp.
     let journal: Bool
+    private let fd: Int32
     private let socket: Bool
     /// `wald_log_lines_dropped_total`: lines not written whole.
     private let dropped: Counter
@@ -33,20 +36,25 @@ final class LogOutput: Sendable {
         self.journal = journal
         self.dropped = dropped
         var info = stat()
-        socket = fstat(2, &info) == 0 && info.st_mode & S_IFMT == S_IFSOCK
+        let type = fstat(2, &info) == 0 ? info.st_mode & S_IFMT : 0
+        socket = type == S_IFSOCK
+        // Opening a pipe with no reader fails (ENXIO): then fd 2 it is, where writes fail with EPIPE.
+        let reopened = type == S_IFIFO ? open("/proc/self/fd/2", O_WRONLY | O_NONBLOCK | O_CLOEXEC) : -1
+        fd = reopened >= 0 ? reopened : 2
     }
 
     func write(_ line: String) {
-        if !StandardError.write(line, nonBlockingSocket: socket) { dropped.increment() }
+        if !StandardError.write(line, to: fd, nonBlockingSocket: socket) { dropped.increment() }
     }
 }
 
-/// Writes to file descriptor 2 without ever trapping. SIGPIPE must be ignored (the daemon
-/// does so at start), so a closed pipe is an EPIPE here instead of the end of the process.
+/// Writes to file descriptor 2 (or another open of standard error) without ever trapping.
+/// SIGPIPE must be ignored (the daemon does so at start), so a closed pipe is an EPIPE here
+/// instead of the end of the process.
 enum StandardError {
     /// Whether all of `text` was written.
     @discardableResult
-    static func write(_ text: String, nonBlockingSocket: Bool = false) -> Bool {
+    static func write(_ text: String, to fd: Int32 = 2, nonBlockingSocket: Bool = false) -> Bool {
         var text = text
         return text.withUTF8 { utf8 in
             let bytes = UnsafeRawBufferPointer(utf8)
@@ -54,8 +62,8 @@ enum StandardError {
             while offset < bytes.count {
                 let rest = UnsafeRawBufferPointer(rebasing: bytes[offset...])
                 let n = nonBlockingSocket
-                    ? send(2, rest.baseAddress, rest.count, Int32(MSG_DONTWAIT) | Int32(MSG_NOSIGNAL))
-                    : Foundation.write(2, rest.baseAddress, rest.count)
+                    ? send(fd, rest.baseAddress, rest.count, Int32(MSG_DONTWAIT) | Int32(MSG_NOSIGNAL))
+                    : Foundation.write(fd, rest.baseAddress, rest.count)
                 if n > 0 {
                     offset += n
                 } else if n < 0 && errno == EINTR {

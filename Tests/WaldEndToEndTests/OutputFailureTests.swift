@@ -50,6 +50,28 @@ import Glibc
         #expect(wald.process.terminationReason == .exit)
     }
 
+    @Test(.timeLimit(.minutes(2)))
+    func waldWhoseStderrPipeIsNeverReadKeepsServing() throws {
+        // The test holds the read end and never reads: the 64 KiB pipe fills with the warning
+        // each refused connection logs on the event loop, which must drop lines, not wait.
+        let pipe = Pipe()
+        let wald = try WaldProcess(arguments: ["--log-level", "info", "--max-connections", "1"],
+                                   standardError: pipe.fileHandleForWriting)
+        defer { wald.cleanup() }
+        let held = try RawConnection(port: wald.port)
+        held.send("PING\n")
+        #expect(held.readLine() == "PONG")
+        for _ in 0..<1000 { _ = try RawConnection(port: wald.port) }
+        held.send("APPEND while the log is stuck\n")
+        let reply = held.readLine()
+        #expect(reply == "OK 1", "the event loop is stuck writing a log line")
+        guard reply == "OK 1" else { return }  // a stuck wald would not stop on SIGTERM either
+        let dropped = try #require(metric("wald_log_lines_dropped_total", on: held))
+        #expect(dropped > 0)
+        #expect(wald.stop(signal: SIGTERM) == 0)
+        _ = pipe  // the read end stays open (and unread) until here
+    }
+
     @Test(.timeLimit(.minutes(1)))
     func walctlWithStdoutOnAFullDeviceSaysSoAndFails() throws {
         let wald = try WaldProcess()
