@@ -73,6 +73,20 @@ import Testing
         #expect(info.contains("\"first_lsn\":1,\"last_lsn\":1,"), "\(info)")
     }
 
+    @Test(.timeLimit(.minutes(1)))
+    func aClientThatHalfClosesRightAfterADurableAppendGetsItsRepliesThenEOF() throws {
+        let wald = try WaldProcess()
+        defer { wald.cleanup() }
+        for round in 1...3 {
+            let c = try RawConnection(port: wald.port)
+            c.send("APPEND half-closed \(round)\nPING\n")
+            shutdown(c.fd, Int32(SHUT_WR))
+            let (bytes, closed) = readUntilClosed(c.fd, idleSeconds: 10)
+            #expect(String(decoding: bytes, as: UTF8.self) == "OK \(round)\r\nPONG\r\n")
+            #expect(closed, "wald kept the half-closed connection open")
+        }
+    }
+
     @Test func lineOverSixtyFourKiBIsTooLargeAndCloses() throws {
         let wald = try WaldProcess()
         defer { wald.cleanup() }
