@@ -48,7 +48,7 @@ release: deps
 # run, CPU-bound power-cut trials and tests that block on processes and sockets held the 2 cooperative-pool
 # threads for tens of seconds, and timing-sensitive end-to-end tests starved (a writer got 3 acks in 30 s).
 # Every group runs even if an earlier one failed; the target fails if any did.
-TEST_GROUPS := 'WALCoreTests|WALServerTests|WALDaemonTests' WaldEndToEndTests SystemdUnitTests
+TEST_GROUPS := 'WALCoreTests|WALProtocolTests|WALServerTests|WALDaemonTests' WaldEndToEndTests SystemdUnitTests
 test: test-deps
 	$(SWIFT) build --build-tests
 	@status=0; for group in $(TEST_GROUPS); do \

@@ -83,6 +83,8 @@ let package = Package(
             dependencies: ["WALCore", "WALProtocol", "WALServer", .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(name: "WALCoreTests", dependencies: ["WALCore", "WALSync"]),
+        // The wire codec on its own (pure: bytes in, messages out).
+        .testTarget(name: "WALProtocolTests", dependencies: ["WALProtocol"]),
         // The server in process, over socketpairs, where a socket's buffers must be controlled.
         .testTarget(
             name: "WALServerTests",

@@ -23,8 +23,13 @@ public enum LoadGenerator {
         count: UInt64?, duration: Double?, progress: (UInt64, Double) -> Void
     ) throws -> LoadResult {
         var frame: [UInt8] = []
-        let payload = ArraySlice((0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) })
-        BinaryCodec.encode(Request.append(records: [payload], buffered: buffered), into: &frame)
+        let payload = ArraySlice((0..<max(size, 0)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) })
+        let request = Request.append(records: [payload], buffered: buffered)
+        let length = BinaryCodec.encodedLength(of: request)
+        guard length <= ProtocolLimits.maxFrameLength else {
+            throw WALClientError.requestTooLarge(bytes: length, limit: ProtocolLimits.maxFrameLength)
+        }
+        BinaryCodec.encode(request, into: &frame)
 
         struct Peer {
             var fd: Int32
@@ -49,7 +54,8 @@ public enum LoadGenerator {
         var result = LoadResult()
         result.latenciesMicros.reserveCapacity(Int(min(count ?? 1_000_000, 50_000_000)))
         let start = now()
-        let deadline = duration.map { start + UInt64($0 * 1e9) }
+        // A duration that is no number of seconds, or one beyond a year, cannot overflow the clock.
+        let deadline = duration.map { start + UInt64(($0.isFinite ? min(max($0, 0), 31_536_000) : 0) * 1e9) }
         var issued: UInt64 = 0
         func mayIssue() -> Bool {
             if let count { return issued < count }

@@ -11,6 +11,8 @@ public enum WALClientError: Error, Equatable, Sendable, CustomStringConvertible 
     case connectionFailed(String)
     case connectionClosed
     case protocolViolation(String)
+    /// The request cannot be one frame (`bytes` is its frame length); nothing was sent.
+    case requestTooLarge(bytes: Int, limit: Int)
 
     public var description: String {
         switch self {
@@ -18,6 +20,8 @@ public enum WALClientError: Error, Equatable, Sendable, CustomStringConvertible 
         case .connectionFailed(let text): "connection failed: \(text)"
         case .connectionClosed: "connection closed by the server"
         case .protocolViolation(let text): "protocol violation: \(text)"
+        case .requestTooLarge(let bytes, let limit):
+            "request of \(bytes) bytes does not fit in one frame (at most \(limit)); nothing was sent"
         }
     }
 }
@@ -97,16 +101,25 @@ public final class WALClient: Sendable {
         try await append(batch: [record], buffered: buffered).firstLSN
     }
 
-    /// Appends records as one batch; returns the first LSN and the count. With `expectedLSN`,
-    /// only if the batch's first record gets that LSN: otherwise the server writes nothing and
-    /// this throws `.server(code: .conflict, …)` naming the log's next LSN, so a retry after a
-    /// timeout or an error can never append the batch twice.
+    /// The largest frame length a request may have (opcode and body).
+    public static let maxFrameLength = ProtocolLimits.maxFrameLength
+
+    /// Appends records as one batch; returns the first LSN and the count. The batch must fit one
+    /// frame (`requestTooLarge` otherwise, and nothing is sent). With `expectedLSN`, only if the
+    /// batch's first record gets that LSN: otherwise the server writes nothing and this throws
+    /// `.server(code: .conflict, …)` naming the log's next LSN, so a retry after a timeout or an
+    /// error can never append the batch twice.
     @discardableResult
     public func append(batch records: [[UInt8]], buffered: Bool = false,
                        expectedLSN: UInt64? = nil) async throws -> (firstLSN: UInt64, count: UInt32) {
         let response = try await call(.append(records: records.map { ArraySlice($0) }, buffered: buffered,
                                               expectedLSN: expectedLSN))
         guard case .appended(let first, let count) = response else { throw unexpected(response) }
+        // LSNs first ... first + count − 1, one per record sent: anything else cannot be true.
+        guard UInt64(count) == UInt64(records.count), first >= 1, UInt64.max - first >= UInt64(count) - 1 else {
+            throw WALClientError.protocolViolation(
+                "APPENDED first LSN \(first) count \(count) cannot number the \(records.count) records sent")
+        }
         return (first, count)
     }
 
@@ -212,8 +225,15 @@ public final class WALClient: Sendable {
     }
 
     /// Registers the waiter and writes the frame under one lock, so waiters are in wire order.
+    /// Throws only before the waiter is registered: from then on the reader thread alone
+    /// answers it, with its reply or, once the connection ends, the failure.
     private func send(_ request: Request, waiter: Waiter) throws {
+        let length = BinaryCodec.encodedLength(of: request)
+        guard length <= Self.maxFrameLength else {
+            throw WALClientError.requestTooLarge(bytes: length, limit: Self.maxFrameLength)
+        }
         var frame: [UInt8] = []
+        frame.reserveCapacity(4 + length)
         BinaryCodec.encode(request, into: &frame)
         try writeLock.withLock { _ in
             try state.withLock { s in
@@ -222,7 +242,10 @@ public final class WALClient: Sendable {
                 s.waiters.append(waiter)
             }
             if !ClientSocket.sendAll(fd, frame) {
-                throw WALClientError.connectionClosed
+                // The server is gone, or refused the frame and closed (TOO_LARGE): end the
+                // connection so the reader fails every waiter, this one included. Answering it
+                // here as well resumed it twice when its reply had already arrived.
+                ClientSocket.shutdownBoth(fd)
             }
         }
     }

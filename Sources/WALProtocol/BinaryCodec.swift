@@ -104,7 +104,23 @@ public enum BinaryCodec {
         }
     }
 
+    /// The length field of the frame `encode` would write for `request` (opcode and body), so a
+    /// sender can refuse a request over `ProtocolLimits.maxFrameLength` before encoding it: the
+    /// u32 lengths of a frame cannot hold 4 GiB or more. 0 for text-only requests.
+    public static func encodedLength(of request: Request) -> Int {
+        switch request {
+        case .append(let records, _, let expected): 1 + 1 + (expected == nil ? 0 : 8) + 4 + records.reduce(0) { $0 + 4 + $1.count }
+        case .replay: 1 + 8 + 8 + 1
+        case .sync, .info, .promote: 1
+        case .ping(let bytes): 1 + bytes.count
+        case .truncate, .feedback: 1 + 8
+        case .auth(let token): 1 + token.count
+        case .quit, .metrics: 0
+        }
+    }
+
     /// Appends the frame for `request` (text-only requests are not encodable and are skipped).
+    /// The request must fit one frame (`encodedLength(of:)` at most `maxFrameLength`).
     public static func encode(_ request: Request, into out: inout [UInt8]) {
         let start = beginFrame(&out)
         switch request {

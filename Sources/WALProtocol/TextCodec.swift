@@ -30,8 +30,12 @@ public enum TextCodec {
         let words = rest.split(separator: UInt8(ascii: " ")).map { String(decoding: $0, as: UTF8.self) }
         func bad(_ message: String) -> ProtocolError { ProtocolError(.badRequest, message, closesConnection: false) }
         func number(_ text: String, _ what: String) throws(ProtocolError) -> UInt64 {
-            guard let value = UInt64(text) else { throw bad("\(what) must be a non-negative integer, got '\(quoted(text))'") }
-            return value
+            if let value = UInt64(text) { return value }
+            // Only decimal digits, yet no u64: say that the number is too large, not that it is no number.
+            if !text.isEmpty && text.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) {
+                throw bad("\(what) \(quoted(text)) is out of range: the largest allowed is \(UInt64.max)")
+            }
+            throw bad("\(what) must be a non-negative integer, got '\(quoted(text))'")
         }
         switch command {
         case "APPEND":

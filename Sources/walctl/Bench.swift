@@ -19,8 +19,14 @@ struct Bench: AsyncParsableCommand {
     @Flag(help: "Print one JSON object instead of a table.") var json = false
 
     func validate() throws {
-        guard clients >= 1, pipeline >= 1, size >= 0 else { throw ValidationError("--clients and --pipeline must be ≥ 1") }
+        guard clients >= 1, pipeline >= 1 else { throw ValidationError("--clients and --pipeline must be ≥ 1") }
+        // One record per APPEND frame: flags, count and the record's length come with it.
+        let largest = WALClient.maxFrameLength - 10
+        guard size >= 0, size <= largest else { throw ValidationError("--size must be between 0 and \(largest) (one record in one frame)") }
         guard (count == nil) != (duration == nil) else { throw ValidationError("give exactly one of --count and --duration") }
+        if let duration, !(duration.isFinite && duration > 0 && duration <= 31_536_000) {
+            throw ValidationError("--duration must be a number of seconds above 0 and at most 31536000 (a year)")
+        }
     }
 
     func run() async throws {
@@ -31,7 +37,7 @@ struct Bench: AsyncParsableCommand {
         ) { done, elapsed in
             guard !quiet else { return }
             let line = String(format: "\r%llu appends, %.0f/s ", done, Double(done) / max(elapsed, 0.001))
-            FileHandle.standardError.write(Data(line.utf8))
+            StandardStreams.writeError(line)
         }
         var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
         for value in result.latenciesMicros { _ = histogram.record(UInt64(max(value, 1))) }
@@ -46,7 +52,7 @@ struct Bench: AsyncParsableCommand {
                 "clients":\(clients),"pipeline":\(pipeline),"size":\(size),"buffered":\(buffered)}
                 """)
         } else {
-            FileHandle.standardError.write(Data("\n".utf8))
+            StandardStreams.writeError("\n")
             print(String(format: "%llu appends in %.2f s: %.0f appends/s, %llu errors", result.completed, result.seconds, opsPerSecond, result.errors))
             print("latency µs: p50 \(p(50))  p90 \(p(90))  p99 \(p(99))  p99.9 \(p(99.9))  max \(histogram.totalCount == 0 ? 0 : histogram.max)")
             if let error = result.firstError { print("first error: \(error)") }

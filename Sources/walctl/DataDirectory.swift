@@ -15,7 +15,9 @@ struct DataDirectoryOptions: ParsableArguments {
     var segmentPrefix: String = "wal-"
 
     /// Fails (exit 1) when the directory is missing or holds no segment of this prefix, so an
-    /// offline command never creates a new, empty log where the user expected one.
+    /// offline command never creates a new, empty log where the user expected one, and when
+    /// something named like a segment is not a regular file (a directory, a FIFO), which no
+    /// repair can make a segment of.
     func requireSegments() throws -> [String] {
         guard let dir = opendir(directory) else {
             fail("cannot open \(directory): \(String(cString: strerror(errno)))")
@@ -28,6 +30,16 @@ struct DataDirectoryOptions: ParsableArguments {
         }
         guard !names.isEmpty else {
             fail("no log in \(directory): no \(segmentPrefix)<lsn>.wal segment files (wrong --segment-prefix?)")
+        }
+        let io = PosixFileIO()
+        for name in names {
+            let path = directory.hasSuffix("/") ? directory + name : directory + "/" + name
+            do {
+                let type = try io.fileType(path)
+                if type != .regular { fail(WALError.notASegmentFile(path: path, type: type).description) }
+            } catch {
+                fail("\(error)")
+            }
         }
         return names.sorted()
     }
@@ -82,7 +94,7 @@ final class OutputBuffer {
             let n = bytes.withUnsafeBytes { write(1, $0.baseAddress! + written, $0.count - written) }
             if n < 0 {
                 if errno == EINTR { continue }
-                exit(1)
+                StandardStreams.failedWritingStandardOutput()
             }
             written += n
         }

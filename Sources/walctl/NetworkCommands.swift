@@ -28,16 +28,27 @@ struct Append: AsyncParsableCommand {
             while let line = readLine(strippingNewline: true) { records.append(Array(line.utf8)) }
         }
         guard !records.isEmpty else { throw ValidationError("nothing to append") }
-        // Batches of up to 1000 records keep each frame well under the frame limit; with
-        // --expect-lsn each batch expects the LSN after the previous one.
+        // Batches of up to 1000 records and one frame (flags, an expected LSN, count, then a
+        // length per record); a single record too large for a frame fails with `requestTooLarge`.
+        // With --expect-lsn each batch expects the LSN after the previous one.
         var index = 0
         var expected = expectLSN
         while index < records.count {
-            let batch = Array(records[index..<min(index + 1000, records.count)])
+            var end = index + 1
+            var frameLength = 1 + 1 + 8 + 4 + 4 + records[index].count
+            while end < records.count && end - index < 1000 && frameLength + 4 + records[end].count <= WALClient.maxFrameLength {
+                frameLength += 4 + records[end].count
+                end += 1
+            }
+            let batch = Array(records[index..<end])
+            // The client checked that first ... first + count − 1 are LSNs: no overflow here.
             let (first, count) = try await client.append(batch: batch, buffered: buffered, expectedLSN: expected)
-            if expected != nil { expected = first + UInt64(count) }
+            if expected != nil {
+                let (next, overflow) = first.addingReportingOverflow(UInt64(count))
+                expected = overflow ? .max : next  // the server refuses that one by name
+            }
             for offset in 0..<UInt64(count) { print(first + offset) }
-            index += batch.count
+            index = end
         }
     }
 }
@@ -64,10 +75,11 @@ struct Replay: AsyncParsableCommand {
             case .json:
                 print("{\"lsn\":\(record.lsn),\"size\":\(record.payload.count),\"payload_base64\":\"\(Data(record.payload).base64EncodedString())\"}")
             case .raw:
-                FileHandle.standardOutput.write(Data(record.payload))
+                StandardStreams.write(record.payload)
             case .hex:
                 print("\(record.lsn)\t\(record.payload.map { String(format: "%02x", $0) }.joined())")
             }
+            StandardStreams.checkStandardOutput()
         }
     }
 }

@@ -12,8 +12,9 @@ struct Verify: AsyncParsableCommand {
 
             Exit status: 0 when the log is intact (a torn tail at the end of the last segment is \
             reported as a note: it is what a crash leaves, and opening the log cuts it), 1 when \
-            the directory cannot be read, 2 on damage (the file, byte offset and LSN are printed; \
-            `walctl repair` cuts the log there).
+            the directory cannot be read or holds something named like a segment that is not a \
+            regular file (a directory, a FIFO: no repair applies), 2 on damage (the file, byte \
+            offset and LSN are printed; `walctl repair` cuts the log there).
             """
     )
 

@@ -16,4 +16,9 @@ struct WalCtl: AsyncParsableCommand {
         abstract: "Inspect, check and repair wald write-ahead logs.",
         subcommands: offlineCommands + networkCommands
     )
+
+    static func main() async {
+        StandardStreams.checkStandardOutputAtExit()
+        await main(nil)
+    }
 }

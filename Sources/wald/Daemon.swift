@@ -19,9 +19,7 @@ struct Daemon: Sendable {
     /// Runs until SIGTERM or SIGINT; returns the exit code.
     func run() async -> Int32 {
         let environment = ProcessInfo.processInfo.environment
-        let level = LogLevelSetting(config.logLevel)
-        let journal = WaldLogHandler.stderrIsJournal(environment: environment)
-        LoggingSystem.bootstrap { WaldLogHandler(label: $0, journal: journal, setting: level) }
+        // Metrics first: the log output's dropped-lines counter must come from the real factory.
         let registry = PrometheusCollectorRegistry()
         var factory = PrometheusMetricsFactory(registry: registry)
         factory.durationHistogramBuckets["wald_fsync_duration_seconds"] = [
@@ -30,6 +28,9 @@ struct Daemon: Sendable {
         ]
         factory.valueHistogramBuckets["wald_records_per_fsync"] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096]
         MetricsSystem.bootstrap(factory)
+        let level = LogLevelSetting(config.logLevel)
+        let output = LogOutput(journal: WaldLogHandler.stderrIsJournal(environment: environment))
+        LoggingSystem.bootstrap { WaldLogHandler(label: $0, output: output, setting: level) }
         let logger = Logger(label: "wald")
         // WALD_TEST_FAULT_FILE is no option but is known (the test-only fault point, warned about below).
         for name in WaldConfig.unrecognizedEnvironmentVariables(in: environment) where name != "WALD_TEST_FAULT_FILE" {

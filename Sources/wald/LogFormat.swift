@@ -1,9 +1,12 @@
 // wald's swift-log backend. Under systemd (JOURNAL_STREAM matches stderr) every event is one
 // line with a `<N>` syslog priority prefix, which journald turns into the priority field, and
 // metadata as key=value; by hand, human-readable lines with a timestamp. The level is shared
-// and can change at run time (SIGHUP reload).
+// and can change at run time (SIGHUP reload). A line that cannot be written (a full disk,
+// /dev/full, a closed pipe, a journal socket that would block) is dropped and counted: logging
+// never stops or blocks the server.
 import Foundation
 import Logging
+import Metrics
 import Synchronization
 
 final class LogLevelSetting: Sendable {
@@ -15,9 +18,68 @@ final class LogLevelSetting: Sendable {
     }
 }
 
+/// Where log lines go: standard error, one `write(2)` loop per line that gives up on any
+/// error but EINTR. Lines are logged on the event loop and the sync thread, so a reader that
+/// stops reading must not stop them: a socket there (the journal's stream) is written with
+/// MSG_DONTWAIT, and a pipe through a second, non-blocking open of it (/proc/self/fd/2), whose
+/// O_NONBLOCK is not shared with whoever else writes to that pipe. A full pipe or socket
+/// drops the line. Foundation's FileHandle.write is not used: it traps on ENOSPC and EPIPE.
+final class LogOutput: Sendable {
+    /// Lines carry a `<N>` priority prefix for journald instead of a timestamp.
+    let journal: Bool
+    private let fd: Int32
+    private let socket: Bool
+    /// `wald_log_lines_dropped_total`: lines not written whole.
+    private let dropped: Counter
+
+    init(journal: Bool, dropped: Counter = Counter(label: "wald_log_lines_dropped_total")) {
+        self.journal = journal
+        self.dropped = dropped
+        var info = stat()
+        let type = fstat(2, &info) == 0 ? info.st_mode & S_IFMT : 0
+        socket = type == S_IFSOCK
+        // Opening a pipe with no reader fails (ENXIO): then fd 2 it is, where writes fail with EPIPE.
+        let reopened = type == S_IFIFO ? open("/proc/self/fd/2", O_WRONLY | O_NONBLOCK | O_CLOEXEC) : -1
+        fd = reopened >= 0 ? reopened : 2
+    }
+
+    func write(_ line: String) {
+        if !StandardError.write(line, to: fd, nonBlockingSocket: socket) { dropped.increment() }
+    }
+}
+
+/// Writes to file descriptor 2 (or another open of standard error) without ever trapping.
+/// SIGPIPE must be ignored (the daemon does so at start), so a closed pipe is an EPIPE here
+/// instead of the end of the process.
+enum StandardError {
+    /// Whether all of `text` was written.
+    @discardableResult
+    static func write(_ text: String, to fd: Int32 = 2, nonBlockingSocket: Bool = false) -> Bool {
+        var text = text
+        return text.withUTF8 { utf8 in
+            let bytes = UnsafeRawBufferPointer(utf8)
+            var offset = 0
+            while offset < bytes.count {
+                let rest = UnsafeRawBufferPointer(rebasing: bytes[offset...])
+                let n = nonBlockingSocket
+                    ? send(fd, rest.baseAddress, rest.count, Int32(MSG_DONTWAIT) | Int32(MSG_NOSIGNAL))
+                    : Foundation.write(fd, rest.baseAddress, rest.count)
+                if n > 0 {
+                    offset += n
+                } else if n < 0 && errno == EINTR {
+                    continue
+                } else {
+                    return false  // ENOSPC, EPIPE, EAGAIN, EBADF, …: give the line up
+                }
+            }
+            return true
+        }
+    }
+}
+
 struct WaldLogHandler: LogHandler {
     let label: String
-    let journal: Bool
+    let output: LogOutput
     let setting: LogLevelSetting
     var metadata: Logger.Metadata = [:]
 
@@ -45,12 +107,12 @@ struct WaldLogHandler: LogHandler {
         let fields = merged.sorted { $0.key < $1.key }.map { "\($0.key)=\(Self.quote("\($0.value)"))" }.joined(separator: " ")
         let text = fields.isEmpty ? "\(event.message)" : "\(event.message) \(fields)"
         let line: String
-        if journal {
+        if output.journal {
             line = "<\(Self.priority(event.level))>\(label): \(text)\n"
         } else {
             line = "\(Self.timestamp()) \(event.level) \(label): \(text)\n"
         }
-        FileHandle.standardError.write(Data(line.utf8))
+        output.write(line)
     }
 
     /// syslog priorities: 2 critical, 3 error, 4 warning, 5 notice, 6 info, 7 debug.

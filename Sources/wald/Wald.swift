@@ -18,11 +18,13 @@ struct Wald: AsyncParsableCommand {
     @OptionGroup var flags: WaldFlags
 
     func run() async throws {
+        // A write to a closed pipe (stderr, stdout) must fail with EPIPE, not end the process.
+        signal(SIGPIPE, SIG_IGN)
         let config: WaldConfig
         do {
             config = try await WaldConfig.load(flags: flags, environment: ProcessInfo.processInfo.environment)
         } catch {
-            FileHandle.standardError.write(Data("wald: \(error)\n".utf8))
+            StandardError.write("wald: \(error)\n")
             Systemd.notify("STATUS=invalid configuration: \(error)")
             throw ExitCode(2)
         }

@@ -27,11 +27,17 @@ def replay(start, count, follow=False):
 
 SYNC, INFO, PROMOTE = frame(0x03), frame(0x04), frame(0x09)
 
-def header(first, previous, log_id=bytes(range(0x10, 0x20))):
-    h = b"WALDSEG\0" + struct.pack("<HHI", 1, 64, 0) + log_id + struct.pack("<QQQI", first, previous, 0, 0)
+def header(first, previous, log_id=bytes(range(0x10, 0x20)), version=2):
+    h = b"WALDSEG\0" + struct.pack("<HHI", version, 64, 0) + log_id + struct.pack("<QQQI", first, previous, 0, 0)
     return h + struct.pack("<I", crc32c(h))
 
-def record(lsn, payload):
+def record(lsn, payload, committed=None):
+    """A version 2 frame (24-byte header with the committed LSN, default lsn - 1)."""
+    body = struct.pack("<IQQ", len(payload), lsn, lsn - 1 if committed is None else committed) + payload
+    return struct.pack("<I", crc32c(body)) + body
+
+def record_v1(lsn, payload):
+    """A version 1 frame (16-byte header), as logs written before format version 2 hold."""
     body = struct.pack("<IQ", len(payload), lsn) + payload
     return struct.pack("<I", crc32c(body)) + body
 
@@ -54,6 +60,18 @@ binary = {
     "error": frame(0xFF, b"\x00\x03LSN 1 is out of range"),
     "too-large": struct.pack(">I", 0x00FFFFFF) + b"\x01",
 }
+# Every u64 and u32 field at its edges: 0, 1, 2^32 - 1, 2^32, 2^32 + 1, 2^63, 2^64 - 2, 2^64 - 1.
+EDGES = [0, 1, 2**32 - 1, 2**32, 2**32 + 1, 2**63, 2**64 - 2, 2**64 - 1]
+U32_EDGES = [0, 1, 2**31, 2**32 - 1]
+binary["edge-lsns"] = b"".join(replay(v, v) + replay(v, 0, follow=True) + frame(0x06, struct.pack(">Q", v))
+                               + frame(0x07, struct.pack(">Q", v)) for v in EDGES)
+binary["edge-responses"] = b"".join(frame(0x81, struct.pack(">QI", v, c)) + frame(0x82, struct.pack(">Q", v) + b"r")
+                                    + frame(0x83, struct.pack(">Q", v)) + frame(0x87, struct.pack(">Q", v))
+                                    for v in EDGES for c in U32_EDGES[:2])
+# APPEND whose count or record length claims more than the frame holds.
+binary["edge-append-counts"] = b"".join(frame(0x01, bytes([0]) + struct.pack(">I", c) + struct.pack(">I", 1) + b"x")
+                                        for c in U32_EDGES) + b"".join(
+    frame(0x01, bytes([0]) + struct.pack(">II", 1, n) + b"xy") for n in U32_EDGES)
 for name, data in binary.items():
     write("binary", name, data)
 
@@ -62,6 +80,8 @@ text = {
     "append-replay": b"APPEND hello world\nAPPEND second\nREPLAY 1\nREPLAY 1 1\nREPLAY 0 5 FOLLOW\n",
     "commands": b"SYNC\ninfo\nTRUNCATE 100\nAUTH s3cret\nPROMOTE\nMETRICS\nQUIT\n",
     "bad": b"FROB\nREPLAY x\nSYNC now\nAPPEND\n",
+    "edge-numbers": b"REPLAY 0 18446744073709551615 FOLLOW\nREPLAY 18446744073709551616\nTRUNCATE 4294967296\n"
+        b"REPLAY 1 4294967295\nTRUNCATE 18446744073709551615\nREPLAY 000000000000000000000000000001\n",
 }
 for name, data in text.items():
     write("text", name, data)
@@ -69,6 +89,10 @@ for name, data in text.items():
 records = record(1, b"one") + record(2, b"") + record(3, b"three")
 recovery = {
     "raw-valid": b"\x00" + header(1, 0) + records,
+    "raw-valid-v1": b"\x00" + header(1, 0, version=1) + record_v1(1, b"one") + record_v1(2, b"") + record_v1(3, b"three"),
+    "raw-committed-says-durable-after-damage": b"\x00" + header(1, 0) + record(1, b"one", 0) + b"\x00" * 40
+        + record(3, b"three", 2),
+    "header-unsynced-tail": b"\x01" + record(1, b"one", 0) + record(2, b"two", 1) + record(3, b"three", 1) + record(4, b"four", 1),
     "header-records": b"\x01" + records,
     "header-records-zeros": b"\x01" + records + bytes(64),
     "header-torn-tail": b"\x01" + records + record(4, b"torn record")[:20],
@@ -87,6 +111,15 @@ session = {
     "text-follow": b"APPEND x\nREPLAY 0 0 FOLLOW\nPING\n",
     "bad-first-byte": b"\x7fhello\n",
 }
+# The same edges against the running server, in both encodings.
+session["binary-edges"] = append([b"one"]) + b"".join(
+    replay(v, 1) + replay(1, v) + frame(0x06, struct.pack(">Q", v)) + frame(0x07, struct.pack(">Q", v))
+    + frame(0x05, b"edge") for v in EDGES)
+session["binary-follow-edge"] = append([b"a"]) + replay(0, 2**64 - 1, follow=True) + frame(0x07, struct.pack(">Q", 2**64 - 1))
+session["text-edges"] = b"APPEND one\n" + b"".join(
+    b"REPLAY %d\nREPLAY 1 %d\nTRUNCATE %d\nPING\n" % (v, v, v) for v in EDGES) + (
+    b"REPLAY 18446744073709551616\nREPLAY 1 99999999999999999999\nTRUNCATE 18446744073709551616\n"
+    b"REPLAY 18446744073709551615 18446744073709551615 FOLLOW\n")
 for name, data in session.items():
     write("session", name, data)
 

@@ -548,3 +548,60 @@ func reason(_ error: WALError?) -> String {
         try await reopened.close()
     }
 }
+
+/// Entries named like segments that are no regular files: open names them and changes nothing.
+@Suite struct SegmentLookalikeRecoveryTests {
+    @Test func aDirectoryNamedLikeASegmentStopsOpenWithItsPathOnASimulatedDisk() async throws {
+        let io = SimulatedFileIO()
+        let options = smallOptions("/wal", io: io)
+        let wal = try await WAL.open(options)
+        try await wal.append([1])
+        try await wal.close()
+        try io.createDirectory("/wal/wal-00000000000000000002.wal")
+        let before = try io.list("/wal").sorted()
+        await #expect(throws: WALError.notASegmentFile(path: "/wal/wal-00000000000000000002.wal", type: .directory)) {
+            try await WAL.open(options)
+        }
+        var repairing = options
+        repairing.repair = true
+        await #expect(throws: WALError.notASegmentFile(path: "/wal/wal-00000000000000000002.wal", type: .directory)) {
+            try await WAL.open(repairing)
+        }
+        #expect(try io.list("/wal").sorted() == before)
+    }
+
+    @Test func aDirectoryNamedLikeATempSegmentIsNotRemovedButNamed() async throws {
+        let dir = TempDirectory("lookalike")
+        defer { dir.cleanup() }
+        let options = smallOptions(dir.path)
+        try await WAL.open(options).close()
+        let path = dir.path + "/wal-prepared.tmp"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
+        await #expect(throws: WALError.notASegmentFile(path: path, type: .directory)) { try await WAL.open(options) }
+        #expect(FileManager.default.fileExists(atPath: path))
+    }
+
+    /// verifyLog lists segments the way open does: the look-alike is named (a FIFO would block
+    /// a read for ever), and a leftover temp file is left where it is (verify only reads).
+    @Test func verifyLogNamesALookalikeAndRemovesNothing() async throws {
+        let io = SimulatedFileIO()
+        let options = smallOptions("/wal", io: io)
+        let wal = try await WAL.open(options)
+        try await wal.append([1])
+        try await wal.close()
+        let temp = try io.open("/wal/wal-prepared.tmp", mode: .createExclusive)
+        io.close(temp)
+        #expect(try verifyLog(directory: "/wal", io: io).damage == nil)
+        #expect(try io.list("/wal").contains("wal-prepared.tmp"))
+        try io.createDirectory("/wal/wal-00000000000000000002.wal")
+        #expect(throws: WALError.notASegmentFile(path: "/wal/wal-00000000000000000002.wal", type: .directory)) {
+            try verifyLog(directory: "/wal", io: io)
+        }
+    }
+
+    @Test func theMessageSaysWhatTheEntryIsAndThatNothingChanged() {
+        let error = WALError.notASegmentFile(path: "/data/wal-00000000000000000500.wal", type: .directory)
+        #expect(error.description.hasPrefix("/data/wal-00000000000000000500.wal is a directory, not a segment file;"))
+        #expect(!error.description.contains("repair"))
+    }
+}

@@ -33,6 +33,20 @@ import Testing
         #expect(throws: ValueError("expected a duration like 10ms, 1s or 0")) { try DurationText.parse(text) }
     }
 
+    @Test(arguments: ["8761h", "525601m", "31536001s", "31536000001ms", "9223372036854775807h", "106751991167h",
+                      "9223372036854775807s", "153722867280912931m", "99999999999999999999s", "9223372036854775807ns"])
+    func aDurationBeyondAYearOrAnIntegerIsTooLargeNotATrap(text: String) {
+        #expect(throws: ValueError("expected a duration like 10ms, 1s or 0, at most 8760h (a year); this one is too large")) {
+            try DurationText.parse(text)
+        }
+    }
+
+    @Test(arguments: [("8760h", Duration.seconds(31_536_000)), ("525600m", .seconds(31_536_000)),
+                      ("31536000s", .seconds(31_536_000)), ("31536000000000000ns", .seconds(31_536_000))])
+    func aDurationUpToAYearIsAccepted(text: String, duration: Duration) throws {
+        #expect(try DurationText.parse(text) == duration)
+    }
+
     @Test(arguments: ["0", "500us", "10ms", "1s", "2m", "1h", "250ns", "1500ms"])
     func formatRoundTrips(text: String) throws {
         #expect(DurationText.format(try DurationText.parse(text)) == text)

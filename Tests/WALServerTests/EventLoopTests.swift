@@ -310,6 +310,7 @@ final class WatchedFileIO: FileIO {
     func rename(_ source: String, to destination: String) throws { try base.rename(source, to: destination) }
     func remove(_ path: String) throws { try base.remove(path) }
     func list(_ directory: String) throws -> [String] { try base.list(directory) }
+    func fileType(_ path: String) throws -> FileType { try base.fileType(path) }
     func createDirectory(_ directory: String) throws { try base.createDirectory(directory) }
     func lock(_ path: String) throws -> IOHandle { try base.lock(path) }
     func unlock(_ handle: IOHandle) { base.unlock(handle) }

@@ -24,6 +24,22 @@ import WALServer
         try await session.wal.close()
     }
 
+    /// Found by the session fuzzer (Tests/Fuzz/corpus/session/found-half-close-behind-a-durable-append):
+    /// the EOF arrives with the requests, while the durable APPEND's reply is still held for its
+    /// fdatasync. Once the gate opened, the replies went out but nothing looked at the EOF again,
+    /// and the connection stayed open (and counted) forever.
+    @Test(.timeLimit(.minutes(1)), arguments: ["APPEND x\nPING\n", "APPEND x\nREPLAY 0 ND hello\nPING\n", "APPEND x\n"])
+    func halfCloseRightBehindADurableAppendGetsTheRepliesThenEOF(requests: String) async throws {
+        let session = try await Session.start()
+        // The requests and the EOF back to back: the EOF is read while the append waits for its sync.
+        session.send(requests)
+        let text = try await session.halfCloseAndReadToEOF()
+        #expect(text.hasPrefix("OK 201\r\n"), "\(text)")
+        #expect(text.hasSuffix(requests.hasSuffix("PING\n") ? "PONG\r\n" : "OK 201\r\n"), "\(text)")
+        #expect(session.server.connectionCount == 0)
+        try await session.wal.close()
+    }
+
     /// A request other than FEEDBACK on a follow stream ends it; the records queued before it
     /// still arrive whole (they used to be dropped mid-record by an abrupt close).
     @Test(.timeLimit(.minutes(1)))

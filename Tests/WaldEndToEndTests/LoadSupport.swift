@@ -224,12 +224,17 @@ struct ToolResult {
 
 /// Runs one of the built executables to completion (killed after `timeout` seconds), with
 /// its output in temporary files so a chatty child cannot block on a full pipe.
-func runTool(_ name: String, _ arguments: [String], timeout: Double = 60) throws -> ToolResult {
-    try runProgram(buildProductsDirectory().appendingPathComponent(name).path, arguments, timeout: timeout)
+/// `standardInput` replaces /dev/null; `standardOutput`/`standardError` replace the files the
+/// result reads (then its text is empty).
+func runTool(_ name: String, _ arguments: [String], timeout: Double = 60, standardInput: FileHandle? = nil,
+             standardOutput: FileHandle? = nil, standardError: FileHandle? = nil) throws -> ToolResult {
+    try runProgram(buildProductsDirectory().appendingPathComponent(name).path, arguments, timeout: timeout,
+                   standardInput: standardInput, standardOutput: standardOutput, standardError: standardError)
 }
 
 /// Runs the program at `path` like `runTool` (a third-party client such as redis-cli).
-func runProgram(_ path: String, _ arguments: [String], timeout: Double = 60) throws -> ToolResult {
+func runProgram(_ path: String, _ arguments: [String], timeout: Double = 60, standardInput: FileHandle? = nil,
+                standardOutput: FileHandle? = nil, standardError: FileHandle? = nil) throws -> ToolResult {
     let base = NSTemporaryDirectory() + "wald-e2e-tool-\(UUID().uuidString)"
     let outPath = base + ".out"
     let errPath = base + ".err"
@@ -243,9 +248,9 @@ func runProgram(_ path: String, _ arguments: [String], timeout: Double = 60) thr
     process.executableURL = URL(fileURLWithPath: path)
     process.arguments = arguments
     process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("WALD_") }
-    process.standardOutput = FileHandle(forWritingAtPath: outPath)
-    process.standardError = FileHandle(forWritingAtPath: errPath)
-    process.standardInput = FileHandle.nullDevice
+    process.standardOutput = standardOutput ?? FileHandle(forWritingAtPath: outPath)
+    process.standardError = standardError ?? FileHandle(forWritingAtPath: errPath)
+    process.standardInput = standardInput ?? FileHandle.nullDevice
     try process.run()
     let pid = process.processIdentifier
     let watchdog = Watchdog(seconds: timeout) { kill(pid, SIGKILL) }

@@ -53,6 +53,40 @@ import Testing
         }
     }
 
+    @Test func numbersThatDoNotFitInSixtyFourBitsAreOutOfRangeAndChangeNothing() throws {
+        let wald = try WaldProcess()
+        defer { wald.cleanup() }
+        let c = try RawConnection(port: wald.port)
+        c.send("APPEND one\nREPLAY 18446744073709551616\nREPLAY 1 99999999999999999999 FOLLOW\nTRUNCATE 18446744073709551616\n"
+               + "REPLAY 18446744073709551615\nREPLAY 1 18446744073709551615\nINFO\n")
+        let largest = "the largest allowed is 18446744073709551615"
+        #expect(c.readLine() == "OK 1")
+        #expect(c.readLine() == "ERR BAD_REQUEST from 18446744073709551616 is out of range: \(largest)")
+        #expect(c.readLine() == "ERR BAD_REQUEST count 99999999999999999999 is out of range: \(largest)")
+        #expect(c.readLine() == "ERR BAD_REQUEST before 18446744073709551616 is out of range: \(largest)")
+        // The largest u64 itself parses; it is an LSN the log does not hold, or no count limit.
+        #expect(c.readLine()?.hasPrefix("ERR OUT_OF_RANGE LSN 18446744073709551615 is out of range") == true)
+        #expect(c.readLine() == "RECORD 1 3")
+        #expect(c.readLine() == "one")
+        #expect(c.readLine() == "END 2")
+        let info = try #require(c.readLine())
+        #expect(info.contains("\"first_lsn\":1,\"last_lsn\":1,"), "\(info)")
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func aClientThatHalfClosesRightAfterADurableAppendGetsItsRepliesThenEOF() throws {
+        let wald = try WaldProcess()
+        defer { wald.cleanup() }
+        for round in 1...3 {
+            let c = try RawConnection(port: wald.port)
+            c.send("APPEND half-closed \(round)\nPING\n")
+            shutdown(c.fd, Int32(SHUT_WR))
+            let (bytes, closed) = readUntilClosed(c.fd, idleSeconds: 10)
+            #expect(String(decoding: bytes, as: UTF8.self) == "OK \(round)\r\nPONG\r\n")
+            #expect(closed, "wald kept the half-closed connection open")
+        }
+    }
+
     @Test func lineOverSixtyFourKiBIsTooLargeAndCloses() throws {
         let wald = try WaldProcess()
         defer { wald.cleanup() }

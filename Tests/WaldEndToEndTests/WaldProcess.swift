@@ -18,13 +18,16 @@ final class WaldProcess: @unchecked Sendable {
 
     var port: UInt16 { UInt16(address.split(separator: ":").last!)! }
 
-    /// Starts wald and waits for its "ready <addr>" line. `dataDirectory` nil = a new temp dir.
-    init(dataDirectory: String? = nil, arguments: [String] = [], environment: [String: String] = [:]) throws {
+    /// Starts wald and waits for its "ready <addr>" line. `dataDirectory` nil = a new temp dir;
+    /// `standardError` nil = a log file (`stderrText`).
+    init(dataDirectory: String? = nil, arguments: [String] = [], environment: [String: String] = [:],
+         standardError: FileHandle? = nil) throws {
         self.dataDirectory = dataDirectory ?? NSTemporaryDirectory() + "wald-e2e-\(UUID().uuidString)"
         stderrPath = self.dataDirectory + ".stderr.log"
         FileManager.default.createFile(atPath: stderrPath, contents: nil)
         process.executableURL = buildProductsDirectory().appendingPathComponent("wald")
-        var args = ["--data-dir", self.dataDirectory, "--log-level", "warning"]
+        var args = ["--data-dir", self.dataDirectory]
+        if !arguments.contains("--log-level") { args += ["--log-level", "warning"] }
         if !arguments.contains("--flush-interval") { args += ["--flush-interval", "5ms"] }
         if !arguments.contains("--listen") { args += ["--listen", "127.0.0.1:0"] }
         // Small segments by default: every start zero-fills a segment and prepares the next.
@@ -34,7 +37,7 @@ final class WaldProcess: @unchecked Sendable {
         env.merge(environment) { $1 }
         process.environment = env
         process.standardOutput = stdoutPipe
-        process.standardError = FileHandle(forWritingAtPath: stderrPath)
+        process.standardError = standardError ?? FileHandle(forWritingAtPath: stderrPath)
         try process.run()
         address = try readReadyLine()
     }

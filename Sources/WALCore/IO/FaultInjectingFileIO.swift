@@ -44,6 +44,7 @@ public struct FaultInjectingFileIO: FileIO {
     public func remove(_ path: String) throws { try base.remove(path) }
     public func syncDirectory(_ directory: String) throws { try base.syncDirectory(directory) }
     public func list(_ directory: String) throws -> [String] { try base.list(directory) }
+    public func fileType(_ path: String) throws -> FileType { try base.fileType(path) }
     public func createDirectory(_ directory: String) throws { try base.createDirectory(directory) }
     public func lock(_ path: String) throws -> IOHandle { try base.lock(path) }
     public func unlock(_ handle: IOHandle) { base.unlock(handle) }

@@ -34,6 +34,24 @@ public enum OpenMode: Sendable {
     case createExclusive
 }
 
+/// What a path names, as `stat` reports it (a symbolic link is followed).
+public enum FileType: Sendable, Equatable, CustomStringConvertible {
+    case regular, directory, fifo, socket, characterDevice, blockDevice, unknown
+
+    /// With its article, for messages: "a directory".
+    public var description: String {
+        switch self {
+        case .regular: "a regular file"
+        case .directory: "a directory"
+        case .fifo: "a FIFO"
+        case .socket: "a socket"
+        case .characterDevice: "a character device"
+        case .blockDevice: "a block device"
+        case .unknown: "not a regular file"
+        }
+    }
+}
+
 /// File-system calls the engine needs. Implementations retry EINTR and turn errno into `IOError`.
 public protocol FileIO: Sendable {
     /// The corresponding C function is `open`.
@@ -59,6 +77,9 @@ public protocol FileIO: Sendable {
     func syncDirectory(_ directory: String) throws
     /// Names of the entries in `directory` (not "." or "..").
     func list(_ directory: String) throws -> [String]
+    /// What `path` is, following a symbolic link. The corresponding C function is `stat`.
+    /// Opening is no way to ask: `open` of a FIFO waits for a writer.
+    func fileType(_ path: String) throws -> FileType
     /// Creates `directory` and missing parents (`mkdir -p`).
     func createDirectory(_ directory: String) throws
     /// Takes an exclusive, non-blocking `flock` on `path` (created if missing); released by `unlock`.

@@ -110,6 +110,20 @@ public struct PosixFileIO: FileIO {
         return names
     }
 
+    public func fileType(_ path: String) throws -> FileType {
+        var info = stat()
+        _ = try retrying("stat", path) { stat(path, &info) }
+        return switch info.st_mode & S_IFMT {
+        case S_IFREG: .regular
+        case S_IFDIR: .directory
+        case S_IFIFO: .fifo
+        case S_IFSOCK: .socket
+        case S_IFCHR: .characterDevice
+        case S_IFBLK: .blockDevice
+        default: .unknown
+        }
+    }
+
     public func createDirectory(_ directory: String) throws {
         var path = directory.hasPrefix("/") ? "/" : ""
         for component in directory.split(separator: "/") {

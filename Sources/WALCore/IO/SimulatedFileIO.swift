@@ -388,7 +388,17 @@ public final class SimulatedFileIO: FileIO {
     public func list(_ directory: String) throws -> [String] {
         try state.withLock { s in
             guard s.directories.contains(directory) else { throw IOError("opendir", path: directory, errno: 2) }
-            return s.names.keys.filter { Self.parent(of: $0) == directory }.map { String($0.dropFirst(directory.count + 1)) }
+            let entries = Array(s.names.keys) + s.directories
+            return entries.filter { Self.parent(of: $0) == directory && $0 != directory }.map { String($0.dropFirst(directory.count + 1)) }
+        }
+    }
+
+    /// Only files and directories exist here.
+    public func fileType(_ path: String) throws -> FileType {
+        try state.withLock { s in
+            if s.names[path] != nil { return .regular }
+            if s.directories.contains(path) { return .directory }
+            throw IOError("stat", path: path, errno: 2)  // ENOENT
         }
     }
 

@@ -297,5 +297,9 @@ public struct GroupCommitStats: Sendable, Equatable {
 
 func nanoseconds(_ duration: Duration) -> UInt64 {
     let (seconds, attoseconds) = duration.components
-    return UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
+    // Clamped, not trapped: options are validated to a year, but a caller may pass anything.
+    let (whole, overflow) = UInt64(max(0, seconds)).multipliedReportingOverflow(by: 1_000_000_000)
+    guard !overflow else { return .max }
+    let (total, overflow2) = whole.addingReportingOverflow(UInt64(max(0, attoseconds) / 1_000_000_000))
+    return overflow2 ? .max : total
 }

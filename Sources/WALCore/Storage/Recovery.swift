@@ -215,12 +215,20 @@ enum Recovery {
         }
     }
 
-    /// Segment files of this log's prefix in LSN order. Leftover temp files are removed.
-    static func segmentNames(io: any FileIO, options: WALOptions) throws -> [SegmentInfo] {
+    /// Segment files of this log's prefix in LSN order. Leftover temp files are removed (unless
+    /// `removingTemporaries` is false: `verifyLog` only reads). Anything named like one that is
+    /// no regular file (a directory, a FIFO) stops the open, named.
+    static func segmentNames(io: any FileIO, options: WALOptions, removingTemporaries: Bool = true) throws -> [SegmentInfo] {
         var segments: [SegmentInfo] = []
         for name in try io.list(options.directory) {
-            if name.hasPrefix(options.segmentPrefix) && name.hasSuffix(".tmp") {
-                try io.remove(joinPath(options.directory, name))
+            let isTemp = name.hasPrefix(options.segmentPrefix) && name.hasSuffix(".tmp")
+            if isTemp || SegmentName.parse(name, prefix: options.segmentPrefix) != nil {
+                let path = joinPath(options.directory, name)
+                let type = try io.fileType(path)
+                guard type == .regular else { throw WALError.notASegmentFile(path: path, type: type) }
+            }
+            if isTemp {
+                if removingTemporaries { try io.remove(joinPath(options.directory, name)) }
             } else if let lsn = SegmentName.parse(name, prefix: options.segmentPrefix) {
                 segments.append(SegmentInfo(firstLSN: lsn, name: name))
             }

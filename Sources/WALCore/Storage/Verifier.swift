@@ -24,14 +24,16 @@ public struct VerifyReport: Sendable {
 }
 
 /// Checks every segment of the log in `directory` without modifying anything (no lock is taken).
+/// Damage is reported in the result; it throws `WALError.io` when the directory cannot be
+/// listed and `WALError.notASegmentFile` for a directory or FIFO named like a segment.
 public func verifyLog(directory: String, segmentPrefix: String = "wal-", io: any FileIO = PosixFileIO()) throws -> VerifyReport {
     var options = WALOptions(directory: directory)
     options.segmentPrefix = segmentPrefix
     var report = VerifyReport()
     let marker = CleanMarker.read(io: io, directory: directory)
-    let names = try wrapIO { try io.list(directory) }
-        .compactMap { name in SegmentName.parse(name, prefix: segmentPrefix).map { SegmentInfo(firstLSN: $0, name: name) } }
-        .sorted { $0.firstLSN < $1.firstLSN }
+    // The same listing as open's: a directory or FIFO named like a segment is refused by name
+    // (reading a FIFO would block for ever).
+    let names = try wrapIO { try Recovery.segmentNames(io: io, options: options, removingTemporaries: false) }
     for (index, segment) in names.enumerated() {
         let path = joinPath(directory, segment.name)
         let scan: SegmentScan

@@ -186,6 +186,9 @@ public final class WAL: Sendable {
         commit.setDelivery { _ in }
         delivery.withLock { $0 = nil }
         state.withLock { $0.housekeeping = nil }
+        // Unlinks still queued finish before the lock is released: another process (or a
+        // reopen) must not list a segment that is about to vanish under it.
+        housekeeping.sync {}
         preparer.discard()
         io.close(handle)
         // Synced whole: say so, so that the next open treats any damage as corruption.

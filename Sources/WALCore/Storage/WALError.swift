@@ -26,6 +26,9 @@ public enum WALError: Error, Equatable, Sendable, CustomStringConvertible {
     case io(IOError)
     /// The options are inconsistent.
     case invalidOptions(String)
+    /// Something in the data directory is named like a segment (or a temp segment) but is not a
+    /// regular file: a directory, a FIFO. Nothing was changed; move it out of the directory.
+    case notASegmentFile(path: String, type: FileType)
     /// The log holds the largest LSN it can hand out (2^64 − 2): nothing more can be appended.
     /// Start a new log (another data directory).
     case exhausted(lastLSN: LSN)
@@ -50,6 +53,8 @@ public enum WALError: Error, Equatable, Sendable, CustomStringConvertible {
         case .invalidOptions(let text): "invalid options: \(text)"
         case .conflict(let expected, let next):
             "the append expected LSN \(expected) but the log's next LSN is \(next); nothing was written"
+        case .notASegmentFile(let path, let type):
+            "\(path) is \(type), not a segment file; move it out of the data directory (nothing was changed)"
         case .exhausted(let last):
             "the log is full: its last LSN \(last) leaves no LSN for another record; start a new log in another data directory"
         }

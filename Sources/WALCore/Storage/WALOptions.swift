@@ -66,6 +66,15 @@ public struct WALOptions: Sendable {
         guard maxSegments >= 0, retentionBytes >= 0, maxBufferBytes >= 0 else {
             throw .invalidOptions("maxSegments, retentionBytes and maxBufferBytes must not be negative")
         }
-        guard flushInterval >= .zero else { throw .invalidOptions("flushInterval must not be negative") }
+        // Both become nanosecond counts and timer deadlines: a year keeps those far from overflow.
+        guard flushInterval >= .zero, flushInterval <= Self.longestDuration else {
+            throw .invalidOptions("flushInterval must be between 0 and a year")
+        }
+        guard slowSyncThreshold >= .zero, slowSyncThreshold <= Self.longestDuration else {
+            throw .invalidOptions("slowSyncThreshold must be between 0 and a year")
+        }
     }
+
+    /// The longest `flushInterval` and `slowSyncThreshold`: a year.
+    public static let longestDuration = Duration.seconds(365 * 24 * 3600)
 }

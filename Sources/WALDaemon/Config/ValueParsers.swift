@@ -33,20 +33,36 @@ enum ByteSize {
 enum DurationText {
     static let expectedForm = "expected a duration like 10ms, 1s or 0"
 
-    /// `0`, or an integer with one of the units ns, us (µs), ms, s, m, h: `500us`, `10ms`, `2m`.
+    /// The longest duration any option takes. Durations are added to clocks and turned into
+    /// nanosecond counts (timers, the slow-sync check); a year keeps all of that far from
+    /// overflowing, and no interval or timeout of a write-ahead log is longer.
+    static let maximum = Duration.seconds(365 * 24 * 3600)
+    static let tooLarge = ValueError("\(expectedForm), at most 8760h (a year); this one is too large")
+
+    /// `0`, or an integer with one of the units ns, us (µs), ms, s, m, h: `500us`, `10ms`, `2m`;
+    /// at most `maximum`.
     static func parse(_ text: String) throws(ValueError) -> Duration {
         if text == "0" { return .zero }
         let digits = text.prefix(while: \.isASCIIDigit)
-        guard !digits.isEmpty, let count = Int64(digits) else { throw ValueError(expectedForm) }
-        switch text.dropFirst(digits.count) {
-        case "ns": return .nanoseconds(count)
-        case "us", "µs": return .microseconds(count)
-        case "ms": return .milliseconds(count)
-        case "s": return .seconds(count)
-        case "m": return .seconds(count) * 60
-        case "h": return .seconds(count) * 3600
+        guard !digits.isEmpty else { throw ValueError(expectedForm) }
+        let unit = text.dropFirst(digits.count)
+        guard ["ns", "us", "µs", "ms", "s", "m", "h"].contains(unit) else { throw ValueError(expectedForm) }
+        // Digits that do not fit an Int64 are too large in any unit.
+        guard let count = Int64(digits) else { throw tooLarge }
+        let duration: Duration
+        switch unit {
+        case "ns": duration = .nanoseconds(count)
+        case "us", "µs": duration = .microseconds(count)
+        case "ms": duration = .milliseconds(count)
+        case "s": duration = .seconds(count)
+        case "m", "h":
+            let (seconds, overflow) = count.multipliedReportingOverflow(by: unit == "m" ? 60 : 3600)
+            guard !overflow else { throw tooLarge }
+            duration = .seconds(seconds)
         default: throw ValueError(expectedForm)
         }
+        guard duration <= maximum else { throw tooLarge }
+        return duration
     }
 
     /// The shortest exact spelling in the units `parse` accepts, for logs and the sample file.

@@ -353,7 +353,8 @@ extension Connection {
             return .error(.outOfRange, "LSN \(lsn) is out of range; the first available LSN is \(first) and the last is \(last)")
         case .noSpace: return .error(.noSpace, error.description)
         case .conflict: return .error(.conflict, error.description)
-        case .closed, .failed, .io, .corruption, .locked, .exhausted: return .error(.unavailable, error.description)
+        case .closed, .failed, .io, .corruption, .locked, .exhausted, .notASegmentFile:
+            return .error(.unavailable, error.description)
         }
     }
 }

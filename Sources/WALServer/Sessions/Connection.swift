@@ -315,7 +315,10 @@ final class Connection: @unchecked Sendable {
             loop.gated[id] = nil
         }
         guard sent < sendLimit else { return }
-        if gates.isEmpty && (waitingForGates || closing) {
+        // Whoever waited for the last held reply runs again: a barrier request, a close, or an
+        // EOF read while the reply was held (nothing else would look at it again: the
+        // connection stayed open forever when the client half-closed right after an APPEND).
+        if gates.isEmpty && (waitingForGates || closing || endOfInput) {
             waitingForGates = false
             service()
         } else {
