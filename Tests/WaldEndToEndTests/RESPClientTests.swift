@@ -158,4 +158,52 @@ private func requireProgram(_ variable: String, _ candidates: [String]) throws -
         let records = try await replayAll(endpoint(wald))
         #expect(records.map(\.payload) == [Array("first".utf8), [], Array("plain".utf8)])
     }
+
+    /// A client parked in XREAD BLOCK 0 that goes away is noticed at once (Redis frees a blocked
+    /// client when it disconnects): its connection is gone without any append waking it.
+    @Test(.timeLimit(.minutes(1)))
+    func aClientThatLeavesWhileBlockedInXREADIsForgotten() async throws {
+        let wald = try WaldProcess()
+        defer { wald.cleanup() }
+        let info = try await WALClient.connect(endpoint(wald))
+        defer { info.close() }
+        let blockForever = "*6\r\n$5\r\nXREAD\r\n$5\r\nBLOCK\r\n$1\r\n0\r\n$7\r\nSTREAMS\r\n$3\r\nwal\r\n$1\r\n$\r\n"
+        // Half-closed: the server closes without a reply.
+        let halfClosed = try RawConnection(port: wald.port)
+        halfClosed.send(blockForever)
+        try await Task.sleep(for: .milliseconds(200))
+        shutdown(halfClosed.fd, Int32(SHUT_WR))
+        let (bytes, closed) = readUntilClosed(halfClosed.fd, idleSeconds: 10)
+        #expect(closed && bytes.isEmpty, "half-closed while blocked: closed \(closed), \(bytes.count) bytes")
+        // Gone entirely: the connection count drops back without an append.
+        var gone: RawConnection? = try RawConnection(port: wald.port)
+        gone!.send(blockForever)
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(try await info.info().connections == 2)
+        gone = nil  // close(2)
+        var connections: UInt64 = 2
+        for _ in 0..<100 where connections != 1 {
+            try await Task.sleep(for: .milliseconds(50))
+            connections = try await info.info().connections
+        }
+        #expect(connections == 1, "the blocked connection is still counted")
+        #expect(try await info.info().lastLSN == 0)
+    }
+
+    /// A request larger than max_frame_bytes, even made of arguments that each fit, is refused
+    /// with one error and the connection closes (it would otherwise wait for bytes never read).
+    @Test(.timeLimit(.minutes(1)))
+    func aRequestOverMaxFrameBytesIsRefusedAndCloses() async throws {
+        let wald = try WaldProcess(arguments: ["--max-frame-bytes", "64KiB", "--max-record-bytes", "32KiB"])
+        defer { wald.cleanup() }
+        let c = try RawConnection(port: wald.port)
+        let part = String(repeating: "x", count: 40_000)
+        c.send("*3\r\n$4\r\nECHO\r\n$40000\r\n\(part)\r\n$40000\r\n\(part)\r\n")
+        let (bytes, closed) = readUntilClosed(c.fd, idleSeconds: 10)
+        #expect(String(decoding: bytes, as: UTF8.self) == "-ERR Protocol error: request larger than max_frame_bytes (65536 bytes)\r\n")
+        #expect(closed)
+        let other = try RawConnection(port: wald.port)
+        other.send("*1\r\n$4\r\nPING\r\n")
+        #expect(other.readLine() == "+PONG")
+    }
 }

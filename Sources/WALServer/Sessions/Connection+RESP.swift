@@ -45,13 +45,17 @@ extension Connection {
         case .needMore:
             // The input buffer holds one frame of max_frame_bytes: a request that does not fit
             // would wait forever for bytes the connection no longer reads.
-            guard bytes.count > options.maxFrameBytes + 4 else { return nil }
+            guard bytes.count > options.maxFrameBytes else { return nil }
             failRESP("Protocol error: request larger than max_frame_bytes (\(options.maxFrameBytes) bytes)")
             return nil
         case .error(let message):
             failRESP(message)
             return nil
         case .command(let consumed):
+            guard consumed <= options.maxFrameBytes else {
+                failRESP("Protocol error: request larger than max_frame_bytes (\(options.maxFrameBytes) bytes)")
+                return nil
+            }
             guard !resp.arguments.isEmpty else { return consumed }  // `*0`: nothing, as Redis
             if executeRESP(bytes) == .wait { return nil }
             return consumed
