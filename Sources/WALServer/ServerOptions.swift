@@ -31,6 +31,9 @@ public struct ServerOptions: Sendable {
     public var maxFollowerHoldBytes: Int = 1 << 30
     /// The key under which RESP clients see the log as a Redis stream. Default `wal`.
     public var respStream: String = "wal"
+    /// RESP connections start with buffered XADDs (acknowledged once written) instead of
+    /// durable ones; `CLIENT WALD-DURABILITY` switches a connection. Default false.
+    public var respBuffered = false
     public var logger: Logger = Logger(label: "wald.server")
     /// Produces the METRICS text (Prometheus exposition format). Default none.
     public var metricsText: (@Sendable () -> String)?

@@ -174,7 +174,7 @@ final class Server {
     var rssMiB: Double {
         guard let text = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8),
               let line = text.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
-              let kib = Double(line.split(separator: " ").dropFirst().first ?? "") else { return 0 }
+              let kib = Double(line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first ?? "") else { return 0 }
         return kib / 1024
     }
 
@@ -255,16 +255,26 @@ final class Server {
 }
 
 /// The same command from the same load generator against both servers: `redis-benchmark …
-/// XADD wal * data <value>` against Redis (`appendfsync always`) and against wald's RESP (a
-/// durable append each). Nothing differs but the server, so the client CPU columns are left out.
+/// XADD wal * data <value>` against Redis (`appendfsync always`, then `everysec`) and against
+/// wald's RESP (`resp_durability` durable, then buffered). Nothing differs but the server, so
+/// the client CPU columns are left out.
 enum XADDComparison {
     static func run(binaries: URL, work: URL, clients: [Int], pipelines: [Int], sizes: [Int], quick: Bool) throws {
-        let redis = try Server.redis(directory: work.appendingPathComponent("redis-xadd").path, fsync: "always")
-        let wald = try Server.wald(binaries: binaries, directory: work.appendingPathComponent("wald-xadd").path)
+        for pass in [Pass.durable, .buffered] {
+            try run(pass, binaries: binaries, work: work, clients: clients, pipelines: pipelines, sizes: sizes, quick: quick)
+        }
+    }
+
+    static func run(_ pass: Pass, binaries: URL, work: URL, clients: [Int], pipelines: [Int], sizes: [Int], quick: Bool) throws {
+        let redis = try Server.redis(directory: work.appendingPathComponent("redis-xadd-\(pass)").path, fsync: pass.redisFsync)
+        let wald = try Server.wald(binaries: binaries, directory: work.appendingPathComponent("wald-xadd-\(pass)").path,
+                                   extra: ["--resp-durability", pass == .durable ? "durable" : "buffered"])
         defer { redis.stop(); wald.stop() }
-        print("## Same client, same command: redis-benchmark XADD wal * data <value>, durable\n")
-        print("Redis `appendfsync always` vs wald's RESP (an XADD is answered once fdatasync covers it). "
-              + "CPU = the server's CPU time per request (all threads, user + sys).\n")
+        print("## Same client, same command: redis-benchmark XADD wal * data <value>, \(pass)\n")
+        print(pass == .durable
+              ? "Redis `appendfsync always` vs wald's RESP with `resp_durability: durable` (an XADD is answered once fdatasync covers it). "
+              : "Redis `appendfsync everysec` vs wald's RESP with `resp_durability: buffered` (answered once written; fdatasync every 10 ms). ")
+        print("CPU = the server's CPU time per request (all threads, user + sys).\n")
         print("| clients | pipeline | size | Redis req/s | p50 ms | p99 ms | CPU µs | wald req/s | p50 ms | p99 ms | CPU µs "
               + "| wald/Redis | CPU wald/Redis | p99 no worse |")
         print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|")
@@ -274,7 +284,7 @@ enum XADDComparison {
             for c in clients {
                 for p in pipelines {
                     // Each cell starts from an empty stream, so Redis's memory stays bounded.
-                    let requests = max(10_000, min(400_000, 5_000 * c * p)) / (quick ? 4 : 1)
+                    let requests = max(pass == .buffered ? 50_000 : 10_000, min(400_000, 5_000 * c * p)) / (quick ? 4 : 1)
                     _ = try? Runner.run("/usr/bin/redis-cli", ["-p", "\(redis.port)", "flushall"])
                     let r: Measurement
                     let w: Measurement

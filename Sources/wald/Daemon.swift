@@ -228,6 +228,7 @@ struct Daemon: Sendable {
         options.syncReplicaTimeout = config.syncReplicaTimeout
         options.maxFollowerHoldBytes = config.maxFollowerHoldBytes
         options.respStream = config.respStream
+        options.respBuffered = config.respDurability == "buffered"
         options.logger = Logger(label: "wald.server")
         return options
     }

@@ -71,7 +71,7 @@ import Testing
 
     @Test func everyOptionIsClassified() {
         let restartOnly: Set<WaldOption> = [.listen, .unix, .dataDir, .segmentPrefix, .maxSegmentBytes, .metricsListen, .follow,
-                                            .respStream]
+                                            .respStream, .respDurability]
         for option in WaldOption.allCases {
             #expect(option.isReloadable == !restartOnly.contains(option), "\(option)")
         }

@@ -206,4 +206,34 @@ private func requireProgram(_ variable: String, _ candidates: [String]) throws -
         other.send("*1\r\n$4\r\nPING\r\n")
         #expect(other.readLine() == "+PONG")
     }
+
+    /// `resp_durability: buffered` starts RESP connections buffered: an XADD is answered once
+    /// written although nothing is synced (flush interval 1 h); `CLIENT WALD-DURABILITY durable`
+    /// makes the next one wait for an fdatasync, which covers both. A value that is neither is
+    /// refused at start by name.
+    @Test(.timeLimit(.minutes(1)))
+    func respDurabilityBufferedAnswersOnceWritten() async throws {
+        let wald = try WaldProcess(arguments: ["--resp-durability", "buffered", "--flush-interval", "1h"])
+        defer { wald.cleanup() }
+        let c = try RawConnection(port: wald.port)
+        c.send("*5\r\n$4\r\nXADD\r\n$3\r\nwal\r\n$1\r\n*\r\n$4\r\ndata\r\n$3\r\none\r\n")
+        #expect(c.readLine() == "$3")
+        #expect(c.readLine() == "1-0")
+        let info = try await WALClient.connect(endpoint(wald))
+        defer { info.close() }
+        #expect(try await info.info().durableLSN == 0, "a buffered XADD was synced although the flush interval is 1 h")
+        c.send("*3\r\n$6\r\nCLIENT\r\n$15\r\nWALD-DURABILITY\r\n$7\r\ndurable\r\n")
+        #expect(c.readLine() == "+OK")
+        c.send("*5\r\n$4\r\nXADD\r\n$3\r\nwal\r\n$1\r\n*\r\n$4\r\ndata\r\n$3\r\ntwo\r\n")
+        #expect(c.readLine() == "$3")
+        #expect(c.readLine() == "2-0")
+        #expect(try await info.info().durableLSN == 2)
+
+        let directory = NSTemporaryDirectory() + "wald-e2e-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let refused = try runTool("wald", ["--data-dir", directory, "--listen", "127.0.0.1:0", "--resp-durability", "sometimes"],
+                                  timeout: 30)
+        #expect(refused.status != 0 && refused.stderr.contains("invalid --resp-durability \"sometimes\": expected durable or buffered"),
+                "\(refused.stderr)")
+    }
 }

@@ -136,6 +136,10 @@ extension WaldConfig {
             }
             return text
         }.value
+        config.respDurability = try await values.value(.respDurability, default: config.respDurability) { (text) throws(ValueError) in
+            guard text == "durable" || text == "buffered" else { throw ValueError("expected durable or buffered") }
+            return text
+        }.value
 
         // Cross-checks. Blame the value the operator set, not a default it collides with.
         let recordLimit = config.maxFrameBytes - frameOverheadBytes

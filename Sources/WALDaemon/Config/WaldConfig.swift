@@ -52,6 +52,10 @@ public struct WaldConfig: Sendable, Equatable {
     /// The key under which RESP clients see the log as a Redis stream: 1–128 printable ASCII
     /// characters, no spaces. Default `wal`.
     public var respStream: String = "wal"
+    /// What a RESP client's XADD waits for until it says otherwise (`CLIENT WALD-DURABILITY`):
+    /// `durable` (fsynced, Redis's `appendfsync always`) or `buffered` (written, synced within the
+    /// flush interval, like `appendfsync everysec`). Default `durable`.
+    public var respDurability: String = "durable"
     /// The YAML file the configuration was read from (`--config` or `WALD_CONFIG`), if any.
     public var configFile: String? = nil
 
@@ -96,6 +100,7 @@ public struct WaldConfig: Sendable, Equatable {
         case .syncReplicaTimeout: syncReplicaTimeout == other.syncReplicaTimeout
         case .maxFollowerHoldBytes: maxFollowerHoldBytes == other.maxFollowerHoldBytes
         case .respStream: respStream == other.respStream
+        case .respDurability: respDurability == other.respDurability
         }
     }
 
@@ -125,6 +130,7 @@ public struct WaldConfig: Sendable, Equatable {
             "sync_replica_timeout": "\(DurationText.format(syncReplicaTimeout))",
             "max_follower_hold_bytes": size(maxFollowerHoldBytes),
             "resp_stream": "\(respStream)",
+            "resp_durability": "\(respDurability)",
         ]
     }
 }

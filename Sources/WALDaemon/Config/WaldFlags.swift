@@ -76,6 +76,9 @@ public struct WaldFlags: ParsableArguments, Sendable {
     @Option(help: ArgumentHelp("The key under which Redis clients (RESP) see the log as a stream. Default wal.", valueName: "key"))
     public var respStream: String?
 
+    @Option(help: ArgumentHelp("What a Redis client's XADD waits for: durable (fsynced) or buffered (written; synced within the flush interval). Default durable.", valueName: "durable|buffered"))
+    public var respDurability: String?
+
     public init() {}
 
     /// The flags that were given, keyed by YAML key, for the highest-priority provider.
@@ -90,6 +93,7 @@ public struct WaldFlags: ParsableArguments, Sendable {
             (.logLevel, logLevel), (.slowSyncThreshold, slowSyncThreshold), (.metricsListen, metricsListen),
             (.follow, follow), (.minSyncReplicas, minSyncReplicas), (.syncReplicaTimeout, syncReplicaTimeout),
             (.maxFollowerHoldBytes, maxFollowerHoldBytes), (.respStream, respStream),
+            (.respDurability, respDurability),
         ]
         for case (let option, let value?) in single {
             values[option.configKey] = ConfigValue(.string(value), isSecret: option == .authToken)

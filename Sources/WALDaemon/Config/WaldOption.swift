@@ -25,6 +25,7 @@ public enum WaldOption: String, Sendable, CaseIterable, Hashable {
     case syncReplicaTimeout = "sync_replica_timeout"
     case maxFollowerHoldBytes = "max_follower_hold_bytes"
     case respStream = "resp_stream"
+    case respDurability = "resp_durability"
 
     /// The key in the YAML config file, e.g. `max_segment_bytes`.
     public var yamlKey: String { rawValue }
@@ -47,7 +48,8 @@ public enum WaldOption: String, Sendable, CaseIterable, Hashable {
             .maxFrameBytes, .maxBufferBytes, .authToken, .slowSyncThreshold, .minSyncReplicas, .syncReplicaTimeout,
             .maxFollowerHoldBytes, .config:
             return true
-        case .listen, .unix, .dataDir, .segmentPrefix, .maxSegmentBytes, .metricsListen, .follow, .respStream:
+        case .listen, .unix, .dataDir, .segmentPrefix, .maxSegmentBytes, .metricsListen, .follow, .respStream,
+             .respDurability:
             return false
         }
     }

@@ -54,6 +54,7 @@ extension Connection {
             mode = .binary
         } else if first == UInt8(ascii: "*") {
             mode = .resp
+            resp.buffered = options.respBuffered
         } else if (first >= 65 && first <= 90) || (first >= 97 && first <= 122) {
             mode = .text
         } else {
