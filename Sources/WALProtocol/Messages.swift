@@ -13,6 +13,9 @@ public enum ErrorCode: UInt16, Sendable, CaseIterable, CustomStringConvertible {
     case busy = 8
     /// A conditional append whose expected LSN is not the log's next; nothing was written.
     case conflict = 9
+    /// The log on disk is damaged where the request reads (a replay reached a record that fails
+    /// its check); the message names file, byte offset and LSN. Other LSNs may still be read.
+    case corruption = 10
 
     /// The name used by the text protocol.
     public var name: String {
@@ -26,6 +29,7 @@ public enum ErrorCode: UInt16, Sendable, CaseIterable, CustomStringConvertible {
         case .unauthorized: "UNAUTHORIZED"
         case .busy: "BUSY"
         case .conflict: "CONFLICT"
+        case .corruption: "CORRUPTION"
         }
     }
 

@@ -21,6 +21,10 @@ public enum TextCodec {
         return (buffer[buffer.startIndex..<end], newline - buffer.startIndex + 1)
     }
 
+    /// Every command `parse` knows, as the unknown-command error lists them.
+    public static let commands = ["PING", "APPEND", "APPENDAT", "REPLAY", "SYNC", "INFO", "TRUNCATE", "AUTH", "METRICS",
+                                  "PROMOTE", "QUIT"]
+
     /// Parses one command line. Unknown commands and bad arguments are BAD_REQUEST and keep
     /// the connection open.
     public static func parse(_ line: ArraySlice<UInt8>) throws(ProtocolError) -> Request {
@@ -76,7 +80,7 @@ public enum TextCodec {
         case "METRICS": return try noArguments(.metrics, words, "METRICS")
         case "PROMOTE": return try noArguments(.promote, words, "PROMOTE")
         default:
-            throw bad("unknown command '\(quoted(command))'; try PING, APPEND, APPENDAT, REPLAY, SYNC, INFO, TRUNCATE, AUTH, QUIT")
+            throw bad("unknown command '\(quoted(command))'; the commands are \(commands.joined(separator: ", "))")
         }
     }
 

@@ -71,3 +71,31 @@ import Testing
         #expect(failure.message.hasPrefix("from must be a non-negative integer, got '\\xEF"))
     }
 }
+
+@Suite struct TextCommandListTests {
+    /// The unknown-command hint left out METRICS and PROMOTE.
+    @Test func theUnknownCommandHintListsEveryCommandTheParserKnows() throws {
+        do {
+            _ = try TextCodec.parse(ArraySlice("FROB".utf8))
+            Issue.record("FROB parsed")
+        } catch {
+            #expect(error.message == "unknown command 'FROB'; the commands are " + TextCodec.commands.joined(separator: ", "))
+        }
+        // Every listed command is one the parser knows (its errors, if any, are about arguments)...
+        for command in TextCodec.commands {
+            do {
+                _ = try TextCodec.parse(ArraySlice(command.utf8))
+            } catch {
+                #expect(!error.message.hasPrefix("unknown command"), "\(command) is listed but unknown")
+            }
+        }
+        // ...and every request the text protocol can carry is listed.
+        for word in ["PING", "APPEND", "APPENDAT", "REPLAY", "SYNC", "INFO", "TRUNCATE", "AUTH", "METRICS", "PROMOTE", "QUIT"] {
+            #expect(TextCodec.commands.contains(word), "\(word) is missing from the hint")
+        }
+    }
+
+    @Test func corruptionIsErrorCodeTen() {
+        #expect(ErrorCode.corruption.rawValue == 10 && ErrorCode(name: "CORRUPTION") == .corruption)
+    }
+}

@@ -42,11 +42,11 @@ import Testing
         // backslash: the replies show them as \xNN and are one printable line each.
         c.send("FR\u{1B}[2J\rOB\u{0}\n" + "REPLAY \u{1B}]0;x\u{7}\\1\n" + "Y" + String(repeating: "z", count: 100) + "\n" + "PING\n")
         let unknown = try #require(c.readLine())
-        #expect(unknown == "ERR BAD_REQUEST unknown command 'FR\\x1B[2J\\x0DOB\\x00'; try PING, APPEND, APPENDAT, REPLAY, SYNC, INFO, TRUNCATE, AUTH, QUIT")
+        #expect(unknown == "ERR BAD_REQUEST unknown command 'FR\\x1B[2J\\x0DOB\\x00'; the commands are PING, APPEND, APPENDAT, REPLAY, SYNC, INFO, TRUNCATE, AUTH, METRICS, PROMOTE, QUIT")
         let number = try #require(c.readLine())
         #expect(number == "ERR BAD_REQUEST from must be a non-negative integer, got '\\x1B]0;x\\x07\\x5C1'")
         let long = try #require(c.readLine())
-        #expect(long.hasPrefix("ERR BAD_REQUEST unknown command 'YZZZ") && long.contains("…'") && long.count < 150)
+        #expect(long.hasPrefix("ERR BAD_REQUEST unknown command 'YZZZ") && long.contains("…'") && long.count < 180)
         #expect(c.readLine() == "PONG")
         for line in [unknown, number, long] {
             #expect(!line.unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7F }, "control byte in \(line.debugDescription)")
