@@ -10,25 +10,41 @@ public enum Endpoint: Sendable, Equatable, CustomStringConvertible {
     case tcp(host: String, port: UInt16)
     case unix(path: String)
 
-    /// Parses `HOST:PORT` (IPv6 as `[::1]:7070`) or `unix:/path`.
-    public init?(parsing text: String) {
+    /// wald's port when an address names none.
+    public static let defaultPort: UInt16 = 7070
+
+    /// Parses `HOST:PORT` (IPv6 as `[::1]:7070`) or `unix:/path`. With a `defaultPort`, `HOST`,
+    /// `[::1]` and a bare IPv6 address (`::1`) mean that port.
+    public init?(parsing text: String, defaultPort: UInt16? = nil) {
         if text.hasPrefix("unix:") {
             self = .unix(path: String(text.dropFirst(5)))
             return
         }
         let host: Substring
-        let port: Substring
+        let port: Substring?
         if text.hasPrefix("["), let close = text.firstIndex(of: "]") {
             host = text[text.index(after: text.startIndex)..<close]
-            port = text[text.index(after: close)...].dropFirst()
+            let rest = text[text.index(after: close)...]
+            guard rest.isEmpty || rest.first == ":" else { return nil }
+            port = rest.isEmpty ? nil : rest.dropFirst()
+        } else if text.filter({ $0 == ":" }).count > 1 {
+            host = text[...]  // an IPv6 address without brackets cannot carry a port
+            port = nil
         } else if let colon = text.lastIndex(of: ":") {
             host = text[..<colon]
             port = text[text.index(after: colon)...]
         } else {
-            return nil
+            host = text[...]
+            port = nil
         }
-        guard !host.isEmpty, let number = UInt16(port) else { return nil }
-        self = .tcp(host: String(host), port: number)
+        guard !host.isEmpty else { return nil }
+        if let port {
+            guard let number = UInt16(port), number > 0 else { return nil }
+            self = .tcp(host: String(host), port: number)
+        } else {
+            guard let defaultPort else { return nil }
+            self = .tcp(host: String(host), port: defaultPort)
+        }
     }
 
     public var description: String {
@@ -40,15 +56,18 @@ public enum Endpoint: Sendable, Equatable, CustomStringConvertible {
 }
 
 enum ClientSocket {
-    static func connect(_ endpoint: Endpoint) throws(WALClientError) -> Int32 {
+    /// Connects, within `timeout` when one is given (a peer that drops SYNs must not hang us).
+    static func connect(_ endpoint: Endpoint, timeout: Duration? = nil) throws(WALClientError) -> Int32 {
         switch endpoint {
         case .tcp(let host, let port):
             var hints = addrinfo()
             hints.ai_family = AF_UNSPEC
             hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
             var result: UnsafeMutablePointer<addrinfo>?
-            guard getaddrinfo(host, String(port), &hints, &result) == 0, let first = result else {
-                throw .connectionFailed("cannot resolve \(endpoint)")
+            let status = getaddrinfo(host, String(port), &hints, &result)
+            guard status == 0, let first = result else {
+                let reason = status == EAI_SYSTEM ? String(cString: strerror(errno)) : String(cString: gai_strerror(status))
+                throw .connectionFailed("cannot resolve \(host): \(reason)")
             }
             defer { freeaddrinfo(result) }
             var lastError: Int32 = 0
@@ -56,15 +75,19 @@ enum ClientSocket {
             while let info = candidate {
                 let fd = socket(info.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
                 if fd >= 0 {
-                    if Glibc.connect(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 {
+                    let outcome = connectSocket(fd, info.pointee.ai_addr, info.pointee.ai_addrlen, timeout: timeout)
+                    if outcome == 0 {
                         var one: Int32 = 1
                         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
                         return fd
                     }
-                    lastError = errno
+                    lastError = outcome
                     Glibc.close(fd)
                 }
                 candidate = info.pointee.ai_next
+            }
+            if lastError == ETIMEDOUT, let timeout {
+                throw .timedOut("could not connect to \(endpoint) within \(WALClient.seconds(timeout)) s")
             }
             throw .connectionFailed("connect to \(endpoint): \(String(cString: strerror(lastError)))")
         case .unix(let path):
@@ -111,6 +134,43 @@ enum ClientSocket {
             return n
         }
     }
+
+    /// connect(2), bounded by `timeout`: non-blocking connect, poll for writability, SO_ERROR.
+    /// Returns 0 or the errno (ETIMEDOUT when the time ran out).
+    private static func connectSocket(_ fd: Int32, _ address: UnsafePointer<sockaddr>, _ length: socklen_t,
+                                      timeout: Duration?) -> Int32 {
+        guard let timeout else { return Glibc.connect(fd, address, length) == 0 ? 0 : errno }
+        let flags = fcntl(fd, F_GETFL)
+        _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
+        defer { _ = fcntl(fd, F_SETFL, flags) }
+        if Glibc.connect(fd, address, length) == 0 { return 0 }
+        guard errno == EINPROGRESS else { return errno }
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            let left = deadline - ContinuousClock.now
+            guard left > .zero else { return ETIMEDOUT }
+            let millis = Int32(clamping: left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000 + 1)
+            var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+            let ready = poll(&pfd, 1, millis)
+            if ready < 0 && errno == EINTR { continue }
+            if ready < 0 { return errno }
+            if ready == 0 { continue }
+            var error: Int32 = 0
+            var size = socklen_t(MemoryLayout<Int32>.size)
+            guard getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &size) == 0 else { return errno }
+            return error
+        }
+    }
+
+    /// A blocking recv returns -1 with EAGAIN after `interval` without data.
+    static func setReceiveTimeout(_ fd: Int32, _ interval: Duration) {
+        let micros = interval.components.seconds * 1_000_000 + interval.components.attoseconds / 1_000_000_000_000
+        var value = timeval(tv_sec: Int(micros / 1_000_000), tv_usec: Int(micros % 1_000_000))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &value, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    /// Whether the last failed `receive` ran into the receive timeout.
+    static var timedOut: Bool { errno == EAGAIN || errno == EWOULDBLOCK }
 
     static func shutdownBoth(_ fd: Int32) { _ = Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
     static func close(_ fd: Int32) { _ = Glibc.close(fd) }

@@ -17,10 +17,12 @@ public struct LoadResult: Sendable {
 
 public enum LoadGenerator {
     /// Runs until `count` appends completed (when non-nil) or `duration` elapsed.
-    /// `progress` is called about every 500 ms with (completed, elapsed seconds).
+    /// `progress` is called about every 500 ms with (completed, elapsed seconds). With a
+    /// `timeout`, connecting and each wait for a reply are bounded: a server that stops
+    /// answering ends the run with every append in flight counted as an error.
     public static func run(
         endpoint: Endpoint, token: String?, clients: Int, pipeline: Int, size: Int, buffered: Bool,
-        count: UInt64?, duration: Double?, progress: (UInt64, Double) -> Void
+        count: UInt64?, duration: Double?, timeout: Duration? = nil, progress: (UInt64, Double) -> Void
     ) throws -> LoadResult {
         var frame: [UInt8] = []
         let payload = ArraySlice((0..<max(size, 0)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) })
@@ -40,7 +42,7 @@ public enum LoadGenerator {
         var peers: [Peer] = []
         defer { for peer in peers { ClientSocket.close(peer.fd) } }
         for _ in 0..<clients {
-            let fd = try ClientSocket.connect(endpoint)
+            let fd = try ClientSocket.connect(endpoint, timeout: timeout)
             if let token {
                 var auth: [UInt8] = []
                 BinaryCodec.encode(Request.auth(token: ArraySlice(token.utf8)), into: &auth)
@@ -75,11 +77,19 @@ public enum LoadGenerator {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 * 1024, alignment: 16)
         defer { buffer.deallocate() }
         var lastProgress = start
+        var lastReply = start
+        let timeoutNanos = timeout.map { UInt64($0.components.seconds) * 1_000_000_000 + UInt64($0.components.attoseconds / 1_000_000_000) }
         var inFlight = Int(issued)
         while inFlight > 0 {
-            let ready = poll(&pollSet, nfds_t(pollSet.count), 1000)
+            let ready = poll(&pollSet, nfds_t(pollSet.count), 100)
             if ready < 0 && errno == EINTR { continue }
             if ready < 0 { break }
+            if let timeoutNanos, now() - lastReply >= timeoutNanos {
+                result.errors += UInt64(inFlight)
+                result.firstError = result.firstError
+                    ?? "no reply within \(WALClient.seconds(timeout!)) s; \(inFlight) appends in flight given up"
+                break
+            }
             for index in pollSet.indices where pollSet[index].revents != 0 {
                 pollSet[index].revents = 0
                 let n = recv(peers[index].fd, buffer.baseAddress, buffer.count, Int32(MSG_DONTWAIT))
@@ -95,6 +105,7 @@ public enum LoadGenerator {
                     continue
                 }
                 peers[index].input.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+                lastReply = now()
                 var consumed = 0
                 var replies: [UInt8] = []
                 while let (reply, used) = try? BinaryCodec.nextFrame(in: peers[index].input[consumed...]) {

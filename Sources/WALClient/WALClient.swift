@@ -13,6 +13,11 @@ public enum WALClientError: Error, Equatable, Sendable, CustomStringConvertible 
     case protocolViolation(String)
     /// The request cannot be one frame (`bytes` is its frame length); nothing was sent.
     case requestTooLarge(bytes: Int, limit: Int)
+    /// The peer answered with bytes no wald sends first (an HTTP server, Redis, SSH):
+    /// `sample` is the start of what it sent, printable.
+    case notAWald(peer: String, sample: String)
+    /// No reply (or connection) within the client's timeout; the connection was closed.
+    case timedOut(String)
 
     public var description: String {
         switch self {
@@ -22,6 +27,9 @@ public enum WALClientError: Error, Equatable, Sendable, CustomStringConvertible 
         case .protocolViolation(let text): "protocol violation: \(text)"
         case .requestTooLarge(let bytes, let limit):
             "request of \(bytes) bytes does not fit in one frame (at most \(limit)); nothing was sent"
+        case .notAWald(let peer, let sample):
+            "\(peer) is not a wald server: it answered \"\(sample)\" (wrong port? the metrics port speaks HTTP)"
+        case .timedOut(let text): "timed out: \(text)"
         }
     }
 }
@@ -45,6 +53,9 @@ public struct ServerInfo: Sendable {
     public var bytes: UInt64 { number("bytes") }
     public var connections: UInt64 { number("connections") }
     public var role: String { raw["role"] as? String ?? "" }
+    /// The log's generation: raised by every `walctl repair` that cuts records, so LSNs handed
+    /// out again after a repair are told apart (0 from a server that predates it).
+    public var generation: UInt64 { number("generation") }
 
     private func number(_ key: String) -> UInt64 { (raw[key] as? NSNumber)?.uint64Value ?? 0 }
 }
@@ -60,23 +71,43 @@ public final class WALClient: Sendable {
         var head = 0
         var closed = false
         var failure: WALClientError?
+        /// Since when a waiter other than a follow stream has been waiting with nothing received
+        /// (nil while none waits): what the reply timeout measures.
+        var waitingSince: ContinuousClock.Instant?
+        var receivedAnything = false
     }
 
     public let endpoint: Endpoint
+    /// How long a call may wait for its reply (and a connect for the connection); nil = no limit.
+    public let timeout: Duration?
     private let fd: Int32
     private let state = Mutex(State())
     private let writeLock = Mutex(())
 
-    /// Connects, and authenticates when `token` is given.
-    public static func connect(_ endpoint: Endpoint, token: String? = nil) async throws -> WALClient {
-        let client = try WALClient(endpoint: endpoint)
-        if let token { try await client.authenticate(token: token) }
+    /// Connects, and authenticates when `token` is given. With a `timeout`, connecting and every
+    /// reply (each record of a replay; not the wait for new records of a follow stream) must
+    /// come within it, or the call fails with `.timedOut` and the connection is closed.
+    public static func connect(_ endpoint: Endpoint, token: String? = nil, timeout: Duration? = nil) async throws -> WALClient {
+        let client = try WALClient(endpoint: endpoint, timeout: timeout)
+        if let token {
+            do {
+                try await client.authenticate(token: token)
+            } catch {
+                client.close()
+                throw error
+            }
+        }
         return client
     }
 
-    private init(endpoint: Endpoint) throws {
+    private init(endpoint: Endpoint, timeout: Duration?) throws {
         self.endpoint = endpoint
-        fd = try ClientSocket.connect(endpoint)
+        self.timeout = timeout
+        fd = try ClientSocket.connect(endpoint, timeout: timeout)
+        if let timeout {
+            // The reader wakes up at least this often to check the reply deadline.
+            ClientSocket.setReceiveTimeout(fd, min(max(timeout / 4, .milliseconds(10)), .milliseconds(250)))
+        }
         let thread = Thread { [self] in readLoop() }
         thread.name = "wald-client-reader"
         thread.start()
@@ -239,6 +270,8 @@ public final class WALClient: Sendable {
             try state.withLock { s in
                 if let failure = s.failure { throw failure }
                 if s.closed { throw WALClientError.connectionClosed }
+                if s.waitingSince == nil, case .single = waiter { s.waitingSince = .now }
+                if s.waitingSince == nil, case .stream(_, follow: false) = waiter { s.waitingSince = .now }
                 s.waiters.append(waiter)
             }
             if !ClientSocket.sendAll(fd, frame) {
@@ -260,6 +293,8 @@ public final class WALClient: Sendable {
         return .protocolViolation("unexpected response \(shown)")
     }
 
+    /// The only place that answers waiters once they are registered (each exactly once): with
+    /// their reply, or with the failure that ended the connection.
     private func readLoop() {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 * 1024, alignment: 16)
         defer { buffer.deallocate() }
@@ -267,8 +302,19 @@ public final class WALClient: Sendable {
         var failure = WALClientError.connectionClosed
         reading: while true {
             let n = ClientSocket.receive(fd, into: buffer)
+            if n < 0 && ClientSocket.timedOut {
+                if let expired = replyDeadlinePassed() {
+                    failure = expired
+                    break
+                }
+                continue
+            }
             if n <= 0 { break }
             input.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+            if let foreign = foreignPeer(input) {
+                failure = foreign
+                break
+            }
             var consumed = 0
             do {
                 while let (frame, used) = try BinaryCodec.nextFrame(in: input[consumed...]) {
@@ -281,20 +327,59 @@ public final class WALClient: Sendable {
             }
             if consumed > 0 { input.removeFirst(consumed) }
         }
-        let pending = state.withLock { s -> [Waiter] in
-            s.failure = failure
+        ClientSocket.shutdownBoth(fd)
+        let (pending, closedHere) = state.withLock { s -> ([Waiter], Bool) in
+            let closedHere = s.closed && s.failure == nil
+            s.failure = s.failure ?? failure
             s.closed = true
             defer { s.waiters.removeAll(); s.head = 0 }
-            return Array(s.waiters[s.head...])
+            return (Array(s.waiters[s.head...]), closedHere)
         }
         for waiter in pending {
             switch waiter {
             case .single(let continuation): continuation.resume(throwing: failure)
             case .stream(let continuation, let follow):
-                // A follow stream ends when the connection ends; anything else is a failure.
-                if follow && failure == .connectionClosed { continuation.finish() } else { continuation.finish(throwing: failure) }
+                // A follow stream ends quietly only when this client closed it; the server
+                // going away is a failure the caller must hear about.
+                if follow && closedHere { continuation.finish() } else { continuation.finish(throwing: failure) }
             }
         }
+    }
+
+    /// The timeout error when a call (or a replay's next record) has waited longer than `timeout`.
+    private func replyDeadlinePassed() -> WALClientError? {
+        guard let timeout else { return nil }
+        return state.withLock { s -> WALClientError? in
+            guard let since = s.waitingSince, ContinuousClock.now - since >= timeout else { return nil }
+            return .timedOut("no reply from \(endpoint) within \(Self.seconds(timeout)) s; the connection was closed")
+        }
+    }
+
+    static func seconds(_ duration: Duration) -> String {
+        let value = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+        return value == value.rounded() ? String(Int(value)) : String(value)
+    }
+
+    /// Every binary frame starts with 0x00 (its length is below 16 MiB). The first bytes of a
+    /// peer that are anything else come from something that is not a wald: say so, not "a frame
+    /// of 1213486160 bytes". wald's own text line `ERR BUSY …` (sent to a connection over its
+    /// limit before anything is read) is the server's error it is.
+    private func foreignPeer(_ input: [UInt8]) -> WALClientError? {
+        guard !state.withLock({ $0.receivedAnything }) else { return nil }
+        guard let first = input.first, first != 0 else {
+            state.withLock { $0.receivedAnything = !input.isEmpty }
+            return nil
+        }
+        let line = input.prefix { $0 != 10 && $0 != 13 }.prefix(80)
+        let text = String(decoding: line, as: UTF8.self)
+        if text.hasPrefix("ERR ") {
+            let parts = text.dropFirst(4).split(separator: " ", maxSplits: 1)
+            if let name = parts.first, let code = ErrorCode(name: String(name)) {
+                return .server(code: code, message: parts.count > 1 ? String(parts[1]) : "")
+            }
+        }
+        let printable = line.map { $0 >= 0x20 && $0 < 0x7F ? String(UnicodeScalar($0)) : String(format: "\\x%02x", $0) }.joined()
+        return .notAWald(peer: endpoint.description, sample: printable)
     }
 
     /// Hands one response to the waiter at the head of the queue.
@@ -308,12 +393,17 @@ public final class WALClient: Sendable {
             case (.stream, .record): finished = false
             case (.stream, _): finished = true
             }
+            s.waitingSince = nil
             if finished {
                 s.head += 1
                 if s.head > 1024 && s.head * 2 > s.waiters.count {
                     s.waiters.removeFirst(s.head)
                     s.head = 0
                 }
+            }
+            // The clock restarts for the next reply if anything but a follow stream still waits.
+            if s.waiters[s.head...].contains(where: { if case .stream(_, follow: true) = $0 { false } else { true } }) {
+                s.waitingSince = .now
             }
             return waiter
         }

@@ -149,3 +149,143 @@ final class LyingServer: @unchecked Sendable {
         #expect(result.stderr.contains(flags.contains("--size") ? "--size" : "--duration"), "\(result.stderr)")
     }
 }
+
+/// A TCP socket that listens but never accepts or answers: connects complete (the kernel's
+/// backlog) and then nothing ever comes back.
+final class SilentListener {
+    let fd: Int32
+    let port: UInt16
+
+    init() throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        self.fd = fd
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        guard bound, listen(fd, 16) == 0 else { throw RawError.connect(errno) }
+        port = UInt16(bigEndian: address.sin_port)
+    }
+
+    deinit { close(fd) }
+}
+
+/// Serves one connection on 127.0.0.1: reads what the client sends for a moment, then sends
+/// `reply` (in two pieces) and closes, or, with `hold`, stays open and silent until `release()`.
+final class ScriptedPeer: @unchecked Sendable {
+    // @unchecked: `listener` and `port` are set in init; the thread owns the accepted socket.
+    let port: UInt16
+    private let listener: Int32
+    private let released = Locked(false)
+
+    init(reply: [UInt8], hold: Bool) throws {
+        let server = try SilentListener()
+        port = server.port
+        listener = dup(server.fd)
+        let (listener, released) = (self.listener, self.released)
+        Thread {
+            let client = accept(listener, nil, nil)
+            guard client >= 0 else { return }
+            defer { close(client) }
+            var pfd = pollfd(fd: client, events: Int16(POLLIN), revents: 0)
+            var chunk = [UInt8](repeating: 0, count: 65536)
+            if poll(&pfd, 1, 20) > 0 { _ = recv(client, &chunk, chunk.count, 0) }
+            let half = reply.count / 2
+            _ = reply[..<half].withUnsafeBytes { send(client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            _ = reply[half...].withUnsafeBytes { send(client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            while hold && !released.withLock({ $0 }) { usleep(10_000) }
+        }.start()
+    }
+
+    func release() { released.withLock { $0 = true } }
+
+    deinit {
+        release()
+        close(listener)
+    }
+}
+
+@Suite struct ClientArbitraryBytesTests {
+    /// Bytes a server could send: garbage, text, and runs of frames with real and made-up
+    /// opcodes, right and wrong lengths, cut anywhere.
+    static func serverBytes(_ rng: inout SeededGenerator) -> [UInt8] {
+        let opcodes: [UInt8] = [0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0xFF, 0x00, 0x01, 0x7F]
+        func random(_ count: Int) -> [UInt8] { (0..<count).map { _ in UInt8.random(in: 0...255, using: &rng) } }
+        switch Int.random(in: 0..<6, using: &rng) {
+        case 0: return random(Int.random(in: 0...64, using: &rng))
+        case 1: return Array(["ERR BUSY too many connections\r\n", "+PONG\r\n", "-ERR unknown\r\n", "HTTP/1.0 200 OK\r\n\r\n"]
+            .randomElement(using: &rng)!.utf8)
+        default:
+            var bytes: [UInt8] = []
+            for _ in 0..<Int.random(in: 1...8, using: &rng) {
+                let opcode = opcodes.randomElement(using: &rng)!
+                var body: [UInt8]
+                switch opcode {
+                case 0x81: body = random(8) + [0, 0, 0, UInt8.random(in: 0...3, using: &rng)]
+                case 0x82: body = [0, 0, 0, 0, 0, 0, 0, UInt8.random(in: 0...9, using: &rng)] + random(Int.random(in: 0...5, using: &rng))
+                case 0x83, 0x84, 0x87, 0x89: body = random(Int.random(in: 7...9, using: &rng))
+                case 0x85: body = Array("{\"last_lsn\":".utf8) + random(Int.random(in: 0...6, using: &rng))
+                case 0xFF: body = [0, UInt8.random(in: 0...12, using: &rng)] + Array("no".utf8)
+                default: body = random(Int.random(in: 0...12, using: &rng))
+                }
+                var length = UInt32(1 + body.count)
+                if Int.random(in: 0..<8, using: &rng) == 0 { length = UInt32.random(in: 0...40, using: &rng) }
+                if Int.random(in: 0..<16, using: &rng) == 0 { length = UInt32.random(in: 0...UInt32.max, using: &rng) }
+                bytes += be32(length) + [opcode] + body
+            }
+            if Int.random(in: 0..<3, using: &rng) == 0 { bytes.removeLast(Int.random(in: 0...min(bytes.count, 9), using: &rng)) }
+            return bytes
+        }
+    }
+
+    /// Whatever a peer sends, every call on WALClient ends (returns or throws) once, and the
+    /// process lives: no continuation resumed twice or never, no trap on a length, a count or
+    /// an LSN, no hang (a silent peer meets the timeout).
+    @Test(.timeLimit(.minutes(2)))
+    func everyCallEndsOnceWhateverTheServerSends() async throws {
+        let seed = testSeed()
+        var rng = SeededGenerator(seed: seed)
+        for iteration in 0..<150 {
+            let silent = iteration % 25 == 24
+            let peer = try ScriptedPeer(reply: silent ? [] : Self.serverBytes(&rng), hold: silent || Bool.random(using: &rng))
+            defer { peer.release() }
+            let client: WALClient
+            do {
+                client = try await WALClient.connect(.tcp(host: "127.0.0.1", port: peer.port), timeout: .milliseconds(300))
+            } catch {
+                continue
+            }
+            let calls = Int.random(in: 1...6, using: &rng)
+            let kinds = (0..<calls).map { _ in Int.random(in: 0..<7, using: &rng) }
+            let ended = Locked(0)
+            await withTaskGroup(of: Void.self) { group in
+                for kind in kinds {
+                    group.addTask {
+                        switch kind {
+                        case 0: _ = try? await client.ping([1, 2, 3])
+                        case 1: _ = try? await client.append(batch: [[7], [8, 9]])
+                        case 2: _ = try? await client.info()
+                        case 3: _ = try? await client.sync()
+                        case 4: _ = try? await client.truncate(before: 5)
+                        case 5: do { for try await _ in client.replay(from: 1) {} } catch {}
+                        default:
+                            // A follow stream waits for records without a timeout: end it from here.
+                            let stop = Task {
+                                try? await Task.sleep(for: .milliseconds(400))
+                                client.close()
+                            }
+                            do { for try await _ in client.follow(from: 1) {} } catch {}
+                            stop.cancel()
+                        }
+                        ended.withLock { $0 += 1 }
+                    }
+                }
+            }
+            client.close()
+            #expect(ended.withLock { $0 } == calls, "seed \(seed) iteration \(iteration)")
+        }
+    }
+}
