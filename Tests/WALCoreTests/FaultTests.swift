@@ -79,8 +79,9 @@ func bytes(_ count: Int, _ value: UInt8) -> [UInt8] { [UInt8](repeating: value, 
         let wal = try await WAL.open(options)
         var model = LogModel()
         // Fill the first segment with buffered records, so the next append must rotate and
-        // rotation's own fdatasync is the first to fail.
-        while wal.status.bytes < 1800 {
+        // rotation's own fdatasync is the first to fail. (Counted, not read from `bytes`: buffered
+        // records are not in the file yet, and `bytes` are the file's size.)
+        while SegmentHeader.size + Int(wal.lastLSN) * RecordFrame.encodedSize(payloadCount: 100) < 1800 {
             let payload = bytes(100, 7)
             model.record(first: try await wal.append(payload, durability: .buffered), [payload])
         }

@@ -102,7 +102,7 @@ import Testing
     }
 
     @Test func otherVersionIsUnsupported() {
-        for version: UInt8 in [0, 3] {
+        for version: UInt8 in [0, 4] {
             var bytes = Self.header.encoded()
             bytes[8] = version
             #expect(throws: SegmentHeader.DecodeError.unsupportedVersion(UInt16(version))) { try SegmentHeader.decode(bytes) }
@@ -115,6 +115,20 @@ import Testing
         let decoded = try SegmentHeader.decode(old.encoded())
         #expect(decoded.version == 1 && decoded.layout == .v1)
         #expect(try SegmentHeader.decode(Self.header.encoded()).layout == .v2)
+    }
+
+    /// Version 3 keeps version 2's frames and carries the log's generation at bytes 56..<60;
+    /// a version 2 header (whose reserved bytes there are zero) is generation 0.
+    @Test func versionThreeCarriesTheGenerationAndVersionTwoIsGenerationZero() throws {
+        var header = Self.header
+        header.generation = 0x0102_0304
+        let bytes = header.encoded()
+        #expect(Array(bytes[8..<10]) == [3, 0] && Array(bytes[56..<60]) == [4, 3, 2, 1])
+        let decoded = try SegmentHeader.decode(bytes)
+        #expect(decoded.generation == 0x0102_0304 && decoded.layout == .v2)
+        var old = SegmentHeader(logID: header.logID, firstLSN: 9, previousFirstLSN: 1, createdMillis: 0, version: 2)
+        old.generation = 7  // a version 2 header has no place for it
+        #expect(try SegmentHeader.decode(old.encoded()).generation == 0)
     }
 
     /// A well-formed header naming first LSN 0 made open and every walctl command trap on

@@ -31,7 +31,7 @@ public enum RecordFrame {
         public static func of(version: UInt16) -> Layout? {
             switch version {
             case 1: v1
-            case 2: v2
+            case 2, 3: v2  // version 3 changed only the segment header (the generation)
             default: nil
             }
         }

@@ -4,8 +4,9 @@
 public struct SegmentHeader: Equatable, Sendable {
     public static let size = 64
     public static let magic: [UInt8] = Array("WALDSEG".utf8) + [0]
-    /// New segments are written in this version; version 1 segments are still read.
-    public static let currentVersion: UInt16 = RecordFrame.Layout.current.version
+    /// New segments are written in this version (3: version 2's record frames, and the log's
+    /// generation in the header); versions 1 and 2 are still read (generation 0).
+    public static let currentVersion: UInt16 = 3
 
     /// Format version: says how the segment's record frames are laid out.
     public var version: UInt16
@@ -17,14 +18,19 @@ public struct SegmentHeader: Equatable, Sendable {
     public var previousFirstLSN: UInt64
     /// Creation time, milliseconds since the Unix epoch (informational).
     public var createdMillis: UInt64
+    /// The log's generation when the segment was created (version 3; 0 before): every repair
+    /// that cuts records raises it, so that LSNs handed out again after a repair can be told
+    /// from the ones they replace. Never lower than an earlier segment's.
+    public var generation: UInt32
 
     public init(logID: LogID, firstLSN: UInt64, previousFirstLSN: UInt64, createdMillis: UInt64,
-                version: UInt16 = SegmentHeader.currentVersion) {
+                version: UInt16 = SegmentHeader.currentVersion, generation: UInt32 = 0) {
         self.version = version
         self.logID = logID
         self.firstLSN = firstLSN
         self.previousFirstLSN = previousFirstLSN
         self.createdMillis = createdMillis
+        self.generation = version >= 3 ? generation : 0
     }
 
     public func encoded() -> [UInt8] {
@@ -38,7 +44,7 @@ public struct SegmentHeader: Equatable, Sendable {
             out.storeLE(firstLSN, at: 32)
             out.storeLE(previousFirstLSN, at: 40)
             out.storeLE(createdMillis, at: 48)
-            out.storeLE(UInt32(0), at: 56)
+            out.storeLE(version >= 3 ? generation : 0, at: 56)
             let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: out[0..<60]))
             out.storeLE(crc, at: 60)
         }
@@ -85,7 +91,8 @@ public struct SegmentHeader: Equatable, Sendable {
             firstLSN: firstLSN,
             previousFirstLSN: bytes.loadLE(UInt64.self, at: 40),
             createdMillis: bytes.loadLE(UInt64.self, at: 48),
-            version: version)
+            version: version,
+            generation: version >= 3 ? bytes.loadLE(UInt32.self, at: 56) : 0)
     }
 
     /// How this segment's record frames are laid out.

@@ -9,6 +9,7 @@ import Darwin
 let ENOSPCValue: Int32 = ENOSPC
 let EDQUOTValue: Int32 = EDQUOT
 let EWOULDBLOCKValue: Int32 = EWOULDBLOCK
+let ENOENTValue: Int32 = ENOENT
 
 func errnoDescription(_ code: Int32) -> String {
     guard let text = strerror(code) else { return "errno \(code)" }

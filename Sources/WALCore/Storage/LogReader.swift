@@ -15,6 +15,8 @@ public final class LogReader {
     private let catalog: SegmentCatalog
     private let durable: DurableLSN
     private let hold: SegmentHold
+    /// Where damage found while reading is reported (the open log's; none offline).
+    private let damage: DamageLog?
     private var window: FileWindow?
     private var segment: SegmentInfo?
     /// How the open segment lays out its frames.
@@ -25,7 +27,9 @@ public final class LogReader {
     public private(set) var nextLSN: LSN
     private var limit: LSN = 0
 
-    init(io: any FileIO, directory: String, catalog: SegmentCatalog, durable: DurableLSN, from lsn: LSN) {
+    init(io: any FileIO, directory: String, catalog: SegmentCatalog, durable: DurableLSN, from lsn: LSN,
+         damage: DamageLog? = nil) {
+        self.damage = damage
         self.io = io
         self.directory = directory
         self.catalog = catalog
@@ -54,6 +58,15 @@ public final class LogReader {
     /// Returns the number of records delivered.
     @discardableResult
     public func read(maxCount: Int = 0, _ body: (LSN, UnsafeRawBufferPointer) throws -> Bool) throws -> Int {
+        do {
+            return try readRecords(maxCount: maxCount, body)
+        } catch let error as WALError {
+            if case .corruption = error { damage?.report(error, foundBy: "replay") }
+            throw error
+        }
+    }
+
+    private func readRecords(maxCount: Int, _ body: (LSN, UnsafeRawBufferPointer) throws -> Bool) throws -> Int {
         var delivered = 0
         while maxCount == 0 || delivered < maxCount {
             if nextLSN > limit {

@@ -12,6 +12,7 @@ import Glibc
 
 struct RecoveredLog {
     var logID: LogID
+    var generation: UInt32 = 0
     var segments: [SegmentInfo]
     /// LSN of the last record in the log (first LSN - 1 when empty).
     var lastLSN: LSN
@@ -119,50 +120,29 @@ enum Recovery {
         let io = options.io
         let dir = options.directory
         let marker = CleanMarker.read(io: io, directory: dir)
+        // A repair that cuts what may have been acknowledged starts a new generation.
+        var cutDamage = false
         while true {
             var names = try segmentNames(io: io, options: options)
             if names.isEmpty {
                 let logID = LogID.random()
-                let segment = try createSegment(io: io, options: options, logID: logID, firstLSN: 1, previousFirstLSN: 0)
+                let segment = try createSegment(io: io, options: options, logID: logID, generation: 0, firstLSN: 1, previousFirstLSN: 0)
                 io.close(segment.handle)
-                logger.info("created a new log", metadata: ["log_id": "\(logID)", "directory": "\(dir)"])
+                logger.notice("created a new log: the data directory held no segment", metadata: [
+                    "log_id": "\(logID)", "directory": "\(dir)",
+                ])
                 return RecoveredLog(logID: logID, segments: [segment.info], lastLSN: 0, endOffset: SegmentHeader.size)
             }
-            // Headers: identity, names and the chain of previous-segment links.
-            var logID: LogID?
-            var damagedAt: (index: Int, error: WALError)?
-            for (index, segment) in names.enumerated() {
-                let path = joinPath(dir, segment.name)
-                let header: SegmentHeader
-                do {
-                    let handle = try io.open(path, mode: .readOnly)
-                    defer { io.close(handle) }
-                    header = try SegmentScanner.readHeader(io: io, handle: handle, path: path)
-                } catch WALError.corruption(let file, let offset, _, let reason) {
-                    damagedAt = (index, .corruption(file: file, offset: offset, lsn: segment.firstLSN, reason: reason))
-                    break
-                }
-                let problem: String? =
-                    if header.firstLSN != segment.firstLSN {
-                        "header says first LSN \(header.firstLSN) but the file name says \(segment.firstLSN)"
-                    } else if let logID, header.logID != logID {
-                        "segment belongs to log \(header.logID), not \(logID)"
-                    } else if index > 0 && header.previousFirstLSN != names[index - 1].firstLSN {
-                        "missing segment: this segment follows the one starting at LSN \(header.previousFirstLSN), "
-                            + "but the previous file starts at LSN \(names[index - 1].firstLSN)"
-                    } else { nil }
-                if let problem {
-                    damagedAt = (index, .corruption(file: path, offset: 0, lsn: segment.firstLSN, reason: problem))
-                    break
-                }
-                logID = logID ?? header.logID
-            }
-            if let (index, error) = damagedAt {
+            // Headers: identity, names, generations and the chain of previous-segment links.
+            let headers = try checkHeaders(io: io, directory: dir, names: names, stopAtFirst: true)
+            if let (index, error) = headers.problems.first {
                 guard options.repair else { throw error }
                 logger.warning("repair: setting aside damaged segments", metadata: ["error": "\(error)"])
                 try quarantine(io: io, dir: dir, names: Array(names[index...]))
+                cutDamage = true
                 continue
             }
+            let logID = headers.logID!
             // Repair checks every segment; a plain open only the last one.
             let firstToScan = options.repair ? 0 : names.count - 1
             var result: RecoveredLog?
@@ -182,8 +162,9 @@ enum Recovery {
                     try cut(io: io, path: path, at: scan.endOffset, through: scan.damage?.dirtyEnd ?? scan.fileSize)
                     try quarantine(io: io, dir: dir, names: Array(names[(index + 1)...]))
                     names.removeSubrange((index + 1)...)
-                    result = RecoveredLog(logID: logID!, segments: names, lastLSN: scan.lastLSN, endOffset: scan.endOffset,
-                                          lastLayout: scan.header.layout)
+                    cutDamage = true
+                    result = RecoveredLog(logID: logID, generation: headers.generation, segments: names, lastLSN: scan.lastLSN,
+                                          endOffset: scan.endOffset, lastLayout: scan.header.layout)
                     break
                 }
                 let clean = marker.map { $0.logID == logID } ?? false
@@ -194,6 +175,7 @@ enum Recovery {
                         guard options.repair else { throw error }
                         logger.warning("repair: cutting the log", metadata: ["error": "\(error)"])
                         try keepBrokenCopy(io: io, path: path)
+                        cutDamage = true
                     case .torn(let reason):
                         let copy = try keepCutBytes(io: io, path: path, from: damage.offset, to: damage.dirtyEnd)
                         logger.warning("cutting a torn tail left by a crash: nothing in it was acknowledged as durable", metadata: [
@@ -203,15 +185,122 @@ enum Recovery {
                         ])
                     }
                     try cut(io: io, path: path, at: damage.offset, through: damage.dirtyEnd)
-                } else if clean, let marker, marker.lastLSN != scan.lastLSN, !options.repair {
-                    throw WALError.corruption(
-                        file: path, offset: scan.endOffset, lsn: scan.lastLSN + 1,
-                        reason: "the log was stopped cleanly at LSN \(marker.lastLSN) but ends at LSN \(scan.lastLSN)")
+                } else if clean, let marker, marker.lastLSN != scan.lastLSN {
+                    guard options.repair else {
+                        throw WALError.corruption(
+                            file: path, offset: scan.endOffset, lsn: scan.lastLSN + 1,
+                            reason: "the log was stopped cleanly at LSN \(marker.lastLSN) but ends at LSN \(scan.lastLSN)")
+                    }
+                    cutDamage = marker.lastLSN > scan.lastLSN
                 }
-                result = RecoveredLog(logID: logID!, segments: names, lastLSN: scan.lastLSN, endOffset: scan.endOffset,
-                                      lastLayout: scan.header.layout)
+                result = RecoveredLog(logID: logID, generation: headers.generation, segments: names, lastLSN: scan.lastLSN,
+                                      endOffset: scan.endOffset, lastLayout: scan.header.layout)
             }
-            return result!
+            guard var recovered = result else { preconditionFailure("the last segment is always scanned") }
+            if cutDamage { try startGeneration(&recovered, io: io, options: options, logger: logger) }
+            return recovered
+        }
+    }
+
+    /// After a repair cut records that may have been acknowledged, the log goes on in a new
+    /// segment of the next generation: the LSNs it hands out again are told apart from the cut
+    /// ones (INFO shows the generation; a follower of the old generation refuses to go on). An
+    /// emptied last segment is replaced (it was copied to `.broken` first).
+    private static func startGeneration(_ recovered: inout RecoveredLog, io: any FileIO, options: WALOptions, logger: Logger) throws {
+        let generation = recovered.generation &+ 1
+        var last = recovered.segments.removeLast()
+        var previousFirstLSN = last.firstLSN
+        if recovered.lastLSN < last.firstLSN {
+            // No record is left in it: the new segment takes its name (rename replaces it).
+            let path = joinPath(options.directory, last.name)
+            let handle = try io.open(path, mode: .readOnly)
+            defer { io.close(handle) }
+            previousFirstLSN = try SegmentScanner.readHeader(io: io, handle: handle, path: path).previousFirstLSN
+        } else {
+            recovered.segments.append(last)
+        }
+        var unallocated = options
+        unallocated.preallocate = false
+        let created = try createSegment(io: io, options: unallocated, logID: recovered.logID, generation: generation,
+                                        firstLSN: recovered.lastLSN + 1, previousFirstLSN: previousFirstLSN)
+        io.close(created.handle)
+        last = created.info
+        recovered.segments.append(last)
+        recovered.generation = generation
+        recovered.endOffset = SegmentHeader.size
+        recovered.lastLayout = .current
+        logger.warning("repair: the log goes on in a new generation; LSNs from here on may repeat ones that were cut", metadata: [
+            "generation": "\(generation)", "next_lsn": "\(recovered.lastLSN + 1)", "segment": "\(last.name)",
+        ])
+    }
+
+    /// What the headers of a log's segments say, checked as open checks them (docs/format.md,
+    /// "Recovery rules" 3): every `problems` entry is corruption at that segment. With
+    /// `stopAtFirst` the check ends at the first problem (open); verify wants them all.
+    struct HeaderCheck {
+        var logID: LogID?
+        /// The last segment's generation (the log's).
+        var generation: UInt32 = 0
+        var headers: [SegmentHeader?] = []
+        var problems: [(index: Int, error: WALError)] = []
+    }
+
+    static func checkHeaders(io: any FileIO, directory: String, names: [SegmentInfo], stopAtFirst: Bool) throws -> HeaderCheck {
+        var check = HeaderCheck()
+        for (index, segment) in names.enumerated() {
+            let path = joinPath(directory, segment.name)
+            let header: SegmentHeader
+            do {
+                let handle = try io.open(path, mode: .readOnly)
+                defer { io.close(handle) }
+                header = try SegmentScanner.readHeader(io: io, handle: handle, path: path)
+            } catch WALError.corruption(let file, let offset, _, let reason) {
+                check.headers.append(nil)
+                check.problems.append((index, .corruption(file: file, offset: offset, lsn: segment.firstLSN, reason: reason)))
+                if stopAtFirst { return check }
+                continue
+            }
+            check.headers.append(header)
+            let previous = index > 0 ? check.headers[index - 1] : nil
+            let problem: String? =
+                if header.firstLSN != segment.firstLSN {
+                    "header says first LSN \(header.firstLSN) but the file name says \(segment.firstLSN)"
+                } else if let logID = check.logID, header.logID != logID {
+                    "segment belongs to log \(header.logID), not \(logID)"
+                } else if index > 0 && header.previousFirstLSN != names[index - 1].firstLSN {
+                    "missing segment: this segment follows the one starting at LSN \(header.previousFirstLSN), "
+                        + "but the previous file starts at LSN \(names[index - 1].firstLSN)"
+                } else if let previous, header.generation < previous.generation {
+                    "segment is of generation \(header.generation), older than the segment before it (\(previous.generation))"
+                } else { nil }
+            if let problem {
+                check.problems.append((index, .corruption(file: path, offset: 0, lsn: segment.firstLSN, reason: problem)))
+                if stopAtFirst { return check }
+            }
+            check.logID = check.logID ?? header.logID
+            check.generation = max(check.generation, header.generation)
+        }
+        return check
+    }
+
+    /// Files that are part of a wald data directory without being segments: an empty directory
+    /// may hold them and still get a new log.
+    static func isLogBookkeeping(_ name: String, prefix: String) -> Bool {
+        name == "LOCK" || name == CleanMarker.name || name == CleanMarker.name + ".tmp"
+            || (name.hasPrefix(prefix) && name.hasSuffix(".tmp"))
+    }
+
+    /// A new log is created only in an empty directory: one holding other files but no segment
+    /// (a mistyped `--data-dir` pointing at a home directory, a log whose segments were moved
+    /// away leaving `.broken` copies) is refused, naming what is there. Checked before the lock
+    /// file is created, so a refused directory is left exactly as it was.
+    static func requireLogOrEmptyDirectory(io: any FileIO, options: WALOptions) throws {
+        let names = try io.list(options.directory)
+        guard !names.contains(where: { SegmentName.parse($0, prefix: options.segmentPrefix) != nil }) else { return }
+        let others = names.filter { !isLogBookkeeping($0, prefix: options.segmentPrefix) }.sorted()
+        guard others.isEmpty else {
+            let shown = others.prefix(3).joined(separator: ", ") + (others.count > 3 ? ", …" : "")
+            throw WALError.notALog(directory: options.directory, found: "\(others.count) other files (\(shown))")
         }
     }
 
@@ -238,7 +327,7 @@ enum Recovery {
 
     /// Creates a segment durably: temp file, header, fdatasync, rename, directory fsync.
     static func createSegment(
-        io: any FileIO, options: WALOptions, logID: LogID, firstLSN: LSN, previousFirstLSN: LSN
+        io: any FileIO, options: WALOptions, logID: LogID, generation: UInt32, firstLSN: LSN, previousFirstLSN: LSN
     ) throws -> (info: SegmentInfo, handle: IOHandle) {
         let temp = joinPath(options.directory, options.segmentPrefix + "new.tmp")
         try? io.remove(temp)
@@ -246,7 +335,7 @@ enum Recovery {
         do {
             if options.preallocate { try zeroFill(io: io, handle: handle, path: temp, from: 0, to: options.maxSegmentBytes) }
             let name = try install(io: io, options: options, handle: handle, tempPath: temp, logID: logID,
-                                   firstLSN: firstLSN, previousFirstLSN: previousFirstLSN)
+                                   generation: generation, firstLSN: firstLSN, previousFirstLSN: previousFirstLSN)
             return (SegmentInfo(firstLSN: firstLSN, name: name), handle)
         } catch {
             io.close(handle)
@@ -258,10 +347,10 @@ enum Recovery {
     /// Turns a prepared temp file into the segment starting at `firstLSN`.
     static func install(
         io: any FileIO, options: WALOptions, handle: IOHandle, tempPath: String, logID: LogID,
-        firstLSN: LSN, previousFirstLSN: LSN
+        generation: UInt32, firstLSN: LSN, previousFirstLSN: LSN
     ) throws -> String {
         let header = SegmentHeader(logID: logID, firstLSN: firstLSN, previousFirstLSN: previousFirstLSN,
-                                   createdMillis: currentMillis())
+                                   createdMillis: currentMillis(), generation: generation)
         try io.write(handle, header.encoded(), at: 0, path: tempPath)
         try io.syncData(handle, path: tempPath)
         let name = SegmentName.make(prefix: options.segmentPrefix, firstLSN: firstLSN)

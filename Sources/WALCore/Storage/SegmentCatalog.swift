@@ -11,6 +11,7 @@ public struct SegmentInfo: Equatable, Sendable {
 final class SegmentCatalog: Sendable {
     private struct State {
         var logID: LogID
+        var generation: UInt32
         var segments: [SegmentInfo] = []
         var holds: [Int: LSN] = [:]
         var nextHoldID = 1
@@ -18,17 +19,21 @@ final class SegmentCatalog: Sendable {
 
     private let state: Mutex<State>
 
-    init(logID: LogID, segments: [SegmentInfo]) {
-        state = Mutex(State(logID: logID, segments: segments))
+    init(logID: LogID, generation: UInt32, segments: [SegmentInfo]) {
+        state = Mutex(State(logID: logID, generation: generation, segments: segments))
     }
 
     /// The log's identity (changes only when an empty follower adopts its primary's).
     var logID: LogID { state.withLock { $0.logID } }
 
+    /// The log's generation (docs/format.md): raised by a repair that cut records.
+    var generation: UInt32 { state.withLock { $0.generation } }
+
     /// Replaces the whole list and identity (adopting an identity on an empty log).
-    func reset(logID: LogID, segments: [SegmentInfo]) {
+    func reset(logID: LogID, generation: UInt32, segments: [SegmentInfo]) {
         state.withLock {
             $0.logID = logID
+            $0.generation = generation
             $0.segments = segments
         }
     }

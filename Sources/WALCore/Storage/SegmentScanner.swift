@@ -47,17 +47,19 @@ enum SegmentScanner {
         }
     }
 
-    /// Scans the whole segment at `path`.
-    static func scan(io: any FileIO, path: String, maxPayload: Int) throws -> SegmentScan {
+    /// Scans the segment at `path` to its end or its first damage; from its first record, or
+    /// from `start` (a valid frame found after damage: `walctl verify` goes on from there).
+    static func scan(io: any FileIO, path: String, maxPayload: Int, from start: (offset: Int, lsn: LSN)? = nil) throws -> SegmentScan {
         let handle = try io.open(path, mode: .readOnly)
         defer { io.close(handle) }
         let header = try readHeader(io: io, handle: handle, path: path)
         let layout = header.layout
-        var scan = SegmentScan(header: header, lastLSN: header.firstLSN - 1)
+        var offset = start?.offset ?? SegmentHeader.size
+        var expected = start?.lsn ?? header.firstLSN
+        var scan = SegmentScan(header: header, lastLSN: expected - 1)
+        scan.endOffset = offset
         scan.fileSize = try io.size(handle, path: path)
         let window = FileWindow(io: io, handle: handle, path: path)
-        var offset = SegmentHeader.size
-        var expected = header.firstLSN
         while true {
             var view = try window.view(from: offset, minimum: layout.headerSize)
             var decoded = RecordFrame.decode(view, at: 0, expectedLSN: expected, maxPayload: maxPayload, layout: layout)

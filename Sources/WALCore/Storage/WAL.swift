@@ -26,6 +26,8 @@ import Synchronization
 public final class WAL: Sendable {
     /// The identity shared by every segment of this log.
     public var logID: LogID { catalog.logID }
+    /// The log's generation (docs/format.md, "Generations"): 0 until a repair cut records.
+    public var generation: UInt32 { catalog.generation }
     let catalog: SegmentCatalog
     let commit: GroupCommit
     let durableCell: DurableLSN
@@ -38,6 +40,8 @@ public final class WAL: Sendable {
     private let delivery = Mutex<Delivery?>(nil)
     private let timer = Mutex<FlushTimer?>(nil)
     private let housekeeping = DispatchQueue(label: "wald.wal.housekeeping")
+    private let damageLog: DamageLog
+    private let scrubber: Scrubber
     /// Marks an attached loop's queue with its WAL's `loopID`, so calls made on it deliver
     /// events at once (and tests can tell whether code runs on a loop).
     private static let loopKey = DispatchSpecificKey<UInt64>()
@@ -70,6 +74,7 @@ public final class WAL: Sendable {
         try options.validate()
         let io = options.io
         try wrapIO { try io.createDirectory(options.directory) }
+        if !options.repair { try wrapIO { try Recovery.requireLogOrEmptyDirectory(io: io, options: options) } }
         let lockPath = joinPath(options.directory, "LOCK")
         let lock: IOHandle
         do {
@@ -84,6 +89,7 @@ public final class WAL: Sendable {
             let wal = try WAL(options: options, recovered: recovered, lock: lock)
             wal.installHousekeeping()
             wal.startFlushTimer()
+            wal.scrubber.schedule()
             return wal
         } catch {
             io.unlock(lock)
@@ -96,8 +102,10 @@ public final class WAL: Sendable {
         logger = options.logger
         directory = options.directory
         self.lock = lock
-        let catalog = SegmentCatalog(logID: recovered.logID, segments: recovered.segments)
+        let catalog = SegmentCatalog(logID: recovered.logID, generation: recovered.generation, segments: recovered.segments)
         self.catalog = catalog
+        damageLog = DamageLog(logger: options.logger)
+        scrubber = Scrubber(options: options, catalog: catalog, damage: damageLog)
         let last = recovered.segments.last!
         let activePath = joinPath(options.directory, last.name)
         let handle = try wrapIO { try options.io.open(activePath, mode: .readWrite) }
@@ -127,7 +135,7 @@ public final class WAL: Sendable {
         commit.setDelivery { [self] completion in deliverCompletion(completion) }
         state.withLock { $0.reportSize() }
         logger.info("opened log", metadata: [
-            "directory": "\(options.directory)", "log_id": "\(recovered.logID)",
+            "directory": "\(options.directory)", "log_id": "\(recovered.logID)", "generation": "\(recovered.generation)",
             "first_lsn": "\(recovered.segments.first!.firstLSN)", "last_lsn": "\(recovered.lastLSN)",
             "segments": "\(recovered.segments.count)",
         ])
@@ -181,6 +189,7 @@ public final class WAL: Sendable {
             t = nil
         }
         commit.stop()
+        scrubber.stop()
         // Break the reference cycles through the sync thread's delivery, the loop's observer
         // and the housekeeping closure (see init).
         commit.setDelivery { _ in }
@@ -503,10 +512,10 @@ public final class WAL: Sendable {
     // MARK: Replication support
 
     /// Gives an empty log another identity and first LSN: a new follower adopts its primary's
-    /// log id, starting where the primary's (possibly truncated) log starts. Throws when the log
-    /// already holds records. The new segment is created durably (on the sync thread) before
-    /// the old one is removed.
-    public func adoptIdentity(logID newID: LogID, firstLSN: LSN) async throws {
+    /// log id and generation, starting where the primary's (possibly truncated) log starts.
+    /// Throws when the log already holds records. The new segment is created durably (on the
+    /// sync thread) before the old one is removed.
+    public func adoptIdentity(logID newID: LogID, generation: UInt32 = 0, firstLSN: LSN) async throws {
         guard firstLSN >= 1 else { throw WALError.invalidOptions("first LSN must be at least 1") }
         _ = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<LSN, any Error>) in
             var fx = Effects()
@@ -519,12 +528,12 @@ public final class WAL: Sendable {
                     w.pause = .adopting
                     let job = w.nextToken
                     w.nextToken += 1
-                    w.jobs[job] = .adopt(logID: newID, firstLSN: firstLSN, continuation)
+                    w.jobs[job] = .adopt(logID: newID, generation: generation, firstLSN: firstLSN, continuation)
                     let (io, options, commit) = (io, w.options, w.commit)
                     let old = GroupCommit.Target(handle: w.activeHandle, path: w.activePath)
                     commit.enqueue(token: job) {
                         do {
-                            let created = try Recovery.createSegment(io: io, options: options, logID: newID,
+                            let created = try Recovery.createSegment(io: io, options: options, logID: newID, generation: generation,
                                                                      firstLSN: firstLSN, previousFirstLSN: 0)
                             let path = joinPath(options.directory, created.info.name)
                             if path != old.path {
@@ -597,7 +606,8 @@ public final class WAL: Sendable {
     // MARK: Runtime changes
 
     /// Changes the options that can change while open: retention (maxSegments, retentionBytes),
-    /// flushInterval, maxBufferBytes, maxRecordBytes and slowSyncThreshold are taken from
+    /// flushInterval, maxBufferBytes, maxRecordBytes, slowSyncThreshold and the scrub's
+    /// interval and rate are taken from
     /// `newOptions`; the rest of it is ignored. Throws `.invalidOptions`.
     public func update(_ newOptions: WALOptions) throws {
         try newOptions.validate()
@@ -609,10 +619,13 @@ public final class WAL: Sendable {
             let changed = w.options.flushInterval != newOptions.flushInterval
             w.options.flushInterval = newOptions.flushInterval
             w.options.slowSyncThreshold = newOptions.slowSyncThreshold
+            w.options.scrubInterval = newOptions.scrubInterval
+            w.options.scrubBytesPerSecond = newOptions.scrubBytesPerSecond
             w.applyRetention(truncateBefore: nil, notify: nil)
             return changed
         }
         commit.setSlowSyncThreshold(newOptions.slowSyncThreshold)
+        scrubber.update(interval: newOptions.scrubInterval, bytesPerSecond: newOptions.scrubBytesPerSecond)
         if intervalChanged { startFlushTimer() }
     }
 
@@ -627,11 +640,18 @@ public final class WAL: Sendable {
         return state.withLock { w in
             let segments = catalog.segments
             return WALStatus(
-                logID: catalog.logID, firstLSN: segments.first?.firstLSN ?? 1, lastLSN: w.nextLSN - 1,
-                durableLSN: w.durable, segments: segments.count, bytes: w.onDiskBytes + w.buffer.count,
+                logID: catalog.logID, generation: catalog.generation, firstLSN: segments.first?.firstLSN ?? 1, lastLSN: w.nextLSN - 1,
+                durableLSN: w.durable, segments: segments.count, bytes: w.onDiskBytes,
                 failure: w.failure, syncStats: stats)
         }
     }
+
+    /// Damage found since open, by readers (a replay that reached a record failing its check)
+    /// and by the scrub; each place is logged once at error when found.
+    public var damage: [DamageReport] { damageLog.all }
+
+    /// The background scrub's progress (`WALOptions.scrubInterval`).
+    public var scrubStatus: ScrubStatus { scrubber.status }
 
     /// LSN of the last appended record (0 when the log has none).
     public var lastLSN: LSN { state.withLock { $0.nextLSN - 1 } }
@@ -689,7 +709,7 @@ public final class WAL: Sendable {
         guard start >= first, start <= next else {
             throw WALError.outOfRange(lsn: lsn, first: first, last: next - 1)
         }
-        return LogReader(io: io, directory: directory, catalog: catalog, durable: durableCell, from: start)
+        return LogReader(io: io, directory: directory, catalog: catalog, durable: durableCell, from: start, damage: damageLog)
     }
 
     /// Calls `apply` for every durable record from `lsn` on, in order (the seed's Replay).
@@ -702,11 +722,14 @@ public final class WAL: Sendable {
 /// Positions and sizes of a log at one moment.
 public struct WALStatus: Sendable, Equatable {
     public let logID: LogID
+    /// Raised by each repair that cut records (docs/format.md, "Generations").
+    public let generation: UInt32
     public let firstLSN: LSN
     public let lastLSN: LSN
     public let durableLSN: LSN
     public let segments: Int
-    /// Bytes of the segment files up to the end of the log, plus records not yet written.
+    /// The sizes of the segment files: what they take on disk, preallocated space included
+    /// (the same figure as `walctl verify`'s and the `wald_disk_bytes` gauge).
     public let bytes: Int
     public let failure: WALError?
     public let syncStats: GroupCommitStats

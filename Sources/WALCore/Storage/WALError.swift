@@ -32,6 +32,9 @@ public enum WALError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The log holds the largest LSN it can hand out (2^64 − 2): nothing more can be appended.
     /// Start a new log (another data directory).
     case exhausted(lastLSN: LSN)
+    /// The directory holds files but no segment: it is not a log, and a new one is not created
+    /// among someone else's files (a mistyped `--data-dir`). Use an empty or new directory.
+    case notALog(directory: String, found: String)
     /// A conditional append expected its first record to get `expected`, but the log's next
     /// LSN is `next`; nothing was written. (The retry of an append that did land, or a race.)
     case conflict(expected: LSN, next: LSN)
@@ -39,7 +42,7 @@ public enum WALError: Error, Equatable, Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .recordTooLarge(let size, let limit):
-            "record of \(size) bytes exceeds maxRecordBytes (\(limit)); nothing was written"
+            "record of \(size) bytes exceeds max_record_bytes (\(limit)); nothing was written"
         case .emptyBatch: "append of zero records"
         case .closed: "the WAL is closed"
         case .failed(let reason): "the WAL is in its failed state and accepts no writes until reopened: \(reason)"
@@ -55,6 +58,9 @@ public enum WALError: Error, Equatable, Sendable, CustomStringConvertible {
             "the append expected LSN \(expected) but the log's next LSN is \(next); nothing was written"
         case .notASegmentFile(let path, let type):
             "\(path) is \(type), not a segment file; move it out of the data directory (nothing was changed)"
+        case .notALog(let directory, let found):
+            "\(directory) holds no log (no segment files) but is not empty: \(found); refusing to create a new log among them "
+                + "(a mistyped data directory?); give an empty or new directory"
         case .exhausted(let last):
             "the log is full: its last LSN \(last) leaves no LSN for another record; start a new log in another data directory"
         }

@@ -47,6 +47,15 @@ public struct WALOptions: Sendable {
     /// Open a damaged log by cutting it at the first damage, after copying each damaged
     /// file to `<name>.broken`. Default false: damage makes `open` fail.
     public var repair: Bool = false
+    /// Every this often, a scrub pass reads every sealed segment (all but the one being written)
+    /// in the background and checks each header, record CRC and LSN, like ZFS's and Ceph's
+    /// scrubs: open only checks the last segment, so damage in older ones would otherwise stay
+    /// hidden until a replay reaches it. What it finds is logged once at error and listed in
+    /// `WAL.damage`. The first pass starts one interval after open. `.zero` = never. Default `.zero`.
+    public var scrubInterval: Duration = .zero
+    /// The most a scrub pass reads per second, in bytes, so it never competes with appends for
+    /// the disk. Default 16 MiB; at least 64 KiB.
+    public var scrubBytesPerSecond: Int = 16 << 20
 
     public init(directory: String) {
         self.directory = directory
@@ -73,6 +82,10 @@ public struct WALOptions: Sendable {
         guard slowSyncThreshold >= .zero, slowSyncThreshold <= Self.longestDuration else {
             throw .invalidOptions("slowSyncThreshold must be between 0 and a year")
         }
+        guard scrubInterval >= .zero, scrubInterval <= Self.longestDuration else {
+            throw .invalidOptions("scrubInterval must be between 0 and a year")
+        }
+        guard scrubBytesPerSecond >= 64 << 10 else { throw .invalidOptions("scrubBytesPerSecond must be at least 64 KiB") }
     }
 
     /// The longest `flushInterval` and `slowSyncThreshold`: a year.

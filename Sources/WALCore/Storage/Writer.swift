@@ -108,7 +108,7 @@ struct Writer: ~Copyable {
         case seal(firstLSN: LSN, previousFirstLSN: LSN, oldEnd: Int)
         case erase(Refusal?)
         case probe(CheckedContinuation<LSN, any Error>)
-        case adopt(logID: LogID, firstLSN: LSN, CheckedContinuation<LSN, any Error>)
+        case adopt(logID: LogID, generation: UInt32, firstLSN: LSN, CheckedContinuation<LSN, any Error>)
         case truncate(firstLSN: LSN, CheckedContinuation<LSN, any Error>?)
     }
 
@@ -148,6 +148,8 @@ struct Writer: ~Copyable {
     var isClosed = false
     /// Sizes of every segment but the one being filled, for retention.
     var closedSegmentBytes: [LSN: Int] = [:]
+    /// The size of the segment file being filled (preallocated, or grown by writes past it).
+    var activeFileSize: Int
     var nextToken: UInt64 = 1
 
     var waiters: Deque<Waiter> = []
@@ -181,6 +183,7 @@ struct Writer: ~Copyable {
         self.activeHandle = activeHandle
         activePath = joinPath(options.directory, active.name)
         writeOffset = recovered.endOffset
+        activeFileSize = max((try? options.io.size(activeHandle, path: joinPath(options.directory, active.name))) ?? 0, recovered.endOffset)
         nextLSN = recovered.lastLSN + 1
         written = recovered.lastLSN
         durable = recovered.lastLSN
@@ -335,6 +338,10 @@ struct Writer: ~Copyable {
                 return
             }
             writeOffset += end
+            if writeOffset > activeFileSize {
+                activeFileSize = writeOffset
+                reportSize()
+            }
             written = through
             consume(end)
             commit.wrote(through: written, sync: syncWanted > durable)
@@ -407,7 +414,7 @@ struct Writer: ~Copyable {
     private mutating func startRotation(firstLSN: LSN) {
         let old = GroupCommit.Target(handle: activeHandle, path: activePath)
         let oldEnd = writeOffset
-        closedSegmentBytes[active.firstLSN] = max(writeOffset, (try? io.size(activeHandle, path: activePath)) ?? writeOffset)
+        closedSegmentBytes[active.firstLSN] = max(writeOffset, activeFileSize)
         pause = .rotating
         emit(.writingPaused)
         writeOffset = SegmentHeader.size
@@ -415,7 +422,7 @@ struct Writer: ~Copyable {
         jobs[job] = .seal(firstLSN: firstLSN, previousFirstLSN: active.firstLSN, oldEnd: oldEnd)
         let through = written
         let previousFirstLSN = active.firstLSN
-        let (io, options, commit, preparer, logID) = (io, options, commit, preparer, catalog.logID)
+        let (io, options, commit, preparer, logID, generation) = (io, options, commit, preparer, catalog.logID, catalog.generation)
         commit.enqueue(token: job) {
             do {
                 try commit.syncForJob(old)
@@ -431,7 +438,8 @@ struct Writer: ~Copyable {
             case .success(let prepared):
                 do {
                     let name = try Recovery.install(io: io, options: options, handle: prepared.handle, tempPath: prepared.path,
-                                                    logID: logID, firstLSN: firstLSN, previousFirstLSN: previousFirstLSN)
+                                                    logID: logID, generation: generation, firstLSN: firstLSN,
+                                                    previousFirstLSN: previousFirstLSN)
                     let path = joinPath(options.directory, name)
                     installed = .success(.init(handle: prepared.handle, path: path, name: name))
                 } catch let error as IOError where error.isNoSpace && error.path == prepared.path {
@@ -534,6 +542,7 @@ struct Writer: ~Copyable {
                 activeLayout = .current
                 activeHandle = segment.handle
                 activePath = segment.path
+                activeFileSize = max((try? io.size(segment.handle, path: segment.path)) ?? 0, SegmentHeader.size)
                 catalog.append(active)
                 logger.debug("rotated segment", metadata: ["segment": "\(segment.name)"])
                 preparer.start()
@@ -543,6 +552,7 @@ struct Writer: ~Copyable {
                 logger.error("cannot start the next segment", metadata: ["error": "\(error)"])
                 // Back to the full segment's end; the break is tried again on the next write.
                 writeOffset = oldEnd
+                activeFileSize = closedSegmentBytes[active.firstLSN] ?? activeFileSize
                 closedSegmentBytes[active.firstLSN] = nil
                 let firstRefused = max(ackedThrough, written) + 1
                 if firstRefused <= nextLSN - 1 {
@@ -576,10 +586,10 @@ struct Writer: ~Copyable {
                 fx.resume(continuation, .failure(error))
                 fail(error, &fx)
             }
-        case .adopt(let logID, let firstLSN, let continuation):
+        case .adopt(let logID, let generation, let firstLSN, let continuation):
             switch result {
             case .success(.adopted(let segment)):
-                adopt(logID: logID, firstLSN: firstLSN, segment: segment)
+                adopt(logID: logID, generation: generation, firstLSN: firstLSN, segment: segment)
                 fx.resume(continuation, .success(firstLSN))
             case .success:
                 fx.resume(continuation, .failure(WALError.closed))
@@ -606,12 +616,13 @@ struct Writer: ~Copyable {
         if write { writeBuffer(&fx) }
     }
 
-    private mutating func adopt(logID: LogID, firstLSN: LSN, segment: GroupCommit.Installed) {
+    private mutating func adopt(logID: LogID, generation: UInt32, firstLSN: LSN, segment: GroupCommit.Installed) {
         active = SegmentInfo(firstLSN: firstLSN, name: segment.name)
         activeLayout = .current
         activeHandle = segment.handle
         activePath = segment.path
         writeOffset = SegmentHeader.size
+        activeFileSize = max((try? io.size(segment.handle, path: segment.path)) ?? 0, SegmentHeader.size)
         nextLSN = firstLSN
         written = firstLSN - 1
         durable = firstLSN - 1
@@ -619,8 +630,10 @@ struct Writer: ~Copyable {
         syncWanted = firstLSN - 1
         durableCell.store(durable)
         closedSegmentBytes = [:]
-        catalog.reset(logID: logID, segments: [active])
-        logger.notice("adopted log identity", metadata: ["log_id": "\(logID)", "first_lsn": "\(firstLSN)"])
+        catalog.reset(logID: logID, generation: generation, segments: [active])
+        logger.notice("adopted log identity", metadata: [
+            "log_id": "\(logID)", "generation": "\(generation)", "first_lsn": "\(firstLSN)",
+        ])
         reportSize()
     }
 
@@ -663,7 +676,7 @@ struct Writer: ~Copyable {
         // Seals and erases stay: their completions still arrive and end the pause.
         for (token, job) in jobs {
             switch job {
-            case .probe(let c), .adopt(_, _, let c), .truncate(_, let c?):
+            case .probe(let c), .adopt(_, _, _, let c), .truncate(_, let c?):
                 fx.resume(c, .failure(error))
                 jobs[token] = nil
             case .truncate(_, nil):
@@ -706,13 +719,16 @@ struct Writer: ~Copyable {
     /// Runs file deletions off the writer (set by WAL).
     var housekeeping: (([String], UInt64?) -> Void)?
 
-    /// Updates the segment-count and bytes-on-disk gauges.
+    /// Updates the segment-count and bytes-on-disk gauges; called whenever either changes
+    /// (rotation, retention, a write that grows the file), so they are always current.
     func reportSize() {
         segmentGauge.record(catalog.segments.count)
-        diskBytesGauge.record(closedSegmentBytes.values.reduce(0, +) + writeOffset)
+        diskBytesGauge.record(onDiskBytes)
     }
 
-    var onDiskBytes: Int { closedSegmentBytes.values.reduce(0, +) + writeOffset }
+    /// The sizes of the segment files (what they take on disk, preallocated space included):
+    /// INFO's `bytes`, `walctl verify`'s and the `wald_disk_bytes` gauge mean the same.
+    var onDiskBytes: Int { closedSegmentBytes.values.reduce(0, +) + activeFileSize }
 }
 
 /// The durable LSN, readable from any thread without the writer's lock (readers use it to

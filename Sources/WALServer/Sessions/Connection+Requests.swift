@@ -354,7 +354,8 @@ extension Connection {
             return .error(.outOfRange, "LSN \(lsn) is out of range; the first available LSN is \(first) and the last is \(last)")
         case .noSpace: return .error(.noSpace, error.description)
         case .conflict: return .error(.conflict, error.description)
-        case .closed, .failed, .io, .corruption, .locked, .exhausted, .notASegmentFile:
+        case .corruption: return .error(.corruption, error.description)
+        case .closed, .failed, .io, .locked, .exhausted, .notASegmentFile, .notALog:
             return .error(.unavailable, error.description)
         }
     }
