@@ -18,7 +18,13 @@ public final class MetricsEndpoint: Sendable {
         self.text = text
     }
 
-    /// Listens on `address`, or on `inherited` (a socket-activated fd). Returns the bound address.
+    /// Binds `address` (before the daemon opens its log: see `WALServer.bind`); pass the
+    /// descriptor to `start(address:inherited:)`.
+    public static func bind(_ address: SocketAddress) throws -> Int32 {
+        try SocketCalls.listenTCP(address)
+    }
+
+    /// Listens on `address`, or on `inherited` (a socket-activated or pre-bound fd). Returns the bound address.
     @discardableResult
     public func start(address: SocketAddress?, inherited: Int32? = nil) throws -> String {
         let fd: Int32

@@ -8,6 +8,7 @@
 // everything accepted in that turn is written with one pwrite and, when any of it is durable,
 // one sync is asked for. Replies wait in their connection's output behind "gates" (see
 // Connection.swift) that the WAL's events open.
+import CoreMetrics
 import Dispatch
 import Logging
 import Synchronization
@@ -59,6 +60,11 @@ final class ServerLoop: @unchecked Sendable {
     /// The unwritten bytes at which connections stop taking appends until the writer catches up.
     let writerBacklogLimit: Int
     private var flushScheduled = false
+    private let firstLSNGauge = Gauge(label: "wald_first_lsn")
+    private let lastLSNGauge = Gauge(label: "wald_last_lsn")
+    private let durableLSNGauge = Gauge(label: "wald_durable_lsn")
+    /// `wald_follower_lag_records{follower="ADDRESS"}`, one per follow stream served.
+    private var followerLagGauges: [String: Gauge] = [:]
     private var tick: (any DispatchSourceTimer)?
     private var lastLagCheck = ContinuousClock.now
 
@@ -90,6 +96,7 @@ final class ServerLoop: @unchecked Sendable {
         connections[connection.id] = connection
         openConnections.store(connections.count, ordering: .relaxed)
         metrics.connectionCount(connections.count)
+        logger.debug("connection opened", metadata: ["peer": "\(peer)", "id": "\(connection.id)", "open": "\(connections.count)"])
         return connection
     }
 
@@ -103,6 +110,7 @@ final class ServerLoop: @unchecked Sendable {
         truncations = truncations.filter { $0.value.id != id }
         openConnections.store(connections.count, ordering: .relaxed)
         metrics.connectionCount(connections.count)
+        logger.debug("connection closed", metadata: ["peer": "\(connection.peer)", "id": "\(id)", "open": "\(connections.count)"])
         if let follower = followers.removeValue(forKey: id) { follower.hold.release() }
         if syncReplicas.remove(connection: id) { releaseGates() }
     }
@@ -259,6 +267,7 @@ final class ServerLoop: @unchecked Sendable {
         var fields: [(String, String)] = [
             ("version", jsonString(version)),
             ("log_id", jsonString(status.logID.description)),
+            ("generation", "\(status.generation)"),
             ("first_lsn", "\(status.firstLSN)"),
             ("last_lsn", "\(status.lastLSN)"),
             ("durable_lsn", "\(status.durableLSN)"),
@@ -290,12 +299,45 @@ final class ServerLoop: @unchecked Sendable {
         fields.append(("min_sync_replicas", "\(options.minSyncReplicas)"))
         fields.append(("sync_replica_timeouts", "\(syncReplicas.timeouts)"))
         if let last = syncReplicas.lastTimeout { fields.append(("sync_replica_error", jsonString(last))) }
+        let damage = wal.damage.prefix(16).map {
+            "{\"file\":\(jsonString($0.file)),\"offset\":\($0.offset),\"lsn\":\($0.lsn),\"reason\":\(jsonString($0.reason)),"
+                + "\"found_by\":\(jsonString($0.foundBy))}"
+        }
+        fields.append(("damage", "[" + damage.joined(separator: ",") + "]"))
+        let scrub = wal.scrubStatus
+        let intervalMillis = scrub.interval.components.seconds * 1000 + scrub.interval.components.attoseconds / 1_000_000_000_000_000
+        fields.append(("scrub", "{\"interval_ms\":\(intervalMillis),\"passes\":\(scrub.passes),\"bytes\":\(scrub.bytes),"
+                       + "\"running\":\(scrub.running)}"))
         return "{" + fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}"
     }
 
     /// Prometheus text from the daemon's registry, or a note when metrics are off.
     func metricsText() -> String {
-        options.metricsText?() ?? "# metrics are not enabled in this process\n"
+        refreshGauges()
+        return options.metricsText?() ?? "# metrics are not enabled in this process\n"
+    }
+
+    /// Sets the gauges that are read, not counted, to their values now (before each scrape):
+    /// first, last and durable LSN, and each follow stream's lag in records.
+    func refreshGauges() {
+        let status = wal.status
+        firstLSNGauge.record(Double(status.firstLSN))
+        lastLSNGauge.record(Double(status.lastLSN))
+        durableLSNGauge.record(Double(status.durableLSN))
+        var current: [String: UInt64] = [:]
+        for follower in followers.values {
+            let lag = status.durableLSN > follower.durableLSN ? status.durableLSN - follower.durableLSN : 0
+            current[follower.address] = max(current[follower.address] ?? 0, lag)
+        }
+        for (address, gauge) in followerLagGauges where current[address] == nil {
+            gauge.destroy()
+            followerLagGauges[address] = nil
+        }
+        for (address, lag) in current {
+            let gauge = followerLagGauges[address] ?? Gauge(label: "wald_follower_lag_records", dimensions: [("follower", address)])
+            followerLagGauges[address] = gauge
+            gauge.record(Double(lag))
+        }
     }
 }
 

@@ -6,6 +6,10 @@ import Dispatch
 import Logging
 import Synchronization
 import WALCore
+import WALProtocol
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Serves a `WAL` over the wald protocol (binary and text on the same port).
 public final class WALServer: Sendable {
@@ -22,9 +26,29 @@ public final class WALServer: Sendable {
 
     /// Attaches the server's event loop to `wal`: from now on the WAL's results are delivered
     /// there (one server per WAL).
-    public init(wal: WAL, options: ServerOptions, version: String = "0.1.0") {
+    public init(wal: WAL, options: ServerOptions, version: String = WaldVersion.string) {
         loop = ServerLoop(wal: wal, options: options, version: version)
     }
+
+    /// Binds every address of `options.listen` and `options.unixSocket`, all or none: throws
+    /// `SocketError` (a port in use, a name that does not resolve) with nothing left bound or
+    /// created. A daemon binds before it opens its log, so a failed start leaves nothing behind,
+    /// and hands the descriptors over as `inheritedListeners`.
+    public static func bind(_ options: ServerOptions) throws -> [Int32] {
+        var fds: [Int32] = []
+        do {
+            for address in options.listen { fds.append(try SocketCalls.listenTCP(address)) }
+            if let path = options.unixSocket { fds.append(try SocketCalls.listenUnix(path)) }
+        } catch {
+            for fd in fds { SocketCalls.close(fd) }
+            if let path = options.unixSocket, fds.count > options.listen.count { unlink(path) }
+            throw error
+        }
+        return fds
+    }
+
+    /// The address a listening descriptor is bound to (`127.0.0.1:7070`, `unix:/path`).
+    public static func localAddress(_ fd: Int32) -> String { SocketCalls.localAddress(fd) }
 
     /// Binds every configured address (or adopts inherited listeners) and starts accepting.
     /// Returns the bound addresses (`127.0.0.1:7070`, `unix:/path`), with real port numbers.
@@ -33,19 +57,13 @@ public final class WALServer: Sendable {
     public func start() throws -> [String] {
         let options = loop.sharedOptions.withLock { $0 }
         var fds: [Int32] = []
-        do {
-            if options.inheritedListeners.isEmpty {
-                for address in options.listen { fds.append(try SocketCalls.listenTCP(address)) }
-                if let path = options.unixSocket { fds.append(try SocketCalls.listenUnix(path)) }
-            } else {
-                for fd in options.inheritedListeners {
-                    SocketCalls.setNonBlocking(fd)
-                    fds.append(fd)
-                }
+        if options.inheritedListeners.isEmpty {
+            fds = try Self.bind(options)
+        } else {
+            for fd in options.inheritedListeners {
+                SocketCalls.setNonBlocking(fd)
+                fds.append(fd)
             }
-        } catch {
-            for fd in fds { SocketCalls.close(fd) }
-            throw error
         }
         var bound: [String] = []
         for fd in fds {
@@ -156,6 +174,14 @@ public final class WALServer: Sendable {
         }
         let loop = self.loop
         loop.queue.sync { loop.options = options }
+    }
+
+    /// The metrics text (`GET /metrics`), with the gauges read at scrape time brought up to
+    /// date on the loop first. Not to be called on the loop.
+    public func metricsText() -> String {
+        let loop = self.loop
+        loop.queue.sync { loop.refreshGauges() }
+        return loop.sharedOptions.withLock { $0.metricsText }?() ?? "# metrics are not enabled in this process\n"
     }
 
     /// The INFO JSON object, as a client would see it.

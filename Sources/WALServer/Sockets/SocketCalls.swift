@@ -8,9 +8,12 @@ public struct SocketError: Error, CustomStringConvertible, Sendable {
     public let operation: String
     public let target: String
     public let errno: Int32
+    /// getaddrinfo's own reason (gai_strerror), when the name could not be resolved.
+    public var resolveFailure: String?
 
     public var description: String {
-        "\(operation)(\(target)) failed: \(String(cString: strerror(errno))) (errno \(errno))"
+        if let resolveFailure { return "cannot resolve \(target): \(resolveFailure)" }
+        return "\(operation)(\(target)) failed: \(String(cString: strerror(errno))) (errno \(errno))"
     }
 }
 
@@ -67,7 +70,9 @@ enum SocketCalls {
         var result: UnsafeMutablePointer<addrinfo>?
         let status = getaddrinfo(address.host, String(address.port), &hints, &result)
         guard status == 0, let first = result else {
-            throw SocketError(operation: "getaddrinfo", target: address.description, errno: status == EAI_SYSTEM ? errno : EINVAL)
+            let code = status == EAI_SYSTEM ? errno : EINVAL
+            let reason = status == EAI_SYSTEM ? String(cString: strerror(code)) : String(cString: gai_strerror(status))
+            throw SocketError(operation: "getaddrinfo", target: address.host, errno: code, resolveFailure: reason)
         }
         defer { freeaddrinfo(result) }
         let fd = socket(first.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
