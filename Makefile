@@ -107,7 +107,7 @@ DOCS = $(filter-out docs/systemd-readme-section.md,$(wildcard README.md docs/*.m
 
 install: $(if $(filter .build/release,$(BINDIR_SRC)),release)
 	$(INSTALL) -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/wald
-	$(INSTALL) -m 755 $(BINDIR_SRC)/wald $(BINDIR_SRC)/walctl $(DESTDIR)$(PREFIX)/bin/
+	$(INSTALL) -m 755 -s $(BINDIR_SRC)/wald $(BINDIR_SRC)/walctl $(DESTDIR)$(PREFIX)/bin/
 	for u in $(UNITS); do \
 		sed -e 's|/usr/local/|$(PREFIX)/|g' -e 's|/etc/wald/|$(SYSCONFDIR)/wald/|g' systemd/$$u \
 			> $(DESTDIR)$(UNITDIR)/$$u.tmp && \

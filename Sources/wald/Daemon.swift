@@ -10,6 +10,7 @@ import Synchronization
 import WALClient
 import WALCore
 import WALDaemon
+import WALProtocol
 import WALServer
 
 struct Daemon: Sendable {
@@ -38,18 +39,32 @@ struct Daemon: Sendable {
         }
 
         let signals = SignalWatcher(signals: [SIGTERM, SIGINT, SIGHUP])
+        // Every address is bound before the log is opened: a start that fails here (a port in
+        // use, a name that does not resolve) leaves no directory and no segment behind.
+        let activated = Systemd.listenFileDescriptors()
+        var serverOptions = serverOptions(from: config)
+        let listeners: Listeners
+        do {
+            listeners = try bindListeners(activated: activated, options: serverOptions, environment: environment)
+        } catch {
+            return fatal("\(error)", errno: (error as? SocketError)?.errno, logger: logger)
+        }
+        serverOptions.inheritedListeners = listeners.server
+        if let problem = dataDirectoryProblem() {
+            listeners.release()
+            return fatal(problem, errno: ENOENT, logger: logger)
+        }
+
         Systemd.notify("STATUS=recovering \(config.dataDirectory)")
         let wal: WAL
         do {
             wal = try await WAL.open(walOptions(environment: environment, logger: logger))
         } catch {
+            listeners.release()
             return fatal("cannot open the log in \(config.dataDirectory): \(error)", errno: errnoOf(error), logger: logger)
         }
 
-        let activated = Systemd.listenFileDescriptors()
-        var serverOptions = serverOptions(from: config)
-        serverOptions.metricsText = { registry.emitToString() }
-        serverOptions.inheritedListeners = activated.filter { $0.name != "metrics" }.map(\.fd)
+        serverOptions.metricsText = { MetricsHelp.annotate(registry.emitToString()) }
         let role = config.follow.map { ReplicationRole(upstream: $0.description) }
         if let role { serverOptions.replication = role }
         let server = WALServer(wal: wal, options: serverOptions)
@@ -64,38 +79,41 @@ struct Daemon: Sendable {
             }
             replicator = follower
         }
-        let metrics = MetricsEndpoint { registry.emitToString() }
+        let metrics = MetricsEndpoint { server.metricsText() }
         var addresses: [String]
         do {
             addresses = try server.start()
-            let metricsFD = activated.first { $0.name == "metrics" }?.fd
-            let metricsAddress = config.metricsListen.map { SocketAddress(host: $0.host, port: $0.port) }
-            if metricsFD != nil || metricsAddress != nil {
-                addresses.append("metrics=" + (try metrics.start(address: metricsAddress, inherited: metricsFD)))
+            if let fd = listeners.metrics {
+                addresses.append("metrics=" + (try metrics.start(address: nil, inherited: fd)))
             }
         } catch {
             try? await wal.close()
+            listeners.removeUnixSocket()
             return fatal("cannot listen: \(error)", errno: (error as? SocketError)?.errno, logger: logger)
         }
         if !activated.isEmpty {
             logger.info("serving on sockets passed by systemd", metadata: ["names": "\(activated.map(\.name))"])
         }
+        logStart(wal: wal, addresses: addresses, logger: logger)
         replicator?.start()
         print("ready " + addresses.joined(separator: " "))
         fflush(stdout)
         Systemd.notify("READY=1\n" + (await statusLine(wal: wal, server: server, addresses: addresses)))
 
-        var background: [Task<Void, Never>] = []
         // A copy of `addresses` (a var): the task must not share it with the loop below.
-        background.append(Task { [addresses] in
-            while !Task.isCancelled {
-                try? await Task.sleep(for: .seconds(2))
-                Systemd.notify(await statusLine(wal: wal, server: server, addresses: addresses))
+        let status = Task { [addresses] in
+            while true {
+                do { try await Task.sleep(for: .seconds(2)) } catch { return }
+                let line = await statusLine(wal: wal, server: server, addresses: addresses)
+                // Cancelled while computing it: STOPPING=1 may be out, and nothing follows it.
+                guard !Task.isCancelled else { return }
+                Systemd.notify(line)
             }
-        })
+        }
+        var watchdog: Task<Void, Never>?
         if let interval = Systemd.watchdogInterval() {
             logger.info("watchdog enabled", metadata: ["interval": "\(interval)"])
-            background.append(Task { await WriterWatchdog(wal: wal, interval: interval, logger: logger).run() })
+            watchdog = Task { await WriterWatchdog(wal: wal, interval: interval, logger: logger).run() }
         }
 
         var running = config
@@ -108,11 +126,15 @@ struct Daemon: Sendable {
             logger.notice("stopping", metadata: ["signal": "\(signal)"])
             break
         }
-        for task in background { task.cancel() }
+        watchdog?.cancel()
+        // No STATUS=serving after STOPPING=1: the status task is finished before it goes out.
+        status.cancel()
+        await status.value
         Systemd.notify("STOPPING=1\nSTATUS=stopping: draining connections and syncing")
         await replicator?.stop()
         await server.shutdown()
         metrics.stop()
+        listeners.removeUnixSocket()
         do {
             try await wal.close()
         } catch {
@@ -123,6 +145,90 @@ struct Daemon: Sendable {
         }
         logger.notice("stopped cleanly")
         return 0
+    }
+
+    /// The listening sockets, bound (or taken from systemd) before the log is opened.
+    struct Listeners {
+        var server: [Int32]
+        var metrics: Int32?
+        /// The unix socket file wald created itself (removed at exit; systemd's is systemd's).
+        var unixSocket: String?
+
+        /// Closes everything and removes the socket file: the start failed.
+        func release() {
+            for fd in server { close(fd) }
+            if let metrics { close(metrics) }
+            removeUnixSocket()
+        }
+
+        func removeUnixSocket() {
+            if let unixSocket { unlink(unixSocket) }
+        }
+    }
+
+    private func bindListeners(activated: [(fd: Int32, name: String)], options: ServerOptions,
+                               environment: [String: String]) throws -> Listeners {
+        guard activated.isEmpty else {
+            let passed = activated.filter { $0.name != "metrics" }
+            try checkExplicitListen(matches: passed.map(\.fd), environment: environment)
+            return Listeners(server: passed.map(\.fd), metrics: activated.first { $0.name == "metrics" }?.fd)
+        }
+        let fds = try WALServer.bind(options)
+        var metricsFD: Int32?
+        if let address = config.metricsListen {
+            do {
+                metricsFD = try MetricsEndpoint.bind(SocketAddress(host: address.host, port: address.port))
+            } catch {
+                Listeners(server: fds, unixSocket: config.unixSocket).release()
+                throw error
+            }
+        }
+        return Listeners(server: fds, metrics: metricsFD, unixSocket: config.unixSocket)
+    }
+
+    /// With socket activation wald serves on the sockets systemd passes, whatever the config
+    /// file says; but a `--listen` (or WALD_LISTEN) given explicitly that names other
+    /// addresses is a mistake to stop at, not to ignore.
+    private func checkExplicitListen(matches fds: [Int32], environment: [String: String]) throws {
+        guard !flags.listen.isEmpty || environment[WaldOption.listen.environmentVariable] != nil else { return }
+        let passed = Set(fds.map { WALServer.localAddress($0) }.filter { !$0.hasPrefix("unix:") })
+        let wanted = Set(config.listen.map(\.description))
+        guard wanted.isSubset(of: passed) else {
+            throw StartError("--listen \(wanted.sorted().joined(separator: ",")) does not match the sockets systemd passed "
+                             + "(\(passed.sorted().joined(separator: ", "))); drop --listen or change the socket unit")
+        }
+    }
+
+    /// A data directory that is missing must at least have its parent: a mistyped path must not
+    /// quietly become a new, empty log in a new directory tree.
+    private func dataDirectoryProblem() -> String? {
+        let directory = config.dataDirectory
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory) {
+            return isDirectory.boolValue ? nil : "the data directory \(directory) is not a directory"
+        }
+        // Foundation's deletingLastPathComponent traps on a one-component path: cut by hand.
+        let trimmed = directory.count > 1 && directory.hasSuffix("/") ? String(directory.dropLast()) : directory
+        let base = trimmed.lastIndex(of: "/").map { $0 == trimmed.startIndex ? "/" : String(trimmed[..<$0]) } ?? "."
+        guard FileManager.default.fileExists(atPath: base, isDirectory: &isDirectory), isDirectory.boolValue else {
+            return "the data directory \(directory) does not exist, nor does its parent \(base): "
+                + "wald creates the data directory, not the path to it (a mistyped --data-dir?)"
+        }
+        return nil
+    }
+
+    /// One line that says what this wald is: version, where its log is and what it holds, and
+    /// every option that is not at its default.
+    private func logStart(wal: WAL, addresses: [String], logger: Logger) {
+        let status = wal.status
+        let defaults = WaldConfig().loggingMetadata
+        let changed = config.loggingMetadata.filter { key, value in key != "data_dir" && "\(defaults[key] ?? "")" != "\(value)" }
+        logger.notice("wald started", metadata: [
+            "version": "\(WaldVersion.string)", "data_dir": "\(config.dataDirectory)", "log_id": "\(status.logID)",
+            "generation": "\(status.generation)", "first_lsn": "\(status.firstLSN)", "last_lsn": "\(status.lastLSN)",
+            "addresses": "\(addresses.joined(separator: " "))",
+            "options": "\(changed.keys.sorted().map { "\($0)=\(changed[$0]!)" }.joined(separator: " "))",
+        ])
     }
 
     /// SIGHUP: reads the configuration again and applies what can change while running.
@@ -154,6 +260,8 @@ struct Daemon: Sendable {
         applied.minSyncReplicas = new.minSyncReplicas
         applied.syncReplicaTimeout = new.syncReplicaTimeout
         applied.maxFollowerHoldBytes = new.maxFollowerHoldBytes
+        applied.scrubInterval = new.scrubInterval
+        applied.scrubBytesPerSecond = new.scrubBytesPerSecond
         level.value = applied.logLevel
         do {
             try wal.update(walOptions(from: applied))
@@ -213,6 +321,8 @@ struct Daemon: Sendable {
         options.flushInterval = config.flushInterval
         options.maxBufferBytes = config.maxBufferBytes
         options.slowSyncThreshold = config.slowSyncThreshold
+        options.scrubInterval = config.scrubInterval
+        options.scrubBytesPerSecond = config.scrubBytesPerSecond
         options.logger = Logger(label: "wald.wal")
         return options
     }
@@ -232,6 +342,12 @@ struct Daemon: Sendable {
         options.logger = Logger(label: "wald.server")
         return options
     }
+}
+
+/// Why wald could not start (one line for the operator).
+struct StartError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }
 
 /// Turns signals into an async sequence (their default action is disabled).

@@ -76,17 +76,28 @@ final class Replicator: Sendable {
 
     /// Makes sure we follow the same log and returns the LSN to stream from.
     private func checkIdentity() async throws -> LSN {
-        let control = try await WALClient.connect(upstream, token: token)
+        // Bounded: an upstream that accepts and never answers must not hold the follower for ever.
+        let control = try await WALClient.connect(upstream, token: token, timeout: .seconds(10))
         defer { control.close() }
         let info = try await control.info()
         var local = wal.status
         let localIsEmpty = local.lastLSN < local.firstLSN
+        let upstreamGeneration = UInt32(clamping: info.generation)
         if local.logID.description != info.logID || (localIsEmpty && local.firstLSN < info.firstLSN) {
             guard localIsEmpty, let id = LogID(info.logID) else {
                 throw ReplicationError.foreignLog(local: local.logID.description, upstream: info.logID)
             }
             // A new follower takes the upstream's identity and starts where its log starts.
-            try await wal.adoptIdentity(logID: id, firstLSN: max(info.firstLSN, 1))
+            try await wal.adoptIdentity(logID: id, generation: upstreamGeneration, firstLSN: max(info.firstLSN, 1))
+            local = wal.status
+        } else if local.generation != upstreamGeneration {
+            // A repair cut the upstream's log (or ours): the same LSN may name another record on
+            // each side. Only an empty log can simply take the upstream's generation.
+            guard localIsEmpty else {
+                throw ReplicationError.generation(local: local.generation, upstream: upstreamGeneration)
+            }
+            try await wal.adoptIdentity(logID: local.logID, generation: upstreamGeneration,
+                                        firstLSN: max(info.firstLSN, local.firstLSN, 1))
             local = wal.status
         }
         if local.lastLSN > info.lastLSN {
@@ -110,6 +121,7 @@ enum ReplicationError: Error, CustomStringConvertible {
     case foreignLog(local: String, upstream: String)
     case ahead(local: LSN, upstream: LSN)
     case diverged(lsn: LSN)
+    case generation(local: UInt32, upstream: UInt32)
 
     var description: String {
         switch self {
@@ -117,6 +129,10 @@ enum ReplicationError: Error, CustomStringConvertible {
             "refusing to follow: the local log \(local) is not the upstream's log \(upstream) (local data left untouched)"
         case .ahead(let local, let upstream):
             "refusing to follow: the local log ends at LSN \(local), beyond the upstream's last LSN \(upstream) (local data left untouched)"
+        case .generation(let local, let upstream):
+            "refusing to follow: the upstream's log is of generation \(upstream) but this follower's is of generation \(local): "
+                + "a repair cut one of them, so the same LSN may name different records; rebuild this follower from an "
+                + "empty data directory (local data left untouched)"
         case .diverged(let lsn):
             "refusing to follow: the local record at LSN \(lsn) differs from the upstream's (the logs diverged; local data left untouched)"
         }

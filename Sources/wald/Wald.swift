@@ -2,6 +2,7 @@
 import ArgumentParser
 import Foundation
 import WALDaemon
+import WALProtocol
 
 @main
 struct Wald: AsyncParsableCommand {
@@ -13,7 +14,8 @@ struct Wald: AsyncParsableCommand {
             with --config, then defaults. See README.md for the table. Once every listener is \
             bound, wald prints one line "ready <address> ..." on standard output. SIGHUP reloads \
             the config file; SIGTERM/SIGINT stop gracefully.
-            """)
+            """,
+        version: WaldVersion.string)
 
     @OptionGroup var flags: WaldFlags
 

@@ -23,6 +23,11 @@ struct InstallTests {
         let docs = try documentationFiles().map { "\(root)\(prefix)/share/doc/wald/\($0)" }
         for path in binaries {
             #expect(fm.isExecutableFile(atPath: path), "\(path) missing or not executable")
+            // Stripped: no symbol table (the build's copy keeps its own).
+            let symbols = try shell("exec nm \"$1\"", [path])
+            #expect(symbols.output.contains("no symbols"), "\(path) is not stripped")
+            let version = try shell("exec \"$1\" --version", [path])
+            #expect(version.status == 0 && version.output == "0.1.0\n", "a stripped \(path) does not run: \(version.output)")
         }
         for path in units + docs + [config] {
             #expect(fm.fileExists(atPath: path), "\(path) missing")

@@ -132,9 +132,10 @@ final class UserManagerHarness: @unchecked Sendable {
         ProtectClock=no
         ProtectHostname=no
         DevicePolicy=auto
-        # The debug build of this test run, a temp data dir; --listen only matters without socket activation.
+        # The debug build of this test run, a temp data dir. No --listen: with socket activation wald serves on
+        # the sockets systemd passes, and an explicit --listen naming another address would be refused.
         ExecStart=
-        ExecStart=\(wald) --config \(config) --data-dir \(directory.path)/data --listen 127.0.0.1:0 --log-level debug
+        ExecStart=\(wald) --config \(config) --data-dir \(directory.path)/data --log-level debug
         Environment=WALD_TEST_FAULT_FILE=\(faultFile)
         WatchdogSec=4s
         TimeoutStartSec=15s

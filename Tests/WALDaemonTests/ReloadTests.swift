@@ -24,12 +24,15 @@ import Testing
         new.minSyncReplicas = 2
         new.syncReplicaTimeout = .seconds(1)
         new.maxFollowerHoldBytes = 0
+        new.scrubInterval = .seconds(60)
+        new.scrubBytesPerSecond = 1 << 20
         let result = WaldConfig().reloadable(from: new)
         #expect(
             result.changed == [
                 "max_segments", "retention_bytes", "max_record_bytes", "flush_interval", "max_buffer_bytes",
                 "max_connections", "max_frame_bytes", "auth_token", "log_level", "slow_sync_threshold",
-                "min_sync_replicas", "sync_replica_timeout", "max_follower_hold_bytes",
+                "min_sync_replicas", "sync_replica_timeout", "max_follower_hold_bytes", "scrub_interval",
+                "scrub_bytes_per_second",
             ])
         #expect(result.needsRestart.isEmpty)
     }

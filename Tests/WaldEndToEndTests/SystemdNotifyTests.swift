@@ -272,6 +272,9 @@ import Glibc
         let afterStop = n.messages.filter { $0.index > (stopping?.index ?? 0) }
         #expect(!afterStop.contains { $0.value("READY") != nil || $0.value("ERRNO") != nil },
                 "READY= or ERRNO= after STOPPING=1 on a clean stop:\n\(n.dump())")
+        // The periodic status task used to wake from its cancelled sleep and send one more.
+        #expect(!afterStop.contains { $0.value("STATUS")?.hasPrefix("serving") == true },
+                "STATUS=serving after STOPPING=1:\n\(n.dump())")
     }
 
     @Test(.timeLimit(.minutes(1)))
@@ -319,8 +322,8 @@ import Glibc
         let walPort = try freeLoopbackPort()
         let metricsPort = try freeLoopbackPort()
         let unixPath = h.path("wal.sock")
-        // --listen is given too: with inherited sockets wald must not bind it.
-        let wald = try h.start(["--listen", "127.0.0.1:0"], launcher: .socketActivate([
+        // No --listen: the default (or the config file's) is replaced by the inherited sockets.
+        let wald = try h.start([], launcher: .socketActivate([
             "-l", "127.0.0.1:\(walPort)", "-l", unixPath, "-l", "127.0.0.1:\(metricsPort)",
             "--fdname=wal:wal:metrics", "-E", "NOTIFY_SOCKET",
         ]))
@@ -348,6 +351,25 @@ import Glibc
         wald.signal(SIGTERM)
         let exit = try #require(await wald.waitForExit(), "wald did not exit within 30 s of SIGTERM")
         #expect(exit.exited && exit.status == 0, "exit \(exit); stderr:\n\(wald.stderrText)")
+    }
+
+    /// An explicit --listen that names other addresses than the sockets systemd passes used to
+    /// be ignored in silence.
+    @Test(.timeLimit(.minutes(1)))
+    func socketActivationWithAnExplicitListenThatDoesNotMatchIsAnError() async throws {
+        let h = try NotifyHarness()
+        defer { h.cleanup() }
+        let walPort = try freeLoopbackPort()
+        let otherPort = try freeLoopbackPort()
+        let wald = try h.start(["--listen", "127.0.0.1:\(otherPort)"], launcher: .socketActivate([
+            "-l", "127.0.0.1:\(walPort)", "--fdname=wal", "-E", "NOTIFY_SOCKET",
+        ]))
+        _ = try? await connectWhenListening(port: walPort)
+        let exit = try #require(await wald.waitForExit(), "wald kept running with a --listen systemd did not pass")
+        #expect(exit.exited && exit.status != 0, "exit \(exit)")
+        #expect(wald.stderrText.contains("--listen 127.0.0.1:\(otherPort) does not match the sockets systemd passed (127.0.0.1:\(walPort))"),
+                "\(wald.stderrText)")
+        #expect(!FileManager.default.fileExists(atPath: wald.dataDirectory), "a refused start created the data directory")
     }
 
     // MARK: metrics

@@ -141,6 +141,14 @@ extension WaldConfig {
             return text
         }.value
 
+        config.scrubInterval = try await values.value(.scrubInterval, default: config.scrubInterval, parse: DurationText.parse).value
+        config.scrubBytesPerSecond = try await values.value(.scrubBytesPerSecond, default: config.scrubBytesPerSecond) {
+            (text) throws(ValueError) in
+            let bytes = try ByteSize.parse(text)
+            guard bytes >= 64 << 10 else { throw ValueError("expected a byte size of at least 64KiB (read per second)") }
+            return bytes
+        }.value
+
         // Cross-checks. Blame the value the operator set, not a default it collides with.
         let recordLimit = config.maxFrameBytes - frameOverheadBytes
         if config.maxRecordBytes > recordLimit {

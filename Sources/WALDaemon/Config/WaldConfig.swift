@@ -56,6 +56,12 @@ public struct WaldConfig: Sendable, Equatable {
     /// `durable` (fsynced, Redis's `appendfsync always`) or `buffered` (written, synced within the
     /// flush interval, like `appendfsync everysec`). Default `durable`.
     public var respDurability: String = "durable"
+    /// Every this often, a background scrub reads every sealed segment and checks its CRCs and
+    /// LSNs; damage is logged once at error and shown in INFO and `wald_damaged_places`. Zero =
+    /// no scrub. Default 24 h. Reloadable.
+    public var scrubInterval: Duration = .seconds(24 * 3600)
+    /// The most a scrub reads per second, in bytes. Default 16 MiB; at least 64 KiB. Reloadable.
+    public var scrubBytesPerSecond: Int = 16 << 20
     /// The YAML file the configuration was read from (`--config` or `WALD_CONFIG`), if any.
     public var configFile: String? = nil
 
@@ -101,6 +107,8 @@ public struct WaldConfig: Sendable, Equatable {
         case .maxFollowerHoldBytes: maxFollowerHoldBytes == other.maxFollowerHoldBytes
         case .respStream: respStream == other.respStream
         case .respDurability: respDurability == other.respDurability
+        case .scrubInterval: scrubInterval == other.scrubInterval
+        case .scrubBytesPerSecond: scrubBytesPerSecond == other.scrubBytesPerSecond
         }
     }
 
@@ -131,6 +139,8 @@ public struct WaldConfig: Sendable, Equatable {
             "max_follower_hold_bytes": size(maxFollowerHoldBytes),
             "resp_stream": "\(respStream)",
             "resp_durability": "\(respDurability)",
+            "scrub_interval": "\(DurationText.format(scrubInterval))",
+            "scrub_bytes_per_second": size(scrubBytesPerSecond),
         ]
     }
 }

@@ -26,6 +26,8 @@ public enum WaldOption: String, Sendable, CaseIterable, Hashable {
     case maxFollowerHoldBytes = "max_follower_hold_bytes"
     case respStream = "resp_stream"
     case respDurability = "resp_durability"
+    case scrubInterval = "scrub_interval"
+    case scrubBytesPerSecond = "scrub_bytes_per_second"
 
     /// The key in the YAML config file, e.g. `max_segment_bytes`.
     public var yamlKey: String { rawValue }
@@ -46,7 +48,7 @@ public enum WaldOption: String, Sendable, CaseIterable, Hashable {
         switch self {
         case .logLevel, .flushInterval, .maxSegments, .retentionBytes, .maxConnections, .maxRecordBytes,
             .maxFrameBytes, .maxBufferBytes, .authToken, .slowSyncThreshold, .minSyncReplicas, .syncReplicaTimeout,
-            .maxFollowerHoldBytes, .config:
+            .maxFollowerHoldBytes, .scrubInterval, .scrubBytesPerSecond, .config:
             return true
         case .listen, .unix, .dataDir, .segmentPrefix, .maxSegmentBytes, .metricsListen, .follow, .respStream,
              .respDurability:
