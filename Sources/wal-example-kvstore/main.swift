@@ -56,6 +56,8 @@ struct KVStore {
 }
 
 enum KVStoreExample {
+    static let usage = "usage: wal-example-kvstore [--dir DIR] set KEY VALUE | get KEY | del KEY | list"
+
     static func run() async throws {
         var arguments = Array(CommandLine.arguments.dropFirst())
         var directory = "data/example-kvstore"
@@ -63,27 +65,31 @@ enum KVStoreExample {
             directory = arguments[1]
             arguments.removeFirst(2)
         }
-        var store = try await KVStore.open(directory: directory)
+        // The arguments are checked before the log is opened: a mistyped command must not
+        // create a directory (inside a running wald's ./data, say).
         switch (arguments.first, arguments.count) {
-        case ("set", 3):
+        case ("set", 3), ("get", 2), ("del", 2), ("list", 1): break
+        default:
+            FileHandle.standardError.write(Data((usage + "\n").utf8))
+            exit(2)
+        }
+        var store = try await KVStore.open(directory: directory)
+        switch arguments[0] {
+        case "set":
             try await store.set(arguments[1], arguments[2])
             print("OK")
-        case ("get", 2):
+        case "get":
             if let value = store.values[arguments[1]] { print(value) } else {
                 print("(not found)")
                 try await store.wal.close()
                 exit(1)
             }
-        case ("del", 2):
+        case "del":
             let existed = store.values[arguments[1]] != nil
             if existed { try await store.delete(arguments[1]) }
             print(existed ? "deleted" : "(not found)")
-        case ("list", 1):
-            for key in store.values.keys.sorted() { print("\(key)=\(store.values[key]!)") }
         default:
-            print("usage: wal-example-kvstore [--dir DIR] set KEY VALUE | get KEY | del KEY | list")
-            try await store.wal.close()
-            exit(2)
+            for key in store.values.keys.sorted() { print("\(key)=\(store.values[key]!)") }
         }
         try await store.wal.close()
     }

@@ -1,28 +1,107 @@
-// Options shared by the network commands: where the server is and how to authenticate.
+// Options shared by the network commands: where the server is, how to authenticate, how long to
+// wait. Each has an environment variable (WALCTL_SERVER, WALCTL_TOKEN, WALCTL_TIMEOUT, like
+// etcdctl's ETCDCTL_* and redis-cli's REDISCLI_AUTH) so a token need not appear in `ps`, and
+// they may come before the subcommand as well as after it (`walctl --server h ping`).
 import ArgumentParser
+import Foundation
 import WALClient
 
 struct ServerOptions: ParsableArguments {
-    @Option(name: .long, help: "Server address HOST:PORT (IPv6 as [::1]:7070).")
-    var server: String = "127.0.0.1:7070"
+    @Option(name: .long, help: ArgumentHelp(
+        "Server address HOST[:PORT] (port 7070 when omitted; IPv6 as [::1]:7070), or unix:PATH. Env WALCTL_SERVER. Default 127.0.0.1:7070.",
+        valueName: "host:port"))
+    var server: String?
 
-    @Option(name: .long, help: "Connect to a unix socket instead of --server.")
+    @Option(name: .long, help: ArgumentHelp("Connect to this unix socket instead of --server.", valueName: "path"))
     var unix: String?
 
-    @Option(name: .long, help: "Auth token (when the server requires one).")
+    @Option(name: .long, help: ArgumentHelp(
+        "Auth token, when the server requires one. Prefer the environment variable WALCTL_TOKEN: arguments show in ps.",
+        valueName: "token"))
     var token: String?
+
+    @Option(name: .long, help: ArgumentHelp(
+        "Seconds to wait for the connection and for each reply; 0 = no limit. Env WALCTL_TIMEOUT. Default 10.",
+        valueName: "seconds"))
+    var timeout: Double?
+
+    /// The options every network command takes, as typed (for moving them after the subcommand).
+    static let names: Set<String> = ["--server", "--unix", "--token", "--timeout"]
+
+    static let environment = ProcessInfo.processInfo.environment
+
+    var serverText: String { server ?? Self.environment["WALCTL_SERVER"] ?? "127.0.0.1:7070" }
+
+    var resolvedToken: String? { token ?? Self.environment["WALCTL_TOKEN"].flatMap { $0.isEmpty ? nil : $0 } }
+
+    /// nil = no limit.
+    var resolvedTimeout: Duration? {
+        get throws {
+            var seconds = timeout ?? 10
+            var source = "--timeout"
+            if timeout == nil, let text = Self.environment["WALCTL_TIMEOUT"] {
+                guard let value = Double(text) else { throw ValidationError("WALCTL_TIMEOUT must be a number of seconds, got '\(text)'") }
+                seconds = value
+                source = "WALCTL_TIMEOUT"
+            }
+            guard seconds.isFinite, seconds >= 0, seconds <= 31_536_000 else {
+                throw ValidationError("\(source) must be a number of seconds from 0 (no limit) to 31536000")
+            }
+            return seconds == 0 ? nil : .nanoseconds(Int64(seconds * 1e9))
+        }
+    }
 
     var endpoint: Endpoint {
         get throws {
             if let unix { return .unix(path: unix) }
-            guard let endpoint = Endpoint(parsing: server) else {
-                throw ValidationError("--server must be HOST:PORT, got '\(server)'")
+            guard let endpoint = Endpoint(parsing: serverText, defaultPort: Endpoint.defaultPort) else {
+                let source = server == nil && Self.environment["WALCTL_SERVER"] != nil ? "WALCTL_SERVER" : "--server"
+                throw ValidationError("\(source) must be HOST, HOST:PORT, [IPv6]:PORT or unix:PATH, got '\(serverText)'")
             }
             return endpoint
         }
     }
 
-    func connect() async throws -> WALClient {
-        try await WALClient.connect(try endpoint, token: token)
+    func validate() throws {
+        _ = try endpoint
+        _ = try resolvedTimeout
+    }
+
+    /// Connects (and authenticates); a failure ends walctl with `walctl: error: …` and status 1.
+    func connect() async -> WALClient {
+        do {
+            return try await WALClient.connect(try endpoint, token: resolvedToken, timeout: try resolvedTimeout)
+        } catch {
+            fail("\(error)")
+        }
+    }
+
+    /// Moves the global options that come before the subcommand to after it, where the parser
+    /// looks for them: `walctl --server h:1 ping` is `walctl ping --server h:1`.
+    static func movingGlobalOptions(_ arguments: [String], subcommands: Set<String>) -> [String] {
+        var leading: [String] = []
+        var index = 0
+        while index < arguments.count {
+            let argument = arguments[index]
+            let name = argument.split(separator: "=", maxSplits: 1).first.map(String.init) ?? argument
+            guard names.contains(name) else { break }
+            leading.append(argument)
+            if !argument.contains("=") && index + 1 < arguments.count {
+                leading.append(arguments[index + 1])
+                index += 1
+            }
+            index += 1
+        }
+        guard !leading.isEmpty, index < arguments.count, subcommands.contains(arguments[index]) else { return arguments }
+        return [arguments[index]] + leading + arguments[(index + 1)...]
+    }
+}
+
+extension ParsableCommand {
+    /// Ends walctl like a parse error of this subcommand: the message, then its usage (exit 64).
+    static func usageError(_ message: String) -> Never {
+        let name = WalCtl.usageString(for: Self.self).split(separator: " ").prefix(2).joined(separator: " ")
+        printError("error: \(message)\nUsage: \(WalCtl.usageString(for: Self.self))\n  See '\(name) --help' for more information.")
+        StandardStreams.exit(64)
     }
 }

@@ -21,6 +21,18 @@ enum StandardStreams {
         checkStandardOutput()
     }
 
+    /// Pushes what stdout buffered to the file or pipe now (a streamed record must not wait).
+    static func flush() {
+        if fflush(stdout) != 0 { failedWritingStandardOutput() }
+    }
+
+    /// Writes one line to stdout at once: a failure is reported with its own errno, not left for
+    /// the check at exit (by which time the cause may be gone).
+    static func printLine(_ text: String) {
+        write(Array((text + "\n").utf8))
+        flush()
+    }
+
     /// Ends walctl when an earlier write to stdout failed (a stream stops at the first one).
     static func checkStandardOutput() {
         if ferror(stdout) != 0 { failedWritingStandardOutput() }
@@ -29,6 +41,17 @@ enum StandardStreams {
     /// Writes `text` to stderr, ignoring failure (there is nowhere left to report it).
     static func writeError(_ text: String) {
         _ = fputs(text, stderr)
+    }
+
+    /// "10" or "2.5".
+    static func seconds(_ value: Double) -> String {
+        value == value.rounded() && abs(value) < 1e15 ? String(Int(value)) : String(value)
+    }
+
+    /// Ends walctl with `code` once stdout is flushed (a failed flush still says so).
+    static func exit(_ code: Int32) -> Never {
+        flush()
+        Glibc.exit(code)
     }
 
     static func failedWritingStandardOutput(errno code: Int32 = errno) -> Never {

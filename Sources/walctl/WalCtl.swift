@@ -1,6 +1,7 @@
 // walctl's entry point: the root command and its list of subcommands. Offline commands
 // (dump, verify, repair) work on a data directory; network commands talk to a running wald.
 import ArgumentParser
+import WALProtocol
 
 @main
 struct WalCtl: AsyncParsableCommand {
@@ -14,11 +15,17 @@ struct WalCtl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "walctl",
         abstract: "Inspect, check and repair wald write-ahead logs.",
+        discussion: """
+            Network commands take --server (or WALCTL_SERVER), --token (or WALCTL_TOKEN) and \
+            --timeout (or WALCTL_TIMEOUT), before or after the command name.
+            """,
+        version: WaldVersion.string,
         subcommands: offlineCommands + networkCommands
     )
 
     static func main() async {
         StandardStreams.checkStandardOutputAtExit()
-        await main(nil)
+        let names = Set(networkCommands.map { $0._commandName })
+        await main(ServerOptions.movingGlobalOptions(Array(CommandLine.arguments.dropFirst()), subcommands: names))
     }
 }

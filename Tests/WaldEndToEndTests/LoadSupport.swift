@@ -227,14 +227,29 @@ struct ToolResult {
 /// `standardInput` replaces /dev/null; `standardOutput`/`standardError` replace the files the
 /// result reads (then its text is empty).
 func runTool(_ name: String, _ arguments: [String], timeout: Double = 60, standardInput: FileHandle? = nil,
-             standardOutput: FileHandle? = nil, standardError: FileHandle? = nil) throws -> ToolResult {
+             standardOutput: FileHandle? = nil, standardError: FileHandle? = nil,
+             environment: [String: String] = [:]) throws -> ToolResult {
     try runProgram(buildProductsDirectory().appendingPathComponent(name).path, arguments, timeout: timeout,
-                   standardInput: standardInput, standardOutput: standardOutput, standardError: standardError)
+                   standardInput: standardInput, standardOutput: standardOutput, standardError: standardError,
+                   environment: environment)
+}
+
+/// `runTool` with `input` on its standard input (from a temporary file).
+func runTool(_ name: String, _ arguments: [String], input: [UInt8], timeout: Double = 60,
+             environment: [String: String] = [:]) throws -> ToolResult {
+    let path = NSTemporaryDirectory() + "wald-e2e-stdin-\(UUID().uuidString)"
+    guard FileManager.default.createFile(atPath: path, contents: Data(input)), let handle = FileHandle(forReadingAtPath: path) else {
+        throw RawError.connect(errno)
+    }
+    defer { try? FileManager.default.removeItem(atPath: path) }
+    return try runTool(name, arguments, timeout: timeout, standardInput: handle, environment: environment)
 }
 
 /// Runs the program at `path` like `runTool` (a third-party client such as redis-cli).
+/// `environment` is added to the test's own (whose WALD_* and WALCTL_* variables are left out).
 func runProgram(_ path: String, _ arguments: [String], timeout: Double = 60, standardInput: FileHandle? = nil,
-                standardOutput: FileHandle? = nil, standardError: FileHandle? = nil) throws -> ToolResult {
+                standardOutput: FileHandle? = nil, standardError: FileHandle? = nil,
+                environment: [String: String] = [:]) throws -> ToolResult {
     let base = NSTemporaryDirectory() + "wald-e2e-tool-\(UUID().uuidString)"
     let outPath = base + ".out"
     let errPath = base + ".err"
@@ -247,7 +262,8 @@ func runProgram(_ path: String, _ arguments: [String], timeout: Double = 60, sta
     let process = Process()
     process.executableURL = URL(fileURLWithPath: path)
     process.arguments = arguments
-    process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("WALD_") }
+    process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("WALD_") && !$0.key.hasPrefix("WALCTL_") }
+        .merging(environment) { $1 }
     process.standardOutput = standardOutput ?? FileHandle(forWritingAtPath: outPath)
     process.standardError = standardError ?? FileHandle(forWritingAtPath: errPath)
     process.standardInput = standardInput ?? FileHandle.nullDevice

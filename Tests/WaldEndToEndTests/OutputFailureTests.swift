@@ -83,7 +83,7 @@ import Glibc
             let result = try runTool("walctl", arguments + server, standardOutput: full)
             #expect(result.exitedNormally, "walctl \(arguments) trapped (signal \(result.status)): \(result.stderr)")
             #expect(result.status == 1, "walctl \(arguments) exited \(result.status) with its output lost")
-            #expect(result.stderr.contains("cannot write to standard output: No space left on device"), "\(result.stderr)")
+            #expect(result.stderr.contains("cannot write to standard output: No space left on device"), "walctl \(arguments): \(result.stderr)")
         }
         wald.stop()
         let full = try #require(FileHandle(forWritingAtPath: "/dev/full"))

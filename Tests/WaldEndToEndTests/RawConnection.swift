@@ -94,3 +94,13 @@ func readU64(_ bytes: [UInt8], at offset: Int = 0) -> UInt64 {
     bytes[offset..<(offset + 8)].reduce(0) { $0 << 8 | UInt64($1) }
 }
 func errorCode(_ body: [UInt8]) -> UInt16 { UInt16(body[0]) << 8 | UInt16(body[1]) }
+
+extension RawConnection {
+    /// The METRICS reply of the text protocol (Prometheus text), without its `# EOF` line.
+    func metricsText() -> String {
+        send("METRICS\n")
+        var text = ""
+        while let line = readLine(), line != "# EOF" { text += line + "\n" }
+        return text
+    }
+}

@@ -13,6 +13,8 @@ final class WaldProcess: @unchecked Sendable {
     let process = Process()
     let dataDirectory: String
     private(set) var address = ""
+    /// Everything after "ready " on wald's ready line (`127.0.0.1:PORT metrics=…`).
+    private(set) var readyLine = ""
     private let stdoutPipe = Pipe()
     private let stderrPath: String
 
@@ -53,6 +55,7 @@ final class WaldProcess: @unchecked Sendable {
             if let text = String(data: line, encoding: .utf8), let newline = text.firstIndex(of: "\n") {
                 let first = String(text[..<newline])
                 guard first.hasPrefix("ready ") else { break }
+                readyLine = String(first.dropFirst(6))
                 return String(first.dropFirst(6).split(separator: " ").first ?? "")
             }
         }
