@@ -2,13 +2,14 @@
 // corruption that open, readers and verifyLog report with file, offset and LSN, and that
 // repair cuts while keeping a `.broken` copy.
 import Foundation
+import Synchronization
 import Testing
 @testable import WALCore
 
 /// A log on real files whose records all have `payloadSize` bytes, so offsets are computable.
 struct FixedLog {
     static let payloadSize = 50
-    static let frameSize = RecordFrame.headerSize + payloadSize  // every segment it writes is version 2
+    static let frameSize = RecordFrame.headerSize + payloadSize  // version 2 frames (every segment it writes is version 3)
     let dir = TempDirectory("recovery")
     var options: WALOptions
 
@@ -604,5 +605,57 @@ func reason(_ error: WALError?) -> String {
         let error = WALError.notASegmentFile(path: "/data/wal-00000000000000000500.wal", type: .directory)
         #expect(error.description.hasPrefix("/data/wal-00000000000000000500.wal is a directory, not a segment file;"))
         #expect(!error.description.contains("repair"))
+    }
+}
+
+@Suite struct RepairGenerationTests {
+    /// A repair stopped by a power cut at any fdatasync (and after it ends) leaves either the
+    /// damage (open refuses; repair again) or the log cut and in the next generation: never a
+    /// cut log of the old generation, whose reused LSNs nobody could tell apart.
+    @Test func aRepairCutShortAtAnyStepLeavesTheDamageOrTheNewGeneration() async throws {
+        for damagedLSN in [3, 16] {  // an old (sealed) segment, then the last one
+            let running = SimulatedFileIO()
+            try running.createDirectory("/g")
+            var options = smallOptions("/g", io: running, segmentBytes: 1024)
+            options.preallocate = false
+            let wal = try await WAL.open(options)
+            for i in 1...20 { try await wal.append(bytes(100, UInt8(i))) }  // 7 to a segment, all durable
+            // A crash, not a clean close: no CLEAN marker vouches for the end of the log.
+            var crash = SplitMix64(seed: 7)
+            let io = running.powerCut(using: &crash)
+            try await wal.close()
+            options.io = io
+            let first = (damagedLSN - 1) / 7 * 7 + 1
+            io.flipBit("/g/" + SegmentName.make(prefix: "wal-", firstLSN: LSN(first)),
+                       at: 64 + (damagedLSN - first) * 124 + 24 + 5, bit: 1)
+
+            let survivors = Mutex<[SimulatedFileIO]>([])
+            io.setSyncHook {
+                survivors.withLock { list in
+                    var rng = SplitMix64(seed: UInt64(list.count + 1))
+                    list.append(io.powerCut(using: &rng))
+                }
+            }
+            let repaired = try await WAL.repair(options)
+            io.setSyncHook(nil)
+            #expect(repaired.generation == 1 && repaired.lastLSN == LSN(damagedLSN - 1))
+            var rng = SplitMix64(seed: 99)
+            var openedCut = 0
+            for survivor in survivors.withLock({ $0 }) + [io.powerCut(using: &rng)] {
+                var reopen = options
+                reopen.io = survivor
+                do {
+                    let log = try await WAL.open(reopen)
+                    let status = log.status
+                    try await log.close()
+                    #expect(status.lastLSN == 20 || status.generation == 1,
+                            "LSN \(damagedLSN): a cut log (last LSN \(status.lastLSN)) of generation \(status.generation)")
+                    if status.generation == 1 { openedCut += 1 }
+                } catch WALError.corruption {
+                    // The damage is still there: open refuses, and a repair would run again.
+                }
+            }
+            #expect(openedCut >= 1, "no survivor shows the finished repair")
+        }
     }
 }

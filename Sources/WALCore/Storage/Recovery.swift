@@ -145,7 +145,6 @@ enum Recovery {
             let logID = headers.logID!
             // Repair checks every segment; a plain open only the last one.
             let firstToScan = options.repair ? 0 : names.count - 1
-            var result: RecoveredLog?
             for index in firstToScan..<names.count {
                 let path = joinPath(dir, names[index].name)
                 let scan = try SegmentScanner.scan(io: io, path: path, maxPayload: Int(UInt32.max))
@@ -158,16 +157,21 @@ enum Recovery {
                         "file": "\(path)", "last_lsn": "\(scan.lastLSN)",
                         "reason": "\(scan.damage?.reason ?? "segment ends before the next one starts")",
                     ])
+                    // In this order, so that a crash at any step leaves either the damage (to be
+                    // repaired again) or the new generation, never a cut log of the old one.
                     try keepBrokenCopy(io: io, path: path)
-                    try cut(io: io, path: path, at: scan.endOffset, through: scan.damage?.dirtyEnd ?? scan.fileSize)
                     try quarantine(io: io, dir: dir, names: Array(names[(index + 1)...]))
                     names.removeSubrange((index + 1)...)
-                    cutDamage = true
-                    result = RecoveredLog(logID: logID, generation: headers.generation, segments: names, lastLSN: scan.lastLSN,
-                                          endOffset: scan.endOffset, lastLayout: scan.header.layout)
-                    break
+                    var recovered = RecoveredLog(logID: logID, generation: headers.generation, segments: names,
+                                                 lastLSN: scan.lastLSN, endOffset: scan.endOffset, lastLayout: scan.header.layout)
+                    if try startGeneration(&recovered, io: io, options: options, logger: logger) {
+                        try cut(io: io, path: path, at: scan.endOffset, through: scan.damage?.dirtyEnd ?? scan.fileSize)
+                    }
+                    return recovered
                 }
                 let clean = marker.map { $0.logID == logID } ?? false
+                var recovered = RecoveredLog(logID: logID, generation: headers.generation, segments: names, lastLSN: scan.lastLSN,
+                                             endOffset: scan.endOffset, lastLayout: scan.header.layout)
                 if let damage = scan.damage {
                     switch TailVerdict.judge(damage, layout: scan.header.layout, clean: clean) {
                     case .corruption(let reason):
@@ -175,7 +179,11 @@ enum Recovery {
                         guard options.repair else { throw error }
                         logger.warning("repair: cutting the log", metadata: ["error": "\(error)"])
                         try keepBrokenCopy(io: io, path: path)
-                        cutDamage = true
+                        // The new generation first (as above); the damaged bytes go after.
+                        if try startGeneration(&recovered, io: io, options: options, logger: logger) {
+                            try cut(io: io, path: path, at: damage.offset, through: damage.dirtyEnd)
+                        }
+                        return recovered
                     case .torn(let reason):
                         let copy = try keepCutBytes(io: io, path: path, from: damage.offset, to: damage.dirtyEnd)
                         logger.warning("cutting a torn tail left by a crash: nothing in it was acknowledged as durable", metadata: [
@@ -183,22 +191,20 @@ enum Recovery {
                             "last_lsn": "\(scan.lastLSN)", "bytes": "\(damage.dirtyEnd - damage.offset)",
                             "copy": "\(copy ?? "none")", "reason": "\(reason)",
                         ])
+                        try cut(io: io, path: path, at: damage.offset, through: damage.dirtyEnd)
                     }
-                    try cut(io: io, path: path, at: damage.offset, through: damage.dirtyEnd)
                 } else if clean, let marker, marker.lastLSN != scan.lastLSN {
                     guard options.repair else {
                         throw WALError.corruption(
                             file: path, offset: scan.endOffset, lsn: scan.lastLSN + 1,
                             reason: "the log was stopped cleanly at LSN \(marker.lastLSN) but ends at LSN \(scan.lastLSN)")
                     }
-                    cutDamage = marker.lastLSN > scan.lastLSN
+                    cutDamage = cutDamage || marker.lastLSN > scan.lastLSN
                 }
-                result = RecoveredLog(logID: logID, generation: headers.generation, segments: names, lastLSN: scan.lastLSN,
-                                      endOffset: scan.endOffset, lastLayout: scan.header.layout)
+                if cutDamage { _ = try startGeneration(&recovered, io: io, options: options, logger: logger) }
+                return recovered
             }
-            guard var recovered = result else { preconditionFailure("the last segment is always scanned") }
-            if cutDamage { try startGeneration(&recovered, io: io, options: options, logger: logger) }
-            return recovered
+            preconditionFailure("the last segment is always scanned")
         }
     }
 
@@ -206,11 +212,14 @@ enum Recovery {
     /// segment of the next generation: the LSNs it hands out again are told apart from the cut
     /// ones (INFO shows the generation; a follower of the old generation refuses to go on). An
     /// emptied last segment is replaced (it was copied to `.broken` first).
-    private static func startGeneration(_ recovered: inout RecoveredLog, io: any FileIO, options: WALOptions, logger: Logger) throws {
+    /// Returns false when it replaced the last segment (nothing of it is left to cut).
+    @discardableResult
+    private static func startGeneration(_ recovered: inout RecoveredLog, io: any FileIO, options: WALOptions, logger: Logger) throws -> Bool {
         let generation = recovered.generation &+ 1
         var last = recovered.segments.removeLast()
         var previousFirstLSN = last.firstLSN
-        if recovered.lastLSN < last.firstLSN {
+        let replaces = recovered.lastLSN < last.firstLSN
+        if replaces {
             // No record is left in it: the new segment takes its name (rename replaces it).
             let path = joinPath(options.directory, last.name)
             let handle = try io.open(path, mode: .readOnly)
@@ -232,6 +241,7 @@ enum Recovery {
         logger.warning("repair: the log goes on in a new generation; LSNs from here on may repeat ones that were cut", metadata: [
             "generation": "\(generation)", "next_lsn": "\(recovered.lastLSN + 1)", "segment": "\(last.name)",
         ])
+        return !replaces
     }
 
     /// What the headers of a log's segments say, checked as open checks them (docs/format.md,
