@@ -4,6 +4,7 @@ import ArgumentParser
 import Foundation
 import Histogram
 import WALClient
+import WALProtocol
 
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -67,7 +68,7 @@ struct Bench: AsyncParsableCommand {
                 "p50_us":\(p(50)),"p90_us":\(p(90)),"p99_us":\(p(99)),"p999_us":\(p(99.9)),\
                 "max_us":\(histogram.totalCount == 0 ? 0 : histogram.max),\
                 "clients":\(clients),"pipeline":\(pipeline),"size":\(size),"buffered":\(buffered)\
-                \(result.firstError.map { ",\"first_error\":\(jsonQuoted($0))" } ?? "")}
+                \(result.firstError.map { ",\"first_error\":\(jsonString($0))" } ?? "")}
                 """)
         } else {
             print(String(format: "%llu appends in %.2f s: %.0f appends/s, %llu errors", result.completed, result.seconds, opsPerSecond, result.errors))
@@ -82,17 +83,4 @@ struct Bench: AsyncParsableCommand {
         }
         if result.errors > 0 || result.completed == 0 { throw ExitCode(1) }
     }
-}
-
-func jsonQuoted(_ text: String) -> String {
-    var out = "\""
-    for scalar in text.unicodeScalars {
-        switch scalar {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
-        default: out.unicodeScalars.append(scalar)
-        }
-    }
-    return out + "\""
 }

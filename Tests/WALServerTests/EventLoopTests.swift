@@ -250,7 +250,7 @@ struct HarnessError: Error, CustomStringConvertible {
 
 /// A FileIO over another that can hold every fdatasync, and counts which calls ran on an
 /// event loop.
-final class WatchedFileIO: FileIO {
+final class WatchedFileIO: FileIOLayer {
     struct Calls {
         var syncs = 0
         var syncsOnLoop = 0
@@ -258,7 +258,7 @@ final class WatchedFileIO: FileIO {
         var writesOnLoop = 0
     }
 
-    private let base: any FileIO
+    let base: any FileIO
     private let state = Mutex<(stall: Bool, stalled: Int, calls: Calls)>((false, 0, Calls()))
 
     init(base: any FileIO) { self.base = base }
@@ -299,21 +299,6 @@ final class WatchedFileIO: FileIO {
         if WAL.isOnAnEventLoop { state.withLock { $0.calls.writesOnLoop += 1 } }
         try base.write(handle, bytes, at: offset, path: path)
     }
-
-    func open(_ path: String, mode: OpenMode) throws -> IOHandle { try base.open(path, mode: mode) }
-    func close(_ handle: IOHandle) { base.close(handle) }
-    func read(_ handle: IOHandle, into buffer: UnsafeMutableRawBufferPointer, at offset: Int, path: String) throws -> Int {
-        try base.read(handle, into: buffer, at: offset, path: path)
-    }
-    func size(_ handle: IOHandle, path: String) throws -> Int { try base.size(handle, path: path) }
-    func truncate(_ handle: IOHandle, to size: Int, path: String) throws { try base.truncate(handle, to: size, path: path) }
-    func rename(_ source: String, to destination: String) throws { try base.rename(source, to: destination) }
-    func remove(_ path: String) throws { try base.remove(path) }
-    func list(_ directory: String) throws -> [String] { try base.list(directory) }
-    func fileType(_ path: String) throws -> FileType { try base.fileType(path) }
-    func createDirectory(_ directory: String) throws { try base.createDirectory(directory) }
-    func lock(_ path: String) throws -> IOHandle { try base.lock(path) }
-    func unlock(_ handle: IOHandle) { base.unlock(handle) }
 }
 
 /// A WAL in a temporary directory (real files unless given another FileIO) and a server for it.

@@ -10,23 +10,14 @@ import Glibc
 
 /// A one-connection server on 127.0.0.1 that answers every frame it reads with `reply`.
 final class LyingServer: @unchecked Sendable {
-    // @unchecked: `fd` and `port` are set in init and only read afterwards; the thread owns the rest.
-    let fd: Int32
+    // @unchecked: `socket` and `port` are set in init and only read afterwards; the thread owns the rest.
+    private let socket: SilentListener
     let port: UInt16
 
     init(reply: [UInt8]) throws {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        self.fd = fd
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-        }
-        guard bound, listen(fd, 4) == 0 else { throw RawError.connect(errno) }
-        port = UInt16(bigEndian: address.sin_port)
-        let listener = fd
+        socket = try SilentListener()
+        port = socket.port
+        let listener = socket.fd
         Thread {
             let client = accept(listener, nil, nil)
             guard client >= 0 else { return }
@@ -46,8 +37,6 @@ final class LyingServer: @unchecked Sendable {
             }
         }.start()
     }
-
-    deinit { close(fd) }
 }
 
 @Suite(.serialized) struct ClientEdgeTests {
@@ -176,16 +165,15 @@ final class SilentListener {
 /// Serves one connection on 127.0.0.1: reads what the client sends for a moment, then sends
 /// `reply` (in two pieces) and closes, or, with `hold`, stays open and silent until `release()`.
 final class ScriptedPeer: @unchecked Sendable {
-    // @unchecked: `listener` and `port` are set in init; the thread owns the accepted socket.
+    // @unchecked: `socket` and `port` are set in init; the thread owns the accepted socket.
     let port: UInt16
-    private let listener: Int32
+    private let socket: SilentListener
     private let released = Locked(false)
 
     init(reply: [UInt8], hold: Bool) throws {
-        let server = try SilentListener()
-        port = server.port
-        listener = dup(server.fd)
-        let (listener, released) = (self.listener, self.released)
+        socket = try SilentListener()
+        port = socket.port
+        let (listener, released) = (socket.fd, self.released)
         Thread {
             let client = accept(listener, nil, nil)
             guard client >= 0 else { return }
@@ -202,10 +190,7 @@ final class ScriptedPeer: @unchecked Sendable {
 
     func release() { released.withLock { $0 = true } }
 
-    deinit {
-        release()
-        close(listener)
-    }
+    deinit { release() }
 }
 
 @Suite struct ClientArbitraryBytesTests {

@@ -196,7 +196,7 @@ final class ReadBudget: Sendable {
 }
 
 /// The file system as the scrub sees it: every read pays into a ReadBudget.
-struct ThrottledFileIO: FileIO {
+struct ThrottledFileIO: FileIOLayer {
     let base: any FileIO
     let budget: ReadBudget
 
@@ -205,21 +205,4 @@ struct ThrottledFileIO: FileIO {
         try budget.spend(n)
         return n
     }
-
-    func open(_ path: String, mode: OpenMode) throws -> IOHandle { try base.open(path, mode: mode) }
-    func close(_ handle: IOHandle) { base.close(handle) }
-    func write(_ handle: IOHandle, _ bytes: UnsafeRawBufferPointer, at offset: Int, path: String) throws {
-        try base.write(handle, bytes, at: offset, path: path)
-    }
-    func syncData(_ handle: IOHandle, path: String) throws { try base.syncData(handle, path: path) }
-    func size(_ handle: IOHandle, path: String) throws -> Int { try base.size(handle, path: path) }
-    func truncate(_ handle: IOHandle, to size: Int, path: String) throws { try base.truncate(handle, to: size, path: path) }
-    func rename(_ source: String, to destination: String) throws { try base.rename(source, to: destination) }
-    func remove(_ path: String) throws { try base.remove(path) }
-    func syncDirectory(_ directory: String) throws { try base.syncDirectory(directory) }
-    func list(_ directory: String) throws -> [String] { try base.list(directory) }
-    func fileType(_ path: String) throws -> FileType { try base.fileType(path) }
-    func createDirectory(_ directory: String) throws { try base.createDirectory(directory) }
-    func lock(_ path: String) throws -> IOHandle { try base.lock(path) }
-    func unlock(_ handle: IOHandle) { base.unlock(handle) }
 }
