@@ -168,14 +168,14 @@ fuzz: fuzz-build
 # (Tests/Sanitizers/tsan-mutex-repro.swift shows a false report on a correct program), so under that flag
 # every module's Mutex is the pthread-backed Sources/WALSync/TSanVisibleMutex.swift, which TSan sees.
 # Both run the concurrency-heavy suites (SANITIZER_TESTS): the engine, the server in process and under
-# concurrent and pipelined clients, replication. The rest assume debug-build speed (time limits, acks per
+# concurrent and pipelined clients, replication, Redis clients over RESP. The rest assume debug-build speed (time limits, acks per
 # second) or set address-space limits a sanitizer cannot run under. Reports from the test process and from
 # every wald it starts go to $(ASAN_REPORTS) / $(TSAN_REPORTS); any report fails the target.
 TEST_FILTER ?=
-SANITIZER_TESTS ?= WALCoreTests|WALServerTests|ConcurrencyTests|BinaryProtocolTests|TextProtocolTests|ReplicationTests
+SANITIZER_TESTS ?= WALCoreTests|WALServerTests|ConcurrencyTests|BinaryProtocolTests|TextProtocolTests|ReplicationTests|RESPClientTests
 TSAN_REPORTS := .build-tsan/reports
 ASAN_REPORTS := .build-asan/reports
-test-asan: deps
+test-asan: test-deps
 	nice -n 19 $(SWIFT) build --build-tests --scratch-path .build-asan -Xswiftc -sanitize=address
 	@rm -rf $(ASAN_REPORTS) && mkdir -p $(ASAN_REPORTS)
 	SWIFT_BACKTRACE=enable=no ASAN_OPTIONS="log_path=$(CURDIR)/$(ASAN_REPORTS)/asan $(ASAN_OPTIONS)" \
@@ -185,7 +185,7 @@ test-asan: deps
 		cat $(ASAN_REPORTS)/*; echo "test-asan: AddressSanitizer reports above"; exit 1; fi
 	@echo "test-asan: no AddressSanitizer or LeakSanitizer reports (tests and every wald they started)"
 
-test-tsan: deps
+test-tsan: test-deps
 	nice -n 19 $(SWIFT) build --build-tests --scratch-path .build-tsan -Xswiftc -sanitize=thread -Xswiftc -DWALD_TSAN
 	@rm -rf $(TSAN_REPORTS) && mkdir -p $(TSAN_REPORTS)
 	SWIFT_BACKTRACE=enable=no TSAN_OPTIONS="log_path=$(CURDIR)/$(TSAN_REPORTS)/tsan second_deadlock_stack=1 $(TSAN_OPTIONS)" \

@@ -151,11 +151,14 @@ final class Server {
     let process: Process
     let port: UInt16
     let name: String
+    /// Where the server logs (its tail is shown when it does not stop in time).
+    let logFile: String?
 
-    private init(process: Process, port: UInt16, name: String) {
+    private init(process: Process, port: UInt16, name: String, logFile: String? = nil) {
         self.process = process
         self.port = port
         self.name = name
+        self.logFile = logFile
     }
 
     /// CPU time of every thread of the process so far, in ns (user + sys, from schedstat).
@@ -184,11 +187,12 @@ final class Server {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
         process.arguments = ["--port", "\(port)", "--bind", "127.0.0.1", "--appendonly", "yes", "--appendfsync", fsync,
-                             "--save", "", "--dir", directory, "--daemonize", "no", "--loglevel", "warning"]
+                             "--save", "", "--dir", directory, "--daemonize", "no", "--loglevel", "notice",
+                             "--logfile", directory + "/redis.log"]
         process.standardOutput = FileHandle.nullDevice
-        try process.run()
+        try runWithSignalsUnblocked(process)
         try waitForPort(port)
-        return Server(process: process, port: port, name: "redis-server")
+        return Server(process: process, port: port, name: "redis-server", logFile: directory + "/redis.log")
     }
 
     static func wald(binaries: URL, directory: String, extra: [String] = []) throws -> Server {
@@ -197,7 +201,7 @@ final class Server {
         process.arguments = ["--data-dir", directory, "--listen", "127.0.0.1:0", "--log-level", "warning"] + extra
         let pipe = Pipe()
         process.standardOutput = pipe
-        try process.run()
+        try runWithSignalsUnblocked(process)
         var text = ""
         while !text.contains("\n") {
             let chunk = pipe.fileHandleForReading.availableData
@@ -217,7 +221,11 @@ final class Server {
         kill(pid, SIGTERM)
         for _ in 0..<200 where process.isRunning { usleep(50_000) }
         if process.isRunning {
-            FileHandle.standardError.write(Data("bench-compare: \(name) (pid \(pid)) ignored SIGTERM for 10 s; killing it\n".utf8))
+            let tail = logFile.flatMap { try? String(contentsOfFile: $0, encoding: .utf8) }.map { $0.split(separator: "\n").suffix(8) }
+            let state = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8))?.split(separator: "\n")
+                .filter { $0.hasPrefix("State") || $0.hasPrefix("SigBlk") }.joined(separator: ", ") ?? "no /proc entry"
+            FileHandle.standardError.write(Data(("bench-compare: \(name) (pid \(pid)) did not exit within 10 s of SIGTERM; killing it. "
+                + "\(state)\n" + (tail.map { "its log ends:\n" + $0.joined(separator: "\n") + "\n" } ?? "")).utf8))
             kill(pid, SIGKILL)
         }
         process.waitUntilExit()
@@ -381,11 +389,26 @@ enum Runner {
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = FileHandle.nullDevice
-        try process.run()
+        try runWithSignalsUnblocked(process)
         let data = pipe.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         return String(decoding: data, as: UTF8.self)
     }
+}
+
+/// Starts `process` with SIGTERM, SIGINT and SIGHUP unblocked. A child inherits the blocked
+/// signal mask of the thread that spawns it, and after the first `await` this code runs on a
+/// Dispatch worker thread, which libdispatch starts with those signals blocked: a redis-server
+/// spawned there never saw SIGTERM (its log ended at "Ready to accept connections", and
+/// /proc/PID/status listed SIGTERM in SigBlk) and was killed after 10 s.
+func runWithSignalsUnblocked(_ process: Process) throws {
+    var unblock = sigset_t()
+    sigemptyset(&unblock)
+    for signal in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&unblock, signal) }
+    var previous = sigset_t()
+    pthread_sigmask(SIG_UNBLOCK, &unblock, &previous)
+    defer { pthread_sigmask(SIG_SETMASK, &previous, nil) }
+    try process.run()
 }
 
 /// pwrite 100 bytes + fdatasync, in a loop, on a zero-filled file: the disk's floor.

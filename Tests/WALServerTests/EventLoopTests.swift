@@ -166,7 +166,7 @@ import WALServer
     /// is dropped like one past max_follower_hold_bytes: retention moves on.
     @Test(.timeLimit(.minutes(1)))
     func aReplayThatStopsReadingIsDroppedAndReleasesItsSegments() async throws {
-        let harness = try await LoopHarness.start(segmentBytes: 64 * 1024, maxFollowerHoldBytes: 256 * 1024)
+        let harness = try await LoopHarness.start(segmentBytes: 64 * 1024)
         defer { harness.cleanup() }
         let writer = try harness.connect()
         let payload = ArraySlice([UInt8](repeating: 9, count: 4000))
@@ -177,8 +177,12 @@ import WALServer
         }
         let stuck = try harness.connect(receiveBuffer: 4096)
         stuck.send(.replay(from: 1, maxCount: 0, follow: false))
-        try await Task.sleep(for: .milliseconds(100))
+        // The limit drops only after the stream is open and stuck: with it set from the start, the
+        // lag check (every 500 ms) could drop the stream before it was ever counted here.
+        let opened = ContinuousClock.now + .seconds(10)
+        while harness.server.connectionCount < 2 && ContinuousClock.now < opened { try await Task.sleep(for: .milliseconds(20)) }
         #expect(harness.server.connectionCount == 2)
+        harness.server.update(maxFollowerHoldBytes: 256 * 1024)
         var limited = harness.wal.options
         limited.maxSegments = 3
         try harness.wal.update(limited)
