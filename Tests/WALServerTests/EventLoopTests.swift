@@ -166,7 +166,7 @@ import WALServer
     /// is dropped like one past max_follower_hold_bytes: retention moves on.
     @Test(.timeLimit(.minutes(1)))
     func aReplayThatStopsReadingIsDroppedAndReleasesItsSegments() async throws {
-        let harness = try await LoopHarness.start(segmentBytes: 64 * 1024, maxFollowerHoldBytes: 256 * 1024)
+        let harness = try await LoopHarness.start(segmentBytes: 64 * 1024)
         defer { harness.cleanup() }
         let writer = try harness.connect()
         let payload = ArraySlice([UInt8](repeating: 9, count: 4000))
@@ -177,8 +177,15 @@ import WALServer
         }
         let stuck = try harness.connect(receiveBuffer: 4096)
         stuck.send(.replay(from: 1, maxCount: 0, follow: false))
-        try await Task.sleep(for: .milliseconds(100))
+        // Retention and the hold limit change only once the replay is streaming (its first
+        // bytes wait in the client's socket): changed earlier, retention could delete LSN 1
+        // before the REPLAY was read (OUT_OF_RANGE), or the lag check (every 500 ms) drop the
+        // stream before it was counted here.
+        let streaming = ContinuousClock.now + .seconds(10)
+        while !(stuck.available() > 0) && ContinuousClock.now < streaming { try await Task.sleep(for: .milliseconds(10)) }
+        #expect((stuck.available() > 0), "the replay never started")
         #expect(harness.server.connectionCount == 2)
+        harness.server.update(maxFollowerHoldBytes: 256 * 1024)
         var limited = harness.wal.options
         limited.maxSegments = 3
         try harness.wal.update(limited)
