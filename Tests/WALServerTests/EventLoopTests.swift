@@ -177,10 +177,13 @@ import WALServer
         }
         let stuck = try harness.connect(receiveBuffer: 4096)
         stuck.send(.replay(from: 1, maxCount: 0, follow: false))
-        // The limit drops only after the stream is open and stuck: with it set from the start, the
-        // lag check (every 500 ms) could drop the stream before it was ever counted here.
-        let opened = ContinuousClock.now + .seconds(10)
-        while harness.server.connectionCount < 2 && ContinuousClock.now < opened { try await Task.sleep(for: .milliseconds(20)) }
+        // Retention and the hold limit change only once the replay is streaming (its first
+        // bytes wait in the client's socket): changed earlier, retention could delete LSN 1
+        // before the REPLAY was read (OUT_OF_RANGE), or the lag check (every 500 ms) drop the
+        // stream before it was counted here.
+        let streaming = ContinuousClock.now + .seconds(10)
+        while !(stuck.available() > 0) && ContinuousClock.now < streaming { try await Task.sleep(for: .milliseconds(10)) }
+        #expect((stuck.available() > 0), "the replay never started")
         #expect(harness.server.connectionCount == 2)
         harness.server.update(maxFollowerHoldBytes: 256 * 1024)
         var limited = harness.wal.options
@@ -254,7 +257,7 @@ struct HarnessError: Error, CustomStringConvertible {
 
 /// A FileIO over another that can hold every fdatasync, and counts which calls ran on an
 /// event loop.
-final class WatchedFileIO: FileIOLayer {
+final class WatchedFileIO: FileIO {
     struct Calls {
         var syncs = 0
         var syncsOnLoop = 0
@@ -262,7 +265,7 @@ final class WatchedFileIO: FileIOLayer {
         var writesOnLoop = 0
     }
 
-    let base: any FileIO
+    private let base: any FileIO
     private let state = Mutex<(stall: Bool, stalled: Int, calls: Calls)>((false, 0, Calls()))
 
     init(base: any FileIO) { self.base = base }
@@ -303,6 +306,21 @@ final class WatchedFileIO: FileIOLayer {
         if WAL.isOnAnEventLoop { state.withLock { $0.calls.writesOnLoop += 1 } }
         try base.write(handle, bytes, at: offset, path: path)
     }
+
+    func open(_ path: String, mode: OpenMode) throws -> IOHandle { try base.open(path, mode: mode) }
+    func close(_ handle: IOHandle) { base.close(handle) }
+    func read(_ handle: IOHandle, into buffer: UnsafeMutableRawBufferPointer, at offset: Int, path: String) throws -> Int {
+        try base.read(handle, into: buffer, at: offset, path: path)
+    }
+    func size(_ handle: IOHandle, path: String) throws -> Int { try base.size(handle, path: path) }
+    func truncate(_ handle: IOHandle, to size: Int, path: String) throws { try base.truncate(handle, to: size, path: path) }
+    func rename(_ source: String, to destination: String) throws { try base.rename(source, to: destination) }
+    func remove(_ path: String) throws { try base.remove(path) }
+    func list(_ directory: String) throws -> [String] { try base.list(directory) }
+    func fileType(_ path: String) throws -> FileType { try base.fileType(path) }
+    func createDirectory(_ directory: String) throws { try base.createDirectory(directory) }
+    func lock(_ path: String) throws -> IOHandle { try base.lock(path) }
+    func unlock(_ handle: IOHandle) { base.unlock(handle) }
 }
 
 /// A WAL in a temporary directory (real files unless given another FileIO) and a server for it.
