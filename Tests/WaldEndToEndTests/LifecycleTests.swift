@@ -105,6 +105,39 @@ let ipv6LoopbackAvailable: Bool = {
         #expect(try await client.info().logID == logID)
     }
 
+    /// wald binds its listeners before it opens (and locks) its log. A second wald given the
+    /// running one's unix socket used to unlink it, fail on the lock, and unlink its own bind:
+    /// the running wald was left unreachable over its socket. A live socket is not replaced.
+    @Test(.timeLimit(.minutes(1)))
+    func aSecondWaldLeavesTheRunningOnesUnixSocketAlone() async throws {
+        let path = NSTemporaryDirectory() + "wald-e2e-\(UUID().uuidString.prefix(8)).sock"
+        let wald = try WaldProcess(arguments: ["--unix", path])
+        defer {
+            wald.cleanup()
+            unlink(path)
+        }
+        var before = stat()
+        #expect(lstat(path, &before) == 0)
+        let second = try runTool("wald", ["--data-dir", wald.dataDirectory, "--listen", "127.0.0.1:0", "--unix", path,
+                                          "--log-level", "warning"], timeout: 30)
+        #expect(!second.timedOut && second.exitedNormally && second.status != 0, "the second wald: \(second.status)")
+        #expect(second.stderr.contains(path), "stderr does not name the socket:\n\(second.stderr)")
+        var after = stat()
+        #expect(lstat(path, &after) == 0 && after.st_ino == before.st_ino, "the running wald's socket file was replaced or removed")
+        let client = try await WALClient.connect(.unix(path: path))
+        defer { client.close() }
+        #expect(try await client.append(Array("still here".utf8)) == 1)
+
+        // A socket file nobody listens on (a wald killed with SIGKILL leaves one) is replaced.
+        #expect(wald.stop(signal: SIGKILL) != 0)
+        #expect(lstat(path, &after) == 0, "SIGKILL removed the socket file?")
+        let restarted = try WaldProcess(dataDirectory: wald.dataDirectory, arguments: ["--unix", path])
+        defer { restarted.cleanup() }
+        let again = try await WALClient.connect(.unix(path: path))
+        defer { again.close() }
+        #expect(try await again.append(Array("after a crash".utf8)) == 2)
+    }
+
     /// After a clean stop (SIGTERM) the forged frame is damage and wald refuses to start, naming
     /// it; after a crash (SIGKILL) it is a torn tail and is cut. Either way nothing allocates
     /// the 4 GiB the length field claims.

@@ -95,7 +95,10 @@ enum SocketCalls {
         return fd
     }
 
-    /// Binds and listens on a unix socket path (a stale socket file is replaced), mode 0660.
+    /// Binds and listens on a unix socket path, mode 0660. A stale socket file (nobody accepts
+    /// on it: connect(2) is refused) is replaced; one a running server listens on is not
+    /// touched, and bind fails with EADDRINUSE (a second wald must not take a running one's
+    /// socket away, even when it fails to start after binding).
     static func listenUnix(_ path: String, backlog: Int32 = 1024) throws -> Int32 {
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
@@ -109,7 +112,13 @@ enum SocketCalls {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw SocketError(operation: "socket", target: path, errno: errno) }
         var info = stat()
-        if lstat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFSOCK { unlink(path) }
+        if lstat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFSOCK {
+            guard !unixSocketIsLive(address) else {
+                Glibc.close(fd)
+                throw SocketError(operation: "bind", target: path, errno: EADDRINUSE)
+            }
+            unlink(path)
+        }
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
@@ -125,6 +134,21 @@ enum SocketCalls {
             throw SocketError(operation: "listen", target: path, errno: code)
         }
         return fd
+    }
+
+    /// Whether a server accepts on the unix socket at `address` (a blocking connect(2); a
+    /// listening socket answers at once, even with a full backlog it refuses with EAGAIN).
+    private static func unixSocketIsLive(_ address: sockaddr_un) -> Bool {
+        let probe = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard probe >= 0 else { return false }
+        defer { Glibc.close(probe) }
+        var address = address
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(probe, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        if result == 0 { return true }
+        // Refused or gone: stale. EAGAIN: listening, backlog full. Anything else: leave it be.
+        return errno != ECONNREFUSED && errno != ENOENT
     }
 
     /// Makes an inherited (socket-activated) listener non-blocking.
