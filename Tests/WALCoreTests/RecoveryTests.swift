@@ -281,6 +281,25 @@ func reason(_ error: WALError?) -> String {
         #expect(try await log.records().count == Int(missing.firstLSN - 1))
     }
 
+    /// An earlier repair's `.broken` copy may be the only one of the records it cut: a later
+    /// repair that sets the same segment name aside picks `.broken.1`, never replaces it.
+    @Test func aRepairNeverReplacesAnEarlierRepairsBrokenCopy() async throws {
+        let log = FixedLog()
+        defer { log.dir.cleanup() }
+        try await log.write(300)
+        let segments = log.segments
+        #expect(segments.count >= 4)
+        let earlier = Array("records an earlier repair cut".utf8)
+        FileManager.default.createFile(atPath: log.path(segments[3]) + ".broken", contents: Data(earlier))
+        let original = log.read(log.path(segments[3]))
+        try FileManager.default.removeItem(atPath: log.path(segments[2]))
+
+        let status = try await WAL.repair(log.options)
+        #expect(status.lastLSN == segments[2].firstLSN - 1)
+        #expect(log.read(log.path(segments[3]) + ".broken") == earlier, "the earlier copy was replaced")
+        #expect(log.read(log.path(segments[3]) + ".broken.1") == original, "the segment set aside is not at .broken.1")
+    }
+
     @Test func damageInAnEarlierSegmentIsReportedByReaderAndVerify() async throws {
         let log = FixedLog()
         defer { log.dir.cleanup() }

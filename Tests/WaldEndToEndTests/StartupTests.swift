@@ -45,9 +45,10 @@ import Glibc
         let foreign = try runTool("wald", ["--data-dir", home, "--listen", "127.0.0.1:0"], timeout: 30)
         #expect(foreign.status != 0 && foreign.stderr.contains("holds no log") && foreign.stderr.contains("notes.txt"), "\(foreign.stderr)")
         #expect(try snapshot(home) == before)
-        // An empty directory gets a new log, and the start-up line says what this wald is.
+        // An empty directory gets a new log, and the start-up line says what this wald is. A file
+        // system's root counts as empty with its lost+found (a volume mounted for the data).
         let empty = base + "/empty"
-        try FileManager.default.createDirectory(atPath: empty, withIntermediateDirectories: false)
+        try FileManager.default.createDirectory(atPath: empty + "/lost+found", withIntermediateDirectories: true)
         let wald = try WaldProcess(dataDirectory: empty, arguments: ["--log-level", "notice", "--max-connections", "77"])
         defer { wald.cleanup() }
         let stderr = wald.stderrText

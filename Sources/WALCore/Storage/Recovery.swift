@@ -228,9 +228,9 @@ enum Recovery {
         } else {
             recovered.segments.append(last)
         }
-        var unallocated = options
-        unallocated.preallocate = false
-        let created = try createSegment(io: io, options: unallocated, logID: recovered.logID, generation: generation,
+        // Zero-filled like every segment (when `preallocate` is on): torn-write detection
+        // reads a zero tail as never written.
+        let created = try createSegment(io: io, options: options, logID: recovered.logID, generation: generation,
                                         firstLSN: recovered.lastLSN + 1, previousFirstLSN: previousFirstLSN)
         io.close(created.handle)
         last = created.info
@@ -296,7 +296,8 @@ enum Recovery {
     /// Files that are part of a wald data directory without being segments: an empty directory
     /// may hold them and still get a new log.
     static func isLogBookkeeping(_ name: String, prefix: String) -> Bool {
-        name == "LOCK" || name == CleanMarker.name || name == CleanMarker.name + ".tmp"
+        // lost+found: a data directory that is a file system's root (a dedicated volume).
+        name == "LOCK" || name == "lost+found" || name == CleanMarker.name || name == CleanMarker.name + ".tmp"
             || (name.hasPrefix(prefix) && name.hasSuffix(".tmp"))
     }
 
@@ -415,12 +416,7 @@ enum Recovery {
     static func keepBrokenCopy(io: any FileIO, path: String) throws {
         let source = try io.open(path, mode: .readOnly)
         defer { io.close(source) }
-        var target = path + ".broken"
-        var suffix = 1
-        while (try? io.open(target, mode: .readOnly)).map({ io.close($0); return true }) ?? false {
-            target = path + ".broken.\(suffix)"
-            suffix += 1
-        }
+        let target = freeBrokenName(io: io, path: path)
         let destination = try io.open(target, mode: .createExclusive)
         defer { io.close(destination) }
         let size = try io.size(source, path: path)
@@ -435,11 +431,24 @@ enum Recovery {
         try io.syncDirectory(parentDirectory(of: path))
     }
 
-    /// Renames segments to `<name>.broken` so they are no longer part of the log.
+    /// `<path>.broken`, or `.broken.N` with the first N no file has: an earlier repair's copy
+    /// may be the only one of the records it cut, and rename(2) would replace it in silence.
+    static func freeBrokenName(io: any FileIO, path: String) -> String {
+        var target = path + ".broken"
+        var suffix = 1
+        while (try? io.open(target, mode: .readOnly)).map({ io.close($0); return true }) ?? false {
+            target = path + ".broken.\(suffix)"
+            suffix += 1
+        }
+        return target
+    }
+
+    /// Renames segments to `<name>.broken` (or `.broken.N`, never over an earlier copy) so they
+    /// are no longer part of the log.
     static func quarantine(io: any FileIO, dir: String, names: [SegmentInfo]) throws {
         for segment in names {
             let path = joinPath(dir, segment.name)
-            try io.rename(path, to: path + ".broken")
+            try io.rename(path, to: freeBrokenName(io: io, path: path))
         }
         try io.syncDirectory(dir)
     }
