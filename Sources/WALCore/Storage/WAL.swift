@@ -256,6 +256,9 @@ public final class WAL: Sendable {
             while true {
                 var fx = Effects()
                 let outcome = state.withLock { w -> Result<LSN?, WALError> in
+                    // Durable records left for a running sync's completion (deferDurableWrite)
+                    // go out first; a segment break among them starts a pause, waited out below.
+                    if w.hasUnacknowledged && w.pause == nil { w.writeBuffer(&fx) }
                     // Acknowledged records must not land behind unacknowledged ones that a
                     // pause keeps unwritten, and a pause (a rotation waiting for its seal)
                     // must not let the buffer grow without bound: wait for it to end.
@@ -280,7 +283,7 @@ public final class WAL: Sendable {
                 do {
                     let accepted = try w.acceptUnacknowledged(batch, durable: true, expectedLSN: expectedLSN)
                     w.waitDurable(accepted.last, returns: accepted.first, continuation, &fx)
-                    w.writeBuffer(&fx)
+                    w.deferDurableWrite(&fx)
                 } catch {
                     fx.resume(continuation, .failure(error))
                 }
@@ -597,7 +600,10 @@ public final class WAL: Sendable {
         state.withLock { w in
             guard !w.isClosed, w.failure == nil else { return }
             w.writeBuffer(&fx)
-            if w.written > w.durable { w.commit.requestSync() }
+            if w.written > w.durable {
+                w.syncAskedThrough = w.written
+                w.commit.requestSync()
+            }
         }
         fx.perform()
         drainEvents()

@@ -142,6 +142,12 @@ struct Writer: ~Copyable {
     var ackedBytes = 0
     /// Highest LSN someone is waiting to see durable.
     var syncWanted: LSN
+    /// Highest LSN written when a sync was last asked for: while it is above `durable`, a
+    /// completion is on its way (a sync, or the failure that ends all waits).
+    var syncAskedThrough: LSN = 0
+    /// A library durable append left its records in the buffer because a sync was running;
+    /// the next completion writes them, all at once (see `deferDurableWrite`).
+    var deferredWrite = false
     var pause: Pause?
     var epoch: UInt64 = 0
     var failure: WALError?
@@ -344,9 +350,12 @@ struct Writer: ~Copyable {
             }
             written = through
             consume(end)
-            commit.wrote(through: written, sync: syncWanted > durable)
+            let sync = syncWanted > durable
+            if sync { syncAskedThrough = written }
+            commit.wrote(through: written, sync: sync)
             emit(.written(through: written))
         } else if syncWanted > durable && written > durable {
+            syncAskedThrough = written
             commit.requestSync()
         }
         if let next = breaks.first, next.offset == 0 {
@@ -521,8 +530,26 @@ struct Writer: ~Copyable {
         case .syncFailed(let error):
             fail(error, &fx)
         case .job(let token, let result):
-            guard let job = jobs.removeValue(forKey: token) else { return }
-            completeJob(token, job, result, &fx)
+            if let job = jobs.removeValue(forKey: token) { completeJob(token, job, result, &fx) }
+        }
+        if deferredWrite {
+            // On the sync thread (no loop attached): what arrived during the sync goes out in
+            // one pwrite, and the thread's next sync covers it.
+            deferredWrite = false
+            writeBuffer(&fx)
+        }
+    }
+
+    /// A library durable append (no loop attached) whose records were just accepted: pwrite
+    /// them now when no sync is running, else leave them for the sync's completion, which
+    /// writes everything that arrived meanwhile at once. Many concurrent callers then cost one
+    /// pwrite per sync instead of one each, and a sync covers all of them (the leader's write
+    /// in PostgreSQL's and LevelDB's group commit). The loop has its own once-per-turn write.
+    mutating func deferDurableWrite(_ fx: inout Effects) {
+        if syncAskedThrough > durable && failure == nil && buffer.count < options.maxBufferBytes {
+            deferredWrite = true
+        } else {
+            writeBuffer(&fx)
         }
     }
 
@@ -628,6 +655,7 @@ struct Writer: ~Copyable {
         durable = firstLSN - 1
         ackedThrough = firstLSN - 1
         syncWanted = firstLSN - 1
+        syncAskedThrough = firstLSN - 1
         durableCell.store(durable)
         closedSegmentBytes = [:]
         catalog.reset(logID: logID, generation: generation, segments: [active])
