@@ -72,7 +72,8 @@ public final class WALClient: Sendable {
         var closed = false
         var failure: WALClientError?
         /// Since when a waiter other than a follow stream has been waiting with nothing received
-        /// (nil while none waits): what the reply timeout measures.
+        /// (nil while none waits; reset by every read that brings bytes): what the reply timeout
+        /// measures.
         var waitingSince: ContinuousClock.Instant?
         var receivedAnything = false
     }
@@ -86,7 +87,9 @@ public final class WALClient: Sendable {
 
     /// Connects, and authenticates when `token` is given. With a `timeout`, connecting and every
     /// reply (each record of a replay; not the wait for new records of a follow stream) must
-    /// come within it, or the call fails with `.timedOut` and the connection is closed.
+    /// come within it, or the call fails with `.timedOut` and the connection is closed. The
+    /// clock measures silence: any bytes received restart it, so a large reply over a slow
+    /// link is not cut while it is still arriving.
     public static func connect(_ endpoint: Endpoint, token: String? = nil, timeout: Duration? = nil) async throws -> WALClient {
         let client = try WALClient(endpoint: endpoint, timeout: timeout)
         if let token {
@@ -310,6 +313,7 @@ public final class WALClient: Sendable {
                 continue
             }
             if n <= 0 { break }
+            if timeout != nil { state.withLock { s in if s.waitingSince != nil { s.waitingSince = .now } } }
             input.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
             if let foreign = foreignPeer(input) {
                 failure = foreign

@@ -14,7 +14,8 @@ final class LyingServer: @unchecked Sendable {
     private let socket: SilentListener
     let port: UInt16
 
-    init(reply: [UInt8]) throws {
+    /// With `byteInterval`, the reply goes out one byte at a time, that far apart (a slow link).
+    init(reply: [UInt8], byteInterval: Duration? = nil) throws {
         socket = try SilentListener()
         port = socket.port
         let listener = socket.fd
@@ -32,6 +33,13 @@ final class LyingServer: @unchecked Sendable {
                     let size = Int(pending[0]) << 24 | Int(pending[1]) << 16 | Int(pending[2]) << 8 | Int(pending[3])
                     guard pending.count >= 4 + size else { break }
                     pending.removeFirst(4 + size)
+                    if let byteInterval {
+                        for byte in reply {
+                            Thread.sleep(forTimeInterval: Double(byteInterval / .milliseconds(1)) / 1000)
+                            _ = withUnsafeBytes(of: byte) { send(client, $0.baseAddress, 1, Int32(MSG_NOSIGNAL)) }
+                        }
+                        continue
+                    }
                     _ = reply.withUnsafeBytes { send(client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
                 }
             }
@@ -40,6 +48,21 @@ final class LyingServer: @unchecked Sendable {
 }
 
 @Suite(.serialized) struct ClientEdgeTests {
+    /// The reply timeout measures silence: a reply still arriving, byte by byte, past the
+    /// timeout is not cut (a large record over a slow link used to time out mid-frame).
+    @Test(.timeLimit(.minutes(1)))
+    func aReplyThatKeepsArrivingIsNotTimedOut() async throws {
+        let echo = Array("ok".utf8)
+        // PONG with the echo: 7 bytes, 300 ms apart (longer than the client's 250 ms receive
+        // timeout, so it looks at the clock between them): 2.1 s against a 1 s timeout.
+        let server = try LyingServer(reply: frame(0x86, echo), byteInterval: .milliseconds(300))
+        let client = try await WALClient.connect(.tcp(host: "127.0.0.1", port: server.port), timeout: .seconds(1))
+        defer { client.close() }
+        let started = ContinuousClock.now
+        #expect(try await client.ping(echo) == echo)
+        #expect(ContinuousClock.now - started > .seconds(1), "the reply came faster than the timeout: this proves nothing")
+    }
+
     @Test(.timeLimit(.minutes(1)))
     func anAppendedReplyWhoseLSNsRunPastTheLastIsAProtocolViolationNotATrap() async throws {
         // APPENDED first 2^64 − 1, count 2: the second LSN would be 2^64.
