@@ -56,13 +56,24 @@ struct Repair: AsyncParsableCommand {
             fail("repair failed: \(error)")
         }
         let after = Set((try? data.requireSegments()) ?? [])
-        for name in before.subtracting(after).sorted() { print("set aside \(name) as \(name).broken") }
+        for name in before.subtracting(after).sorted() { print("set aside \(name) (renamed with a .broken suffix)") }
         let records = status.lastLSN >= status.firstLSN ? "LSN \(status.firstLSN)...\(status.lastLSN)" : "no records"
         print("repaired: \(status.segments) segments, \(records), generation \(status.generation); the next append gets LSN \(status.lastLSN + 1)")
     }
 
     private func describe(_ plan: RepairPlan, report: VerifyReport) {
         var lines: [String] = []
+        for slack in plan.slackZeroed {
+            lines.append("damage in \(slack.file) at byte \(slack.offset), after the segment's last record: "
+                         + "\(slack.bytes) bytes are zeroed (the file is copied to .broken first); no record is lost")
+        }
+        if plan.slackOnly {
+            lines.append("damage in \(plan.file) at byte \(plan.offset): \(plan.reason)")
+            lines.append("repair zeroes \(plan.bytesCut) bytes (the file is copied to .broken first) and cuts nothing: "
+                         + "every record and segment stays, in the same generation")
+            print(lines.joined(separator: "\n"))
+            return
+        }
         if plan.tornTailOnly {
             lines.append("torn tail in \(plan.file) at byte \(plan.offset) (LSN \(plan.lsn)): \(plan.reason)")
             lines.append("nothing in it was acknowledged as durable; wald cuts it by itself at its next start")

@@ -281,6 +281,36 @@ func reason(_ error: WALError?) -> String {
         #expect(try await log.records().count == Int(missing.firstLSN - 1))
     }
 
+    /// A flipped bit after the last record of a sealed segment touches no record: verify still
+    /// reports it, but repair zeroes those bytes and keeps every record, every later segment
+    /// and the generation (it used to set the later segments aside and start a new generation).
+    @Test func damageAfterTheLastRecordOfASealedSegmentCostsNoRecord() async throws {
+        let log = FixedLog()
+        defer { log.dir.cleanup() }
+        try await log.write(300)
+        let segments = log.segments
+        #expect(segments.count >= 4)
+        let (segment, last) = log.location(of: segments[2].firstLSN - 1)
+        #expect(segment == segments[1])
+        let slack = last + FixedLog.frameSize + 5
+        #expect(slack < log.options.maxSegmentBytes, "no room after the last record to damage")
+        log.flip(log.path(segment), at: slack)
+
+        let report = try verifyLog(directory: log.dir.path)
+        #expect(isCorruption(report.damage, file: log.path(segment), offset: last + FixedLog.frameSize, lsn: segments[2].firstLSN))
+        #expect(reason(report.damage).contains("no record is lost"))
+        let plan = try #require(report.cut)
+        #expect(plan.slackOnly && !plan.startsNewGeneration && !plan.discardsAcknowledged)
+        #expect(plan.validRecordsDiscarded == 0 && plan.segmentsSetAside.isEmpty && plan.bytesCut > 0)
+
+        let status = try await WAL.repair(log.options)
+        #expect(status.lastLSN == 300 && status.generation == 0)
+        #expect(log.segments.map(\.name) == segments.map(\.name), "segments were set aside")
+        #expect(FileManager.default.fileExists(atPath: log.path(segment) + ".broken"))
+        #expect(try verifyLog(directory: log.dir.path).damage == nil)
+        #expect(try await log.records().map(\.lsn) == Array(1...300))
+    }
+
     /// An earlier repair's `.broken` copy may be the only one of the records it cut: a later
     /// repair that sets the same segment name aside picks `.broken.1`, never replaces it.
     @Test func aRepairNeverReplacesAnEarlierRepairsBrokenCopy() async throws {

@@ -126,6 +126,27 @@ func segmentName(_ firstLSN: Int) -> String {
         #expect(try await client.append(Array("after the repair".utf8)) == 5)
     }
 
+    /// A flipped bit after the last record of a sealed segment loses no record: repair needs no
+    /// --force, zeroes it, keeps every segment and the generation, and the log reads whole.
+    @Test(.timeLimit(.minutes(1)))
+    func damageAfterASealedSegmentsLastRecordIsZeroedWithoutCuttingAnything() async throws {
+        let directory = try await smallSegmentLog(count: 24)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/" + segmentName(1)
+        var bytes = Array(try #require(FileManager.default.contents(atPath: path)))
+        bytes[64 + 7 * 124 + 8] ^= 0x01  // after LSN 7, the segment's last
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+
+        let verify = try runTool("walctl", ["verify", directory])
+        #expect(verify.status == 2 && verify.stderr.contains("no record is lost"), "\(verify.stdout) \(verify.stderr)")
+        let repair = try runTool("walctl", ["repair", directory])
+        #expect(repair.status == 0, "\(repair.stdout) \(repair.stderr)")
+        #expect(repair.stdout.contains("cuts nothing: every record and segment stays, in the same generation"), "\(repair.stdout)")
+        #expect(repair.stdout.contains("generation 0; the next append gets LSN 25"), "\(repair.stdout)")
+        let after = try runTool("walctl", ["verify", directory])
+        #expect(after.status == 0 && after.stdout.contains("total: 4 segments, 24 records (LSN 1...24)"), "\(after.stdout)")
+    }
+
     /// A follower's log and a repaired primary's hold different records under the same LSNs:
     /// the follower must refuse to go on, and say why.
     @Test(.timeLimit(.minutes(2)))

@@ -152,6 +152,16 @@ enum Recovery {
                 if !isLast {
                     let expectedLast = names[index + 1].firstLSN - 1
                     if scan.damage == nil && scan.lastLSN == expectedLast { continue }
+                    if let damage = scan.damage, scan.lastLSN == expectedLast, isSlack(damage, segmentIndex: index, names: names) {
+                        // Nothing to cut: copy the file, zero the damaged bytes, keep going.
+                        logger.warning("repair: zeroing damaged bytes after the last record of a sealed segment; no record is lost", metadata: [
+                            "file": "\(path)", "offset": "\(damage.offset)", "bytes": "\(damage.dirtyEnd - damage.offset)",
+                            "last_lsn": "\(scan.lastLSN)", "reason": "\(damage.reason)",
+                        ])
+                        try keepBrokenCopy(io: io, path: path)
+                        try cut(io: io, path: path, at: damage.offset, through: damage.dirtyEnd)
+                        continue
+                    }
                     // Repair only: cut here and set the rest aside.
                     logger.warning("repair: cutting the log", metadata: [
                         "file": "\(path)", "last_lsn": "\(scan.lastLSN)",
@@ -429,6 +439,13 @@ enum Recovery {
         }
         try io.syncData(destination, path: target)
         try io.syncDirectory(parentDirectory(of: path))
+    }
+
+    /// Damage in a sealed segment (not the last) after its last record: the record it would
+    /// be is the next segment's first, and no valid record follows it in this file. No reader
+    /// reads those bytes; a repair zeroes them and keeps every record and later segment.
+    static func isSlack(_ damage: SegmentScan.Damage, segmentIndex index: Int, names: [SegmentInfo]) -> Bool {
+        index < names.count - 1 && damage.expectedLSN == names[index + 1].firstLSN && damage.validRecordFollows == nil
     }
 
     /// `<path>.broken`, or `.broken.N` with the first N no file has: an earlier repair's copy

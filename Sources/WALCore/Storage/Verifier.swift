@@ -61,10 +61,16 @@ public struct RepairPlan: Sendable {
     /// record's `committed` LSN covers it. nil when nothing removed looks acknowledged.
     public let acknowledgedThrough: LSN?
 
+    /// Damage only after the last record of a sealed segment (every LSN of it is intact, and
+    /// the next segment starts where it should): repair zeroes those bytes and cuts nothing.
+    public let slackOnly: Bool
+    /// Such damage in earlier segments, zeroed on the way to the cut: file, offset, bytes.
+    public let slackZeroed: [(file: String, offset: Int, bytes: Int)]
+
     /// The cut removes records a client may have been told are durable.
     public var discardsAcknowledged: Bool { acknowledgedThrough != nil }
     /// LSNs from `lsn` on will be handed out again: a repair starts a new generation.
-    public var startsNewGeneration: Bool { !tornTailOnly }
+    public var startsNewGeneration: Bool { !tornTailOnly && !slackOnly }
 }
 
 /// Checks every segment of the log in `directory` without modifying anything (no lock is taken).
@@ -127,6 +133,13 @@ public func verifyLog(directory: String, segmentPrefix: String = "wal-", io: any
                                             dirtyEnd: damage.dirtyEnd, acknowledged: covered, torn: false))
                 }
                 if report.tornTail != nil { break }
+            } else if Recovery.isSlack(damage, segmentIndex: index, names: names) {
+                // Every record of the sealed segment is there: the damage is in the space after
+                // them, which no reader reads. Repair zeroes it and keeps everything else.
+                sites.append(DamageSite(segment: index, error: .corruption(
+                    file: path, offset: damage.offset, lsn: damage.expectedLSN,
+                    reason: damage.reason + "; it lies after the segment's last record (LSN \(damage.expectedLSN - 1)), so no record is lost"),
+                    dirtyEnd: damage.dirtyEnd, acknowledged: false, torn: false, slack: true))
             } else {
                 var reason = damage.reason
                 if let follows = damage.validRecordFollows, firstInSegment {
@@ -155,8 +168,10 @@ public func verifyLog(directory: String, segmentPrefix: String = "wal-", io: any
         }
     }
     report.damages = sites.filter { !$0.torn }.map(\.error)
-    if let first = sites.first {
-        report.cut = RepairPlan(cuttingAt: first, report: report)
+    // The cut is at the first damage that loses records; slack damage before it is zeroed on the way.
+    if let first = sites.first(where: { !$0.slack }) ?? sites.last {
+        let slack = sites.filter { $0.slack && $0.segment < first.segment }
+        report.cut = RepairPlan(cuttingAt: first, report: report, slackBefore: slack)
     }
     return report
 }
@@ -170,10 +185,12 @@ struct DamageSite {
     /// Whether what it holds may have been acknowledged (see `RepairPlan.acknowledgedThrough`).
     let acknowledged: Bool
     let torn: Bool
+    /// In a sealed segment, after its last record (`Recovery.isSlack`): no record is lost.
+    var slack = false
 }
 
 extension RepairPlan {
-    init(cuttingAt site: DamageSite, report: VerifyReport) {
+    init(cuttingAt site: DamageSite, report: VerifyReport, slackBefore: [DamageSite]) {
         guard case .corruption(let file, let offset, let lsn, let reason) = site.error else {
             preconditionFailure("a damage site is always corruption")
         }
@@ -182,6 +199,22 @@ extension RepairPlan {
         self.lsn = lsn
         self.reason = reason
         tornTailOnly = site.torn
+        slackZeroed = slackBefore.compactMap { slack in
+            guard case .corruption(let file, let offset, _, _) = slack.error else { return nil }
+            return (file, offset, max(0, (slack.dirtyEnd ?? offset) - offset))
+        }
+        slackOnly = site.slack
+        if site.slack {
+            // Zeroing after the last record: no record, segment or generation changes.
+            validRecordsDiscarded = 0
+            lastDiscardedLSN = nil
+            countIsLowerBound = false
+            bytesCut = max(0, (site.dirtyEnd ?? offset) - offset)
+            segmentsSetAside = []
+            bytesSetAside = 0
+            acknowledgedThrough = nil
+            return
+        }
         let segment = report.segments[site.segment]
         let isHeader = offset == 0
         // Valid records of the damaged segment at or after the cut, then every later segment.
