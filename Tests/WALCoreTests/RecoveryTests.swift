@@ -703,6 +703,12 @@ func reason(_ error: WALError?) -> String {
                 } catch WALError.corruption {
                     // The damage is still there: open refuses, and a repair would run again.
                 }
+                // Repairing again, from wherever the cut stopped it, ends in the same log: the
+                // records before the damage, in a generation above 0, nothing else cut.
+                let again = try await WAL.repair(reopen)
+                #expect(again.lastLSN == LSN(damagedLSN - 1) && again.generation >= 1,
+                        "LSN \(damagedLSN): repaired again to last LSN \(again.lastLSN), generation \(again.generation)")
+                #expect(try verifyLog(directory: "/g", io: survivor).damage == nil, "LSN \(damagedLSN): damage left after a second repair")
             }
             #expect(openedCut >= 1, "no survivor shows the finished repair")
         }

@@ -152,7 +152,8 @@ enum Recovery {
                 if !isLast {
                     let expectedLast = names[index + 1].firstLSN - 1
                     if scan.damage == nil && scan.lastLSN == expectedLast { continue }
-                    if let damage = scan.damage, scan.lastLSN == expectedLast, isSlack(damage, segmentIndex: index, names: names) {
+                    if let damage = scan.damage, scan.lastLSN == expectedLast,
+                       isSlack(damage, segmentIndex: index, names: names, headers: headers.headers) {
                         // Nothing to cut: copy the file, zero the damaged bytes, keep going.
                         logger.warning("repair: zeroing damaged bytes after the last record of a sealed segment; no record is lost", metadata: [
                             "file": "\(path)", "offset": "\(damage.offset)", "bytes": "\(damage.dirtyEnd - damage.offset)",
@@ -167,14 +168,23 @@ enum Recovery {
                         "file": "\(path)", "last_lsn": "\(scan.lastLSN)",
                         "reason": "\(scan.damage?.reason ?? "segment ends before the next one starts")",
                     ])
-                    // In this order, so that a crash at any step leaves either the damage (to be
-                    // repaired again) or the new generation, never a cut log of the old one.
+                    // In this order, so that a crash at any step leaves the damage (repair again),
+                    // or the new generation: never a log of the old one that just ends early.
+                    // 1. a copy; 2. the new generation's segment at the cut (later segments of the
+                    // old one now break the chain: open refuses, repair sets them aside); 3. the
+                    // later segments set aside; 4. the damaged bytes zeroed (left behind, they are
+                    // before a newer generation's segment: slack to a later repair). When the new
+                    // segment would take a later one's name, that one is set aside first.
                     try keepBrokenCopy(io: io, path: path)
-                    try quarantine(io: io, dir: dir, names: Array(names[(index + 1)...]))
+                    let later = Array(names[(index + 1)...])
+                    let collides = later.contains { $0.firstLSN == scan.lastLSN + 1 }
+                    if collides { try quarantine(io: io, dir: dir, names: later) }
                     names.removeSubrange((index + 1)...)
                     var recovered = RecoveredLog(logID: logID, generation: headers.generation, segments: names,
                                                  lastLSN: scan.lastLSN, endOffset: scan.endOffset, lastLayout: scan.header.layout)
-                    if try startGeneration(&recovered, io: io, options: options, logger: logger) {
+                    let cutNeeded = try startGeneration(&recovered, io: io, options: options, logger: logger)
+                    if !collides { try quarantine(io: io, dir: dir, names: later) }
+                    if cutNeeded {
                         try cut(io: io, path: path, at: scan.endOffset, through: scan.damage?.dirtyEnd ?? scan.fileSize)
                     }
                     return recovered
@@ -442,10 +452,16 @@ enum Recovery {
     }
 
     /// Damage in a sealed segment (not the last) after its last record: the record it would
-    /// be is the next segment's first, and no valid record follows it in this file. No reader
-    /// reads those bytes; a repair zeroes them and keeps every record and later segment.
-    static func isSlack(_ damage: SegmentScan.Damage, segmentIndex index: Int, names: [SegmentInfo]) -> Bool {
-        index < names.count - 1 && damage.expectedLSN == names[index + 1].firstLSN && damage.validRecordFollows == nil
+    /// be is the next segment's first, and either no valid record follows it in this file, or
+    /// the next segment is of a newer generation (what follows was cut by a repair that a crash
+    /// interrupted before it zeroed the bytes). No reader reads those bytes; a repair zeroes
+    /// them and keeps every record and later segment.
+    static func isSlack(_ damage: SegmentScan.Damage, segmentIndex index: Int, names: [SegmentInfo],
+                        headers: [SegmentHeader?]) -> Bool {
+        guard index < names.count - 1, damage.expectedLSN == names[index + 1].firstLSN else { return false }
+        if damage.validRecordFollows == nil { return true }
+        guard index + 1 < headers.count, let this = headers[index], let next = headers[index + 1] else { return false }
+        return next.generation > this.generation
     }
 
     /// `<path>.broken`, or `.broken.N` with the first N no file has: an earlier repair's copy

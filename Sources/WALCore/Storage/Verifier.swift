@@ -133,13 +133,14 @@ public func verifyLog(directory: String, segmentPrefix: String = "wal-", io: any
                                             dirtyEnd: damage.dirtyEnd, acknowledged: covered, torn: false))
                 }
                 if report.tornTail != nil { break }
-            } else if Recovery.isSlack(damage, segmentIndex: index, names: names) {
+            } else if Recovery.isSlack(damage, segmentIndex: index, names: names, headers: headers.headers) {
                 // Every record of the sealed segment is there: the damage is in the space after
                 // them, which no reader reads. Repair zeroes it and keeps everything else.
                 sites.append(DamageSite(segment: index, error: .corruption(
                     file: path, offset: damage.offset, lsn: damage.expectedLSN,
                     reason: damage.reason + "; it lies after the segment's last record (LSN \(damage.expectedLSN - 1)), so no record is lost"),
                     dirtyEnd: damage.dirtyEnd, acknowledged: false, torn: false, slack: true))
+                break  // what follows in the file (if anything) was superseded by a newer generation
             } else {
                 var reason = damage.reason
                 if let follows = damage.validRecordFollows, firstInSegment {
