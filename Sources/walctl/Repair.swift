@@ -100,7 +100,10 @@ struct Repair: AsyncParsableCommand {
         if let acknowledged = plan.acknowledgedThrough {
             lines.append("records through LSN \(acknowledged) look acknowledged as durable: clients may have been told they are safe")
         }
-        if plan.startsNewGeneration {
+        if plan.emptiesLog {
+            lines.append("every segment is set aside: the directory then gets a new, empty log (a new log id, from LSN 1); "
+                         + "followers and clients of the old one must start over")
+        } else if plan.startsNewGeneration {
             lines.append("the log then goes on at LSN \(plan.lsn) in generation \(report.generation + 1): LSNs from \(plan.lsn) will be "
                          + "handed out again; followers of generation \(report.generation) refuse to go on and must be rebuilt")
         }

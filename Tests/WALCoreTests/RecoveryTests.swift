@@ -394,6 +394,22 @@ func reason(_ error: WALError?) -> String {
         #expect(reason(error).contains("header checksum"))
     }
 
+    /// The first segment's header damaged: the plan says what repair really does (every
+    /// segment set aside, a new empty log), not "goes on in the next generation".
+    @Test func aDamagedFirstHeaderIsRepairedIntoANewEmptyLogAndThePlanSaysSo() async throws {
+        let log = FixedLog()
+        defer { log.dir.cleanup() }
+        try await log.write(200)
+        let before = try verifyLog(directory: log.dir.path)
+        log.flip(log.path(log.segments[0]), at: 40)
+        let plan = try #require(try verifyLog(directory: log.dir.path).cut)
+        #expect(plan.emptiesLog && plan.segmentsSetAside.count == before.segments.count)
+        let status = try await WAL.repair(log.options)
+        #expect(status.lastLSN == 0 && status.logID != before.logID)
+        let other = try await WAL.repair(log.options)  // nothing left to repair
+        #expect(other.logID == status.logID)
+    }
+
     @Test func readerReportsAHeaderDamagedWhileOpenWithTheSegmentsLSN() async throws {
         let log = FixedLog()
         defer { log.dir.cleanup() }

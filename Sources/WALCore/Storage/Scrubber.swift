@@ -1,4 +1,5 @@
-// The background scrub (`WALOptions.scrubInterval`): every interval, one pass reads every sealed
+// The background scrub (`WALOptions.scrubInterval`): every interval (the first pass at most 10
+// minutes after open), one pass reads every sealed
 // segment through SegmentScanner — the same checks as `walctl verify` — at no more than
 // `scrubBytesPerSecond`, on its own queue `wald.wal.scrub` (never the event loop, never the
 // sync thread; it only reads, through its own file handles). Damage goes to the DamageLog.
@@ -54,14 +55,20 @@ final class Scrubber: Sendable {
         logger = options.logger
     }
 
-    /// Arms the next pass one interval from now (none when the interval is zero or stopped).
-    func schedule() {
+    /// The first pass after open waits at most this long: a wald restarted more often than its
+    /// interval (a daily scrub, a deploy every few hours) would otherwise never scrub.
+    static let firstPassDelay: Duration = .seconds(600)
+
+    /// Arms the next pass one interval from now (none when the interval is zero or stopped);
+    /// the first, `min(interval, firstPassDelay)` from now.
+    func schedule(first: Bool = false) {
         state.withLock { s in
             s.timer?.source.cancel()
             s.timer = nil
             s.status.interval = s.interval
             guard s.interval > .zero, !s.stopped else { return }
-            let nanos = Int(clamping: s.interval.components.seconds * 1_000_000_000 + s.interval.components.attoseconds / 1_000_000_000)
+            let delay = first ? min(s.interval, Self.firstPassDelay) : s.interval
+            let nanos = Int(clamping: delay.components.seconds * 1_000_000_000 + delay.components.attoseconds / 1_000_000_000)
             let source = DispatchSource.makeTimerSource(queue: queue)
             source.schedule(deadline: .now() + .nanoseconds(nanos))
             source.setEventHandler { [self] in

@@ -66,6 +66,9 @@ public struct RepairPlan: Sendable {
     public let slackOnly: Bool
     /// Such damage in earlier segments, zeroed on the way to the cut: file, offset, bytes.
     public let slackZeroed: [(file: String, offset: Int, bytes: Int)]
+    /// The first segment's header is damaged: every segment is set aside, and the directory
+    /// then gets a new, empty log (a new log id, LSN 1, generation 0), as open makes one.
+    public var emptiesLog = false
 
     /// The cut removes records a client may have been told are durable.
     public var discardsAcknowledged: Bool { acknowledgedThrough != nil }
@@ -236,6 +239,7 @@ extension RepairPlan {
         countIsLowerBound = (isHeader && segment.unreadable) || later.contains { $0.unreadable }
         bytesCut = isHeader ? 0 : max(0, (site.dirtyEnd ?? offset) - offset)
         let setAside = isHeader ? report.segments[site.segment...] : later
+        emptiesLog = isHeader && site.segment == 0
         segmentsSetAside = setAside.map(\.name)
         bytesSetAside = setAside.reduce(0) { $0 + $1.bytes }
         acknowledgedThrough = site.acknowledged ? max(last ?? lsn, lsn) : nil

@@ -89,7 +89,7 @@ public final class WAL: Sendable {
             let wal = try WAL(options: options, recovered: recovered, lock: lock)
             wal.installHousekeeping()
             wal.startFlushTimer()
-            wal.scrubber.schedule()
+            wal.scrubber.schedule(first: true)
             return wal
         } catch {
             io.unlock(lock)

@@ -51,7 +51,8 @@ public struct WALOptions: Sendable {
     /// in the background and checks each header, record CRC and LSN, like ZFS's and Ceph's
     /// scrubs: open only checks the last segment, so damage in older ones would otherwise stay
     /// hidden until a replay reaches it. What it finds is logged once at error and listed in
-    /// `WAL.damage`. The first pass starts one interval after open. `.zero` = never. Default `.zero`.
+    /// `WAL.damage`. The first pass starts `min(interval, 10 min)` after open (so restarts more
+    /// frequent than the interval do not skip every pass). `.zero` = never. Default `.zero`.
     public var scrubInterval: Duration = .zero
     /// The most a scrub pass reads per second, in bytes, so it never competes with appends for
     /// the disk. Default 16 MiB; at least 64 KiB.
