@@ -56,6 +56,26 @@ public enum Endpoint: Sendable, Equatable, CustomStringConvertible {
 }
 
 enum ClientSocket {
+    /// TCP keepalive after this long idle, probes this far apart, and this many unanswered
+    /// before the kernel resets the connection: a peer that vanished (power lost, a NAT that
+    /// forgot the flow) is noticed within about 25 s, even by a follow stream that only waits.
+    static let keepAliveIdleSeconds: Int32 = 10
+    static let keepAliveIntervalSeconds: Int32 = 5
+    static let keepAliveProbes: Int32 = 3
+
+    /// setsockopt(2) SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT.
+    static func setKeepAlive(_ fd: Int32) {
+        let size = socklen_t(MemoryLayout<Int32>.size)
+        var value: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &value, size)
+        value = keepAliveIdleSeconds
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_KEEPIDLE, &value, size)
+        value = keepAliveIntervalSeconds
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_KEEPINTVL, &value, size)
+        value = keepAliveProbes
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_KEEPCNT, &value, size)
+    }
+
     /// Connects, within `timeout` when one is given (a peer that drops SYNs must not hang us).
     static func connect(_ endpoint: Endpoint, timeout: Duration? = nil) throws(WALClientError) -> Int32 {
         switch endpoint {
@@ -79,6 +99,7 @@ enum ClientSocket {
                     if outcome == 0 {
                         var one: Int32 = 1
                         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+                        setKeepAlive(fd)
                         return fd
                     }
                     lastError = outcome

@@ -48,6 +48,24 @@ final class LyingServer: @unchecked Sendable {
 }
 
 @Suite(.serialized) struct ClientEdgeTests {
+    /// A follow stream only waits, so a peer that vanished without a FIN or RST (power lost, a
+    /// NAT that forgot the flow) was waited for for ever: TCP keepalive now ends it in ~25 s.
+    @Test(.timeLimit(.minutes(1)))
+    func clientConnectionsProbeAVanishedPeerWithKeepalive() throws {
+        let listener = try SilentListener()
+        let fd = try WALClient.connectSocket(.tcp(host: "127.0.0.1", port: listener.port), token: nil)
+        defer { close(fd) }
+        func option(_ level: Int32, _ name: Int32) -> Int32 {
+            var value: Int32 = -1
+            var size = socklen_t(MemoryLayout<Int32>.size)
+            getsockopt(fd, level, name, &value, &size)
+            return value
+        }
+        #expect(option(SOL_SOCKET, SO_KEEPALIVE) == 1)
+        let tcp = Int32(IPPROTO_TCP)
+        #expect(option(tcp, TCP_KEEPIDLE) == 10 && option(tcp, TCP_KEEPINTVL) == 5 && option(tcp, TCP_KEEPCNT) == 3)
+    }
+
     /// The reply timeout measures silence: a reply still arriving, byte by byte, past the
     /// timeout is not cut (a large record over a slow link used to time out mid-frame).
     @Test(.timeLimit(.minutes(1)))
