@@ -9,6 +9,8 @@ BENCH_PACKAGES := redis-server redis-tools
 # The RESP tests drive wald with Redis's own clients: redis-cli and redis-benchmark (redis-tools) and
 # redis-py, installed from PyPI into a virtualenv under the build directory (.build-venv, never committed).
 TEST_PACKAGES := redis-tools python3 python3-venv
+# What the README's quick start types next to `make run`: nc (the text protocol) and redis-cli (RESP).
+RUN_PACKAGES := netcat-openbsd redis-tools
 VENV := .build-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -83,6 +85,7 @@ soak: deps
 
 # Builds and starts wald on $(LISTEN) with data in $(DATA_DIR) (Ctrl-C stops it cleanly).
 run: build
+	$(call apt_install,$(RUN_PACKAGES))
 	.build/debug/wald --listen $(LISTEN) --data-dir $(DATA_DIR)
 
 clean:
