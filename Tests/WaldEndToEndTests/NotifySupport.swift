@@ -166,13 +166,19 @@ enum WaldLauncher {
     case socketActivate([String])
 }
 
-/// A wald process (possibly behind a launcher that execs it, so the pid is wald's).
+/// A wald process (possibly behind a launcher that execs it, so the pid is wald's), started with
+/// posix_spawn and reaped with waitpid: not Foundation's Process. systemd-socket-activate closes
+/// every inherited descriptor, Foundation's among them, and Foundation's one child-monitor thread
+/// then blocked in waitpid on it until it exited; meanwhile no other Process in the test run was
+/// reaped, the cooperative threads blocked in their waitUntilExit, and the test that would have
+/// killed it never ran again (a whole `make test` hung). Same fix as SystemdUnitTests' SpawnedProcess.
 final class NotifiedWald: @unchecked Sendable {
-    // @unchecked: the Process is only touched from the test that owns this object.
-    let process = Process()
+    // @unchecked: used only from the test that owns it (the exit status is cached under a lock).
+    let pid: pid_t
     let dataDirectory: String
     let stdoutPath: String
     let stderrPath: String
+    private let exit = Mutex<Int32?>(nil)
 
     init(launcher: WaldLauncher, arguments: [String], environment: [String: String],
          dataDirectory: String, stdoutPath: String, stderrPath: String) throws {
@@ -180,33 +186,72 @@ final class NotifiedWald: @unchecked Sendable {
         self.stdoutPath = stdoutPath
         self.stderrPath = stderrPath
         let wald = buildProductsDirectory().appendingPathComponent("wald").path
+        let executable: String
+        let argv: [String]
         switch launcher {
         case .direct:
-            process.executableURL = URL(fileURLWithPath: wald)
-            process.arguments = arguments
+            (executable, argv) = (wald, arguments)
         case .watchdogPIDIsSelf:
-            process.executableURL = URL(fileURLWithPath: "/bin/sh")
-            process.arguments = ["-c", "export WATCHDOG_PID=$$; exec \"$@\"", "sh", wald] + arguments
+            (executable, argv) = ("/bin/sh", ["-c", "export WATCHDOG_PID=$$; exec \"$@\"", "sh", wald] + arguments)
         case .socketActivate(let activation):
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/systemd-socket-activate")
-            process.arguments = activation + [wald] + arguments
+            (executable, argv) = ("/usr/bin/systemd-socket-activate", activation + [wald] + arguments)
         }
         // Nothing of the test runner's own service environment leaks in.
         let inherited = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES",
                          "JOURNAL_STREAM", "INVOCATION_ID"]
         var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("WALD_") && !inherited.contains($0.key) }
         env.merge(environment) { $1 }
-        process.environment = env
-        if !FileManager.default.fileExists(atPath: stdoutPath) { _ = FileManager.default.createFile(atPath: stdoutPath, contents: nil) }
-        if !FileManager.default.fileExists(atPath: stderrPath) { _ = FileManager.default.createFile(atPath: stderrPath, contents: nil) }
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = FileHandle(forWritingAtPath: stdoutPath)
-        process.standardError = FileHandle(forWritingAtPath: stderrPath)
-        try process.run()
+
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, stdoutPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        posix_spawn_file_actions_addopen(&actions, 2, stderrPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        // No signal blocked and default dispositions: a child spawned from a Dispatch worker
+        // would otherwise inherit libdispatch's mask, SIGTERM included.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var noSignals = sigset_t()
+        sigemptyset(&noSignals)
+        var allSignals = sigset_t()
+        sigfillset(&allSignals)
+        posix_spawnattr_setsigmask(&attributes, &noSignals)
+        posix_spawnattr_setsigdefault(&attributes, &allSignals)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        let cArguments = ([executable] + argv).map { strdup($0) } + [nil]
+        let cEnvironment = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { (cArguments + cEnvironment).forEach { free($0) } }
+        var child: pid_t = 0
+        let result = posix_spawn(&child, executable, &actions, &attributes, cArguments, cEnvironment)
+        guard result == 0 else { throw NotifyTestError.setup("posix_spawn \(executable): errno \(result)") }
+        pid = child
     }
 
-    var pid: Int32 { process.processIdentifier }
-    var isRunning: Bool { process.isRunning }
+    /// Reaps the child when it has exited (waitpid WNOHANG), keeping its status.
+    var isRunning: Bool {
+        exit.withLock { status in
+            if status != nil { return false }
+            var raw: Int32 = 0
+            let result = waitpid(pid, &raw, WNOHANG)
+            if result == pid { status = raw } else if result < 0 && errno == ECHILD { status = 0 }
+            return status == nil
+        }
+    }
+
+    /// Blocks until the child has exited (callers signal it first or know it is ending).
+    private func waitUntilExit() {
+        while isRunning { usleep(2_000) }
+    }
+
+    /// (exited normally, exit status or terminating signal) once it has exited.
+    private var exitStatus: (exited: Bool, status: Int32) {
+        let raw = exit.withLock { $0 } ?? 0
+        let signal = raw & 0x7F
+        return signal == 0 ? (true, (raw >> 8) & 0xFF) : (false, signal)
+    }
+
     var stdoutText: String { (try? String(contentsOfFile: stdoutPath, encoding: .utf8)) ?? "" }
     var stderrText: String { (try? String(contentsOfFile: stderrPath, encoding: .utf8)) ?? "" }
 
@@ -223,7 +268,7 @@ final class NotifiedWald: @unchecked Sendable {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             if let addresses = readyAddresses { return addresses }
-            if !process.isRunning { break }
+            if !isRunning { break }
             try await Task.sleep(for: .milliseconds(5))
         }
         if let addresses = readyAddresses { return addresses }
@@ -240,25 +285,24 @@ final class NotifiedWald: @unchecked Sendable {
     }
 
     func signal(_ number: Int32) {
-        if process.isRunning { kill(pid, number) }
+        if isRunning { kill(pid, number) }
     }
 
     /// Waits for exit; (exited normally, status) or nil if still running after `timeout`.
     func waitForExit(timeout: Duration = .seconds(30)) async -> (exited: Bool, status: Int32)? {
         let deadline = ContinuousClock.now + timeout
-        while process.isRunning {
+        while isRunning {
             if ContinuousClock.now >= deadline { return nil }
             try? await Task.sleep(for: .milliseconds(5))
         }
-        process.waitUntilExit()
-        return (process.terminationReason == .exit, process.terminationStatus)
+        return exitStatus
     }
 
     /// SIGKILL (by pid) if still running, and reap.
     func kill9() {
-        if process.isRunning {
+        if isRunning {
             kill(pid, SIGKILL)
-            process.waitUntilExit()
+            waitUntilExit()
         }
     }
 }
