@@ -103,8 +103,7 @@ UNITDIR ?= $(PREFIX)/lib/systemd/system
 DOCDIR ?= $(PREFIX)/share/doc/wald
 INSTALL ?= install
 UNITS := wald.service wald.socket
-# docs/systemd-readme-section.md is a draft for README.md, not a document of its own.
-DOCS = $(filter-out docs/systemd-readme-section.md,$(wildcard README.md docs/*.md))
+DOCS = $(wildcard README.md docs/*.md)
 
 .PHONY: install uninstall
 

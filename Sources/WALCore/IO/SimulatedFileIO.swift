@@ -6,6 +6,9 @@
 // particular order (what a page cache and a disk really do); per directory a random prefix of
 // the unsynced name changes. A sector is the unit a disk writes whole.
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 public final class SimulatedFileIO: FileIO {
     private enum FileOp {
@@ -230,18 +233,18 @@ public final class SimulatedFileIO: FileIO {
     }
 
     private func handleInfo(_ s: State, _ handle: IOHandle, _ op: String) throws -> (inode: Int, path: String) {
-        guard let info = s.handles[handle.raw] else { throw IOError(op, path: "fd \(handle.raw)", errno: 9) }  // EBADF
+        guard let info = s.handles[handle.raw] else { throw IOError(op, path: "fd \(handle.raw)", errno: EBADF) }
         return info
     }
 
     public func open(_ path: String, mode: OpenMode) throws -> IOHandle {
         try state.withLock { s in
             let dir = Self.parent(of: path)
-            guard s.directories.contains(dir) else { throw IOError("open", path: path, errno: 2) }
+            guard s.directories.contains(dir) else { throw IOError("open", path: path, errno: ENOENT) }
             var inode = s.names[path]
             switch mode {
             case .createExclusive:
-                guard inode == nil else { throw IOError("open", path: path, errno: 17) }  // EEXIST
+                guard inode == nil else { throw IOError("open", path: path, errno: EEXIST) }
                 let id = s.nextInode
                 s.nextInode += 1
                 s.inodes[id] = Inode()
@@ -249,7 +252,7 @@ public final class SimulatedFileIO: FileIO {
                 s.pendingNames[dir, default: []].append(.link(name: path, inode: id))
                 inode = id
             case .readOnly, .readWrite:
-                guard inode != nil else { throw IOError("open", path: path, errno: 2) }  // ENOENT
+                guard inode != nil else { throw IOError("open", path: path, errno: ENOENT) }
             }
             let handle = s.nextHandle
             s.nextHandle += 1
@@ -357,7 +360,7 @@ public final class SimulatedFileIO: FileIO {
 
     public func rename(_ source: String, to destination: String) throws {
         try state.withLock { s in
-            guard let id = s.names[source] else { throw IOError("rename", path: source, errno: 2) }
+            guard let id = s.names[source] else { throw IOError("rename", path: source, errno: ENOENT) }
             s.names[source] = nil
             s.names[destination] = id
             let dir = Self.parent(of: destination)
@@ -367,7 +370,7 @@ public final class SimulatedFileIO: FileIO {
 
     public func remove(_ path: String) throws {
         try state.withLock { s in
-            guard s.names[path] != nil else { throw IOError("unlink", path: path, errno: 2) }
+            guard s.names[path] != nil else { throw IOError("unlink", path: path, errno: ENOENT) }
             s.names[path] = nil
             s.pendingNames[Self.parent(of: path), default: []].append(.unlink(name: path))
         }
@@ -387,7 +390,7 @@ public final class SimulatedFileIO: FileIO {
 
     public func list(_ directory: String) throws -> [String] {
         try state.withLock { s in
-            guard s.directories.contains(directory) else { throw IOError("opendir", path: directory, errno: 2) }
+            guard s.directories.contains(directory) else { throw IOError("opendir", path: directory, errno: ENOENT) }
             let entries = Array(s.names.keys) + s.directories
             return entries.filter { Self.parent(of: $0) == directory && $0 != directory }.map { String($0.dropFirst(directory.count + 1)) }
         }
@@ -398,7 +401,7 @@ public final class SimulatedFileIO: FileIO {
         try state.withLock { s in
             if s.names[path] != nil { return .regular }
             if s.directories.contains(path) { return .directory }
-            throw IOError("stat", path: path, errno: 2)  // ENOENT
+            throw IOError("stat", path: path, errno: ENOENT)
         }
     }
 
@@ -416,7 +419,7 @@ public final class SimulatedFileIO: FileIO {
         return try state.withLock { s in
             if s.locks[path] != nil {
                 s.handles[handle.raw] = nil
-                throw IOError("flock", path: path, errno: 11)  // EWOULDBLOCK
+                throw IOError("flock", path: path, errno: EWOULDBLOCK)
             }
             s.locks[path] = handle.raw
             return handle
