@@ -76,22 +76,15 @@ import Glibc
         bytes[lsn5 + Self.frameHeader + 3] ^= 0x04
         FileManager.default.createFile(atPath: path, contents: Data(bytes))
 
-        let restarted = Process()
-        restarted.executableURL = buildProductsDirectory().appendingPathComponent("wald")
-        restarted.arguments = ["--data-dir", directory, "--listen", "127.0.0.1:0"]
-        let stderr = Pipe()
-        restarted.standardError = stderr
-        restarted.standardOutput = FileHandle.nullDevice
-        try restarted.run()
-        let message = String(decoding: stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        restarted.waitUntilExit()
-        #expect(restarted.terminationStatus != 0, "wald started on a log whose acknowledged LSN 5 is damaged")
+        let restarted = try runTool("wald", ["--data-dir", directory, "--listen", "127.0.0.1:0"], timeout: 30)
+        let message = restarted.stderr
+        #expect(!restarted.timedOut && restarted.status != 0, "wald started on a log whose acknowledged LSN 5 is damaged")
         #expect(message.contains(path) && message.contains("byte \(lsn5)") && message.contains("LSN 5"),
                 "the refusal does not name file, offset and LSN: \(message)")
 
-        let verify = try runWalctl(["verify", directory])
-        #expect(verify.status != 0, "walctl verify said the log is fine: \(verify.output)")
-        #expect(verify.output.contains("LSN 5"))
+        let verify = try runTool("walctl", ["verify", directory])
+        #expect(!(verify.exitedNormally && verify.status == 0), "walctl verify said the log is fine: \(verify.stdout)\(verify.stderr)")
+        #expect((verify.stdout + verify.stderr).contains("LSN 5"))
     }
 
     /// A segment whose header says first LSN 0 (`wal-00000000000000000000.wal`): wald and every
@@ -112,41 +105,20 @@ import Glibc
         let path = directory + "/wal-00000000000000000000.wal"
         FileManager.default.createFile(atPath: path, contents: Data(header + [UInt8](repeating: 0, count: 4096)))
 
-        let start = Process()
-        start.executableURL = buildProductsDirectory().appendingPathComponent("wald")
-        start.arguments = ["--data-dir", directory, "--listen", "127.0.0.1:0"]
-        let stderr = Pipe()
-        start.standardError = stderr
-        start.standardOutput = FileHandle.nullDevice
-        try start.run()
-        let message = String(decoding: stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        start.waitUntilExit()
-        #expect(start.terminationStatus == 1 && start.terminationReason == .exit, "wald: \(start.terminationReason) \(start.terminationStatus)")
+        let start = try runTool("wald", ["--data-dir", directory, "--listen", "127.0.0.1:0"], timeout: 30)
+        let message = start.stderr
+        #expect(start.status == 1 && start.exitedNormally, "wald: exited normally \(start.exitedNormally), status \(start.status)")
         #expect(message.contains("first LSN 0") && message.contains(path), "\(message)")
         for command in [["verify", directory], ["dump", directory]] {
-            let result = try runWalctl(command)
-            #expect(result.status != 0 && result.status < 128, "walctl \(command[0]) exited \(result.status): \(result.output)")
-            #expect(result.output.contains("first LSN 0"), "walctl \(command[0]): \(result.output)")
+            let result = try runTool("walctl", command)
+            let output = result.stdout + result.stderr
+            #expect(result.exitedNormally && result.status != 0, "walctl \(command[0]) exited \(result.status): \(output)")
+            #expect(output.contains("first LSN 0"), "walctl \(command[0]): \(output)")
         }
     }
 }
 
 private func endpoint(_ wald: WaldProcess) -> Endpoint { .tcp(host: "127.0.0.1", port: wald.port) }
-
-/// Runs walctl; returns its exit status and everything it printed.
-func runWalctl(_ arguments: [String]) throws -> (status: Int32, output: String) {
-    let process = Process()
-    process.executableURL = buildProductsDirectory().appendingPathComponent("walctl")
-    process.arguments = arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    process.standardInput = FileHandle.nullDevice
-    try process.run()
-    let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    process.waitUntilExit()
-    return (process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus, output)
-}
 
 /// CRC32C (Castagnoli), bit by bit: the test computes a header's checksum on its own.
 func crc32c(_ bytes: ArraySlice<UInt8>) -> UInt32 {
