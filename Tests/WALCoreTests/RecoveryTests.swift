@@ -730,3 +730,53 @@ func reason(_ error: WALError?) -> String {
         }
     }
 }
+
+/// `keepThrough`: a former primary rejoining a newer leader cuts the suffix the leader lacks.
+@Suite struct SuffixCutTests {
+    /// Cuts inside a segment, on a segment's first record, and inside the first segment; each
+    /// time the records through the cut point stay, later ones are gone (kept in `.broken`
+    /// files), the generation stays and the next append gets the next LSN.
+    @Test(arguments: [LSN(30), LSN(0), LSN(5)])
+    func openWithKeepThroughCutsTheSuffixAndKeepsCopies(keepChoice: LSN) async throws {
+        let log = FixedLog()
+        try await log.write(200, stop: .crash)
+        let segments = log.segments
+        try #require(segments.count >= 3)
+        // 0 picks the first record of the second-to-last segment (the cut on a segment boundary).
+        let keep = keepChoice == 0 ? segments[segments.count - 2].firstLSN - 1 : keepChoice
+        var options = log.options
+        options.keepThrough = keep
+        let wal = try await WAL.open(options)
+        let generation = wal.generation
+        #expect(wal.lastLSN == keep)
+        #expect(generation == 0)
+        let records = try await readAll(wal)
+        #expect(records.map(\.lsn) == Array(1...keep))
+        #expect(records.allSatisfy { $0.payload == FixedLog.payload($0.lsn) })
+        #expect(try await wal.append(FixedLog.payload(999)) == keep + 1)
+        try await wal.close()
+        let names = try FileManager.default.contentsOfDirectory(atPath: log.dir.path)
+        #expect(names.contains { $0.contains(".broken") })
+        // The copies hold the cut records: the last one's payload is in one of them.
+        let last = FixedLog.payload(200)
+        let copies = names.filter { $0.contains(".broken") }.map { log.read(log.dir.path + "/" + $0) }
+        #expect(copies.contains { copy in copy.count >= last.count && (0...(copy.count - last.count)).contains { Array(copy[$0..<($0 + last.count)]) == last } })
+        // Opening again keeping through the appended record changes nothing more.
+        options.keepThrough = keep + 1
+        let again = try await WAL.open(options)
+        #expect(again.lastLSN == keep + 1)
+        try await again.close()
+    }
+
+    @Test func keepThroughBeyondTheEndChangesNothing() async throws {
+        let log = FixedLog()
+        try await log.write(10, stop: .clean)
+        var options = log.options
+        options.keepThrough = 50
+        let wal = try await WAL.open(options)
+        #expect(wal.lastLSN == 10)
+        try await wal.close()
+        let names = try FileManager.default.contentsOfDirectory(atPath: log.dir.path)
+        #expect(!names.contains { $0.contains(".broken") })
+    }
+}

@@ -110,10 +110,68 @@ struct CleanMarker: Equatable {
 
 enum Recovery {
     static func recover(_ options: WALOptions, logger: Logger) throws -> RecoveredLog {
-        let recovered = try recoverSegments(options, logger: logger)
-        // From here on a crash is a crash: the marker goes before the first write.
+        var recovered = try recoverSegments(options, logger: logger)
+        // From here on a crash is a crash: the marker goes before the first write (and before
+        // a suffix is cut, which a clean marker naming the old last LSN would call damage).
         try CleanMarker.remove(io: options.io, directory: options.directory)
+        if let keep = options.keepThrough, keep < recovered.lastLSN {
+            try cutSuffix(&recovered, after: keep, options: options, logger: logger)
+        }
         return recovered
+    }
+
+    /// Cuts every record after `keep` (`WALOptions.keepThrough`), keeping `.broken` copies:
+    /// 1. the segment holding the cut is copied (or, when the cut falls on its first record,
+    /// it and every later segment are renamed aside and an empty segment of the same
+    /// generation takes its place); 2. later segments are renamed aside; 3. the cut bytes are
+    /// zeroed and fdatasynced. A crash between steps leaves records after `keep` that the next
+    /// open with the same `keepThrough` cuts again.
+    private static func cutSuffix(_ recovered: inout RecoveredLog, after keep: LSN, options: WALOptions, logger: Logger) throws {
+        let io = options.io
+        let dir = options.directory
+        let names = recovered.segments
+        let next = keep + 1  // keep < lastLSN < LSN.max
+        guard let index = names.lastIndex(where: { $0.firstLSN <= next }) else {
+            throw WALError.outOfRange(lsn: keep, first: names.first?.firstLSN ?? 1, last: recovered.lastLSN)
+        }
+        let path = joinPath(dir, names[index].name)
+        let cutLSNs = "\(next)...\(recovered.lastLSN)"
+        if names[index].firstLSN == next {
+            let previousFirstLSN: LSN
+            if index > 0 {
+                previousFirstLSN = names[index - 1].firstLSN
+            } else {
+                let handle = try io.open(path, mode: .readOnly)
+                defer { io.close(handle) }
+                previousFirstLSN = try SegmentScanner.readHeader(io: io, handle: handle, path: path).previousFirstLSN
+            }
+            try quarantine(io: io, dir: dir, names: Array(names[index...]))
+            recovered.segments.removeSubrange(index...)
+            let created = try createSegment(io: io, options: options, logID: recovered.logID, generation: recovered.generation,
+                                            firstLSN: next, previousFirstLSN: previousFirstLSN)
+            io.close(created.handle)
+            recovered.segments.append(created.info)
+            recovered.endOffset = SegmentHeader.size
+            recovered.lastLayout = .current
+        } else {
+            let whole = try SegmentScanner.scan(io: io, path: path, maxPayload: Int(UInt32.max))
+            let kept = try SegmentScanner.scan(io: io, path: path, maxPayload: Int(UInt32.max), through: keep)
+            guard kept.lastLSN == keep else {
+                throw WALError.corruption(file: path, offset: kept.endOffset, lsn: kept.lastLSN + 1,
+                                          reason: "the record after LSN \(kept.lastLSN) is not readable, so the log cannot be cut after LSN \(keep)")
+            }
+            try keepBrokenCopy(io: io, path: path)
+            try quarantine(io: io, dir: dir, names: Array(names[(index + 1)...]))
+            recovered.segments.removeSubrange((index + 1)...)
+            try cut(io: io, path: path, at: kept.endOffset, through: whole.damage?.dirtyEnd ?? whole.endOffset)
+            recovered.endOffset = kept.endOffset
+            recovered.lastLayout = kept.header.layout
+        }
+        logger.warning("cut the records after LSN \(keep): this log is rejoining a leader that never received them", metadata: [
+            "cut_lsns": "\(cutLSNs)", "segment": "\(names[index].name)",
+            "copies": "the cut segment is kept as \(names[index].name).broken (or .broken.N); later segments were renamed so",
+        ])
+        recovered.lastLSN = keep
     }
 
     private static func recoverSegments(_ options: WALOptions, logger: Logger) throws -> RecoveredLog {

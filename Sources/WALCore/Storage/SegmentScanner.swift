@@ -49,7 +49,9 @@ enum SegmentScanner {
 
     /// Scans the segment at `path` to its end or its first damage; from its first record, or
     /// from `start` (a valid frame found after damage: `walctl verify` goes on from there).
-    static func scan(io: any FileIO, path: String, maxPayload: Int, from start: (offset: Int, lsn: LSN)? = nil) throws -> SegmentScan {
+    /// `through`: stop after the record with this LSN (its end is then `endOffset`); default: the whole file.
+    static func scan(io: any FileIO, path: String, maxPayload: Int, from start: (offset: Int, lsn: LSN)? = nil,
+                     through last: LSN = LSN.max) throws -> SegmentScan {
         let handle = try io.open(path, mode: .readOnly)
         defer { io.close(handle) }
         let header = try readHeader(io: io, handle: handle, path: path)
@@ -60,7 +62,7 @@ enum SegmentScanner {
         scan.endOffset = offset
         scan.fileSize = try io.size(handle, path: path)
         let window = FileWindow(io: io, handle: handle, path: path)
-        while true {
+        while expected <= last {
             var view = try window.view(from: offset, minimum: layout.headerSize)
             var decoded = RecordFrame.decode(view, at: 0, expectedLSN: expected, maxPayload: maxPayload, layout: layout)
             if case .needMore(let bytes) = decoded, view.count >= layout.headerSize {
@@ -105,6 +107,7 @@ enum SegmentScanner {
             }
             return scan
         }
+        return scan
     }
 
     private struct Context {

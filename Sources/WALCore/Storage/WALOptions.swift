@@ -47,6 +47,13 @@ public struct WALOptions: Sendable {
     /// Open a damaged log by cutting it at the first damage, after copying each damaged
     /// file to `<name>.broken`. Default false: damage makes `open` fail.
     public var repair: Bool = false
+    /// Open cutting every record after this LSN: a former primary rejoining the log of a newer
+    /// leader drops the suffix it wrote that the leader never received (docs/replication.md,
+    /// "Rejoin"), as Raft's log matching and PostgreSQL's pg_rewind do. The segment that is cut
+    /// is first copied to `<name>.broken` (`.broken.N`), later segments are renamed so; the
+    /// generation stays (the leader's records take those LSNs in the same log). Open throws
+    /// `WALError.outOfRange` when the log starts after `keepThrough + 1`. Default nil: keep all.
+    public var keepThrough: LSN? = nil
     /// Every this often, a scrub pass reads every sealed segment (all but the one being written)
     /// in the background and checks each header, record CRC and LSN, like ZFS's and Ceph's
     /// scrubs: open only checks the last segment, so damage in older ones would otherwise stay
