@@ -19,6 +19,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0", traits: [.defaults, "YAML"]),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        // WALEtcd: HTTP/1.1 to etcd's JSON gateway (issue 15). swift-nio for the client's own event loop group.
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // Hardware CRC32C (SSE4.2) with runtime detection; the portable fallback lives in WALCore.
@@ -105,6 +108,16 @@ let package = Package(
             ]
         ),
         .testTarget(name: "WALDaemonTests", dependencies: ["WALDaemon"]),
+        // etcd v3 client over etcd's JSON gateway (/v3/...): leases, KV, transactions, watches. No consensus here.
+        .target(
+            name: "WALEtcd",
+            dependencies: [
+                "WALSync",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
         // The systemd units offline (verify, security score), `make install`, and wald under `systemd --user`.
         .testTarget(name: "SystemdUnitTests"),
     ],
