@@ -57,7 +57,7 @@ let package = Package(
         .executableTarget(
             name: "wald",
             dependencies: [
-                "WALCore", "WALServer", "WALClient", "WALDaemon", "CSystemd", "WALSync",
+                "WALCore", "WALServer", "WALClient", "WALDaemon", "CSystemd", "WALSync", "WALEtcd",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

@@ -56,6 +56,10 @@ public struct ServerInfo: Sendable {
     /// The log's generation: raised by every `walctl repair` that cuts records, so LSNs handed
     /// out again after a repair are told apart (0 from a server that predates it).
     public var generation: UInt64 { number("generation") }
+    /// The leadership term under automatic failover (0 without it).
+    public var term: UInt64 { number("term") }
+    /// The leader's `HOST:PORT` as this server knows it (nil when it knows none).
+    public var leader: String? { raw["leader"] as? String }
 
     private func number(_ key: String) -> UInt64 { (raw[key] as? NSNumber)?.uint64Value ?? 0 }
 }
@@ -172,6 +176,7 @@ public final class WALClient: Sendable {
         var raw: [String: any Sendable] = [:]
         for (key, value) in object {
             switch value {
+            case is NSNull: continue  // a JSON null reads as absent
             case let number as NSNumber: raw[key] = number
             case let text as String: raw[key] = text
             case let array as [Any]: raw[key] = "\(array)"

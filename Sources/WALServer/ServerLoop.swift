@@ -164,6 +164,9 @@ final class ServerLoop: @unchecked Sendable {
 
     /// Whether a held reply may go out.
     func isSatisfied(_ gate: Gate) -> Bool {
+        // A fenced primary (its leader lease ran out) acknowledges nothing: the tick turns
+        // what is held into READ_ONLY.
+        guard replication.mayAcknowledgeWrites else { return false }
         switch gate.condition {
         case .written: return writtenLSN >= gate.lsn
         case .durable(let replicas):
@@ -219,6 +222,10 @@ final class ServerLoop: @unchecked Sendable {
 
     private func onTick() {
         let now = ContinuousClock.now
+        if !gated.isEmpty && !replication.mayAcknowledgeWrites {
+            let reason = replication.appendRefusal ?? "the leader lease ran out"
+            for connection in Array(gated.values) { connection.failGatesFenced(reason: reason) }
+        }
         for connection in Array(gated.values) { connection.expireReplicaWaits(now: now) }
         if now - lastLagCheck >= .milliseconds(500) {
             lastLagCheck = now
@@ -274,7 +281,9 @@ final class ServerLoop: @unchecked Sendable {
             ("segments", "\(status.segments)"),
             ("bytes", "\(status.bytes)"),
             ("connections", "\(connections.count)"),
-            ("role", jsonString(role.isFollower ? "follower" : "primary")),
+            ("role", jsonString(role.isFollower || !role.mayAcknowledgeWrites ? "follower" : "primary")),
+            ("term", "\(role.term)"),
+            ("leader", (role.leader ?? role.upstream).map(jsonString) ?? "null"),
             ("failed", status.failure == nil ? "false" : "true"),
             ("syncs", "\(status.syncStats.syncs)"),
         ]
@@ -285,6 +294,15 @@ final class ServerLoop: @unchecked Sendable {
             if let error = role.lastError { fields.append(("upstream_error", jsonString(error))) }
         }
         let now = ContinuousClock.now
+        if let ha = role.highAvailability {
+            let renewal = ha.lastRenewal.map { "\(Self.millis(now - $0))" } ?? "null"
+            var object = "{\"etcd\":[" + ha.endpoints.map(jsonString).joined(separator: ",") + "],\"cluster\":\(jsonString(ha.cluster)),"
+                + "\"connected\":\(ha.connected),\"lease_ttl_ms\":\(Self.millis(ha.leaseTTL)),\"last_renewal_ms\":\(renewal)"
+            if let error = ha.error { object += ",\"error\":\(jsonString(error))" }
+            fields.append(("ha", object + "}"))
+        } else {
+            fields.append(("ha", "null"))
+        }
         var followerObjects: [String] = []
         for f in followers.values.sorted(by: { $0.address < $1.address }) {
             let since = (now - f.lastFeedback).components
@@ -309,6 +327,11 @@ final class ServerLoop: @unchecked Sendable {
         fields.append(("scrub", "{\"interval_ms\":\(intervalMillis),\"passes\":\(scrub.passes),\"bytes\":\(scrub.bytes),"
                        + "\"running\":\(scrub.running)}"))
         return "{" + fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}"
+    }
+
+    static func millis(_ duration: Duration) -> Int64 {
+        let parts = duration.components
+        return parts.seconds &* 1000 &+ parts.attoseconds / 1_000_000_000_000_000
     }
 
     /// Prometheus text from the daemon's registry, or a note when metrics are off.

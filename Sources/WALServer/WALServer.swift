@@ -145,6 +145,21 @@ public final class WALServer: Sendable {
         }
     }
 
+    /// Lets `follow` start streams again after `stopFollowing` (automatic failover re-points a
+    /// follower at a new leader).
+    public func allowFollowing() async {
+        let loop = self.loop
+        await withCheckedContinuation { continuation in
+            loop.queue.async {
+                loop.followingStopped = false
+                continuation.resume()
+            }
+        }
+    }
+
+    /// The role object (follower or primary, and under automatic failover the term and lease).
+    public var replication: ReplicationRole { loop.replication }
+
     /// Addresses being listened on.
     public var addresses: [String] { listeners.withLock { $0.map(\.address) } }
 

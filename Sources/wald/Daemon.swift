@@ -10,6 +10,7 @@ import Synchronization
 import WALClient
 import WALCore
 import WALDaemon
+import WALEtcd
 import WALProtocol
 import WALServer
 
@@ -55,19 +56,47 @@ struct Daemon: Sendable {
             return fatal(problem, errno: ENOENT, logger: logger)
         }
 
+        // Automatic failover: etcd first, to learn whether this log must be cut before it opens.
+        var failover: (settings: FailoverCoordinator.Settings, etcd: EtcdClient)?
+        var options = walOptions(environment: environment, logger: logger)
+        if let advertise = config.advertise, let cluster = config.haCluster, !config.haEtcd.isEmpty {
+            let settings = FailoverCoordinator.Settings(
+                endpoints: config.haEtcd, cluster: cluster, advertise: advertise.description, leaseTTL: config.haLeaseTTL,
+                dataDirectory: config.dataDirectory, token: config.authToken)
+            let etcd: EtcdClient
+            do {
+                etcd = try EtcdClient(endpoints: config.haEtcd, requestTimeout: min(.seconds(2), config.haLeaseTTL / 3))
+            } catch {
+                listeners.release()
+                return fatal("--ha-etcd: \(error)", errno: EINVAL, logger: logger)
+            }
+            failover = (settings, etcd)
+            Systemd.notify("STATUS=asking etcd who leads cluster \(cluster)")
+            options.keepThrough = await FailoverCoordinator.keepThroughAtStart(settings: settings, etcd: etcd, logger: logger)
+        }
+
         Systemd.notify("STATUS=recovering \(config.dataDirectory)")
         let wal: WAL
         do {
-            wal = try await WAL.open(walOptions(environment: environment, logger: logger))
+            wal = try await WAL.open(options)
         } catch {
             listeners.release()
             return fatal("cannot open the log in \(config.dataDirectory): \(error)", errno: errnoOf(error), logger: logger)
         }
 
         serverOptions.metricsText = { MetricsHelp.annotate(registry.emitToString()) }
-        let role = config.follow.map { ReplicationRole(upstream: $0.description) }
+        var role = config.follow.map { ReplicationRole(upstream: $0.description) }
+        if let failover {
+            role = ReplicationRole(highAvailability: HighAvailabilityStatus(
+                endpoints: failover.settings.endpoints, cluster: failover.settings.cluster, leaseTTL: failover.settings.leaseTTL))
+        }
         if let role { serverOptions.replication = role }
         let server = WALServer(wal: wal, options: serverOptions)
+        var coordinator: FailoverCoordinator?
+        if let failover, let role {
+            coordinator = FailoverCoordinator(settings: failover.settings, etcd: failover.etcd, wal: wal, server: server,
+                                              role: role, logger: logger) { reason in signals.requestRestart(reason) }
+        }
         var replicator: Replicator?
         if let upstream = config.follow, let role {
             let endpoint = Endpoint.tcp(host: upstream.host, port: upstream.port)
@@ -96,6 +125,7 @@ struct Daemon: Sendable {
         }
         logStart(wal: wal, addresses: addresses, logger: logger)
         replicator?.start()
+        coordinator?.start()
         print("ready " + addresses.joined(separator: " "))
         fflush(stdout)
         Systemd.notify("READY=1\n" + (await statusLine(wal: wal, server: server, addresses: addresses)))
@@ -117,7 +147,13 @@ struct Daemon: Sendable {
         }
 
         var running = config
+        var restartReason: String?
         for await signal in signals.signals {
+            if signal == SignalWatcher.restart {
+                restartReason = signals.restartReason
+                logger.notice("restarting", metadata: ["reason": "\(restartReason ?? "")"])
+                break
+            }
             if signal == SIGHUP {
                 running = await reload(from: running, wal: wal, server: server, level: level, logger: logger)
                 Systemd.notify("READY=1\n" + (await statusLine(wal: wal, server: server, addresses: addresses)))
@@ -131,6 +167,7 @@ struct Daemon: Sendable {
         status.cancel()
         await status.value
         Systemd.notify("STOPPING=1\nSTATUS=stopping: draining connections and syncing")
+        await coordinator?.stop()
         await replicator?.stop()
         await server.shutdown()
         metrics.stop()
@@ -143,8 +180,30 @@ struct Daemon: Sendable {
         if let failure = wal.status.failure {
             return fatal("stopped without a final fdatasync: \(failure)", errno: EIO, logger: logger)
         }
+        if let restartReason {
+            // Same process, same command line: systemd sees one service, and the new image
+            // opens the log with the cut (FailoverCoordinator.keepThroughAtStart).
+            Systemd.notify("STATUS=restarting: \(restartReason)")
+            return Self.reexecute(logger: logger)
+        }
         logger.notice("stopped cleanly")
         return 0
+    }
+
+    /// execv of /proc/self/exe with the same arguments and environment, every descriptor but
+    /// stdin, stdout and stderr closed on exec. Returns 1 (after logging) only if exec fails.
+    private static func reexecute(logger: Logger) -> Int32 {
+        if let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd") {
+            for entry in entries {
+                guard let fd = Int32(entry), fd > 2 else { continue }
+                let flags = fcntl(fd, F_GETFD)
+                if flags >= 0 { _ = fcntl(fd, F_SETFD, flags | FD_CLOEXEC) }
+            }
+        }
+        execv("/proc/self/exe", CommandLine.unsafeArgv)
+        let code = errno
+        logger.critical("restart failed: execv /proc/self/exe", metadata: ["errno": "\(code)"])
+        return 1
     }
 
     /// The listening sockets, bound (or taken from systemd) before the log is opened.
@@ -280,8 +339,14 @@ struct Daemon: Sendable {
     private func statusLine(wal: WAL, server: WALServer, addresses: [String]) async -> String {
         let status = wal.status
         if let failure = status.failure { return "STATUS=failed: \(failure)" }
-        return "STATUS=serving \(addresses.joined(separator: " ")); last LSN \(status.lastLSN), "
+        var line = "STATUS=serving \(addresses.joined(separator: " ")); last LSN \(status.lastLSN), "
             + "durable LSN \(status.durableLSN), \(server.connectionCount) connections"
+        if let ha = server.replication.highAvailability {
+            let role = server.replication
+            line += "; term \(role.term), " + (role.appendRefusal.map { "read-only: \($0)" } ?? "leader")
+            if let error = ha.error { line += "; etcd: \(error)" }
+        }
+        return line
     }
 
     /// Tells systemd why wald gives up (STATUS= and ERRNO=), logs it, returns the exit code.
@@ -360,9 +425,23 @@ final class SignalWatcher: Sendable {
         let source: any DispatchSourceSignal
     }
 
+    /// Not a signal: `requestRestart` was called.
+    static let restart: Int32 = -1
+    private let continuation: AsyncStream<Int32>.Continuation
+    private let reason = Mutex<String?>(nil)
+
+    /// Ends the signal loop as SIGTERM does, but asks for a restart afterwards.
+    func requestRestart(_ why: String) {
+        reason.withLock { $0 = why }
+        continuation.yield(Self.restart)
+    }
+
+    var restartReason: String? { reason.withLock { $0 } }
+
     init(signals numbers: [Int32]) {
         let (stream, continuation) = AsyncStream<Int32>.makeStream()
         signals = stream
+        self.continuation = continuation
         let queue = DispatchQueue(label: "wald.signals")
         sources = numbers.map { number in
             Foundation.signal(number, SIG_IGN)

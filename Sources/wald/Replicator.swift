@@ -16,9 +16,14 @@ final class Replicator: Sendable {
     private let token: String?
     private let role: ReplicationRole
     private let logger: Logger
+    /// Under automatic failover: the term of the leader this follower was pointed at; an
+    /// upstream whose INFO shows a lower term is refused (a deposed leader).
+    private let minimumTerm: UInt64
     private let task = Mutex<Task<Void, Never>?>(nil)
 
-    init(wal: WAL, server: WALServer, upstream: Endpoint, token: String?, role: ReplicationRole, logger: Logger) {
+    init(wal: WAL, server: WALServer, upstream: Endpoint, token: String?, role: ReplicationRole, logger: Logger,
+         minimumTerm: UInt64 = 0) {
+        self.minimumTerm = minimumTerm
         self.wal = wal
         self.server = server
         self.upstream = upstream
@@ -80,6 +85,9 @@ final class Replicator: Sendable {
         let control = try await WALClient.connect(upstream, token: token, timeout: .seconds(10))
         defer { control.close() }
         let info = try await control.info()
+        if info.term < minimumTerm {
+            throw ReplicationError.staleTerm(upstream: info.term, seen: minimumTerm)
+        }
         var local = wal.status
         let localIsEmpty = local.lastLSN < local.firstLSN
         let upstreamGeneration = UInt32(clamping: info.generation)
@@ -122,6 +130,7 @@ enum ReplicationError: Error, CustomStringConvertible {
     case ahead(local: LSN, upstream: LSN)
     case diverged(lsn: LSN)
     case generation(local: UInt32, upstream: UInt32)
+    case staleTerm(upstream: UInt64, seen: UInt64)
 
     var description: String {
         switch self {
@@ -133,6 +142,8 @@ enum ReplicationError: Error, CustomStringConvertible {
             "refusing to follow: the upstream's log is of generation \(upstream) but this follower's is of generation \(local): "
                 + "a repair cut one of them, so the same LSN may name different records; rebuild this follower from an "
                 + "empty data directory (local data left untouched)"
+        case .staleTerm(let upstream, let seen):
+            "refusing to follow: the upstream leads term \(upstream), but term \(seen) has been seen (a deposed leader)"
         case .diverged(let lsn):
             "refusing to follow: the local record at LSN \(lsn) differs from the upstream's (the logs diverged; local data left untouched)"
         }

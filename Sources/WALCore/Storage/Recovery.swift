@@ -375,7 +375,9 @@ enum Recovery {
     /// may hold them and still get a new log.
     static func isLogBookkeeping(_ name: String, prefix: String) -> Bool {
         // lost+found: a data directory that is a file system's root (a dedicated volume).
+        // ha-term: the daemon's automatic failover records the term its log belongs to there.
         name == "LOCK" || name == "lost+found" || name == CleanMarker.name || name == CleanMarker.name + ".tmp"
+            || name == "ha-term" || name == "ha-term.tmp"
             || (name.hasPrefix(prefix) && name.hasSuffix(".tmp"))
     }
 

@@ -149,7 +149,32 @@ extension WaldConfig {
             return bytes
         }.value
 
+        let haEtcd = try await values.value(.haEtcd, default: config.haEtcd, parse: etcdEndpoints)
+        config.haEtcd = haEtcd.value
+        let haCluster = try await values.optional(.haCluster, parse: clusterName)
+        config.haCluster = haCluster
+        config.advertise = try await values.optional(.advertise, parse: ListenAddress.parseRemote)
+        config.haLeaseTTL = try await values.value(.haLeaseTTL, default: config.haLeaseTTL) { (text) throws(ValueError) in
+            let ttl = try DurationText.parse(text)
+            guard ttl >= .seconds(2), ttl <= .seconds(3600), ttl.components.attoseconds == 0 else {
+                throw ValueError("expected whole seconds from 2s to 1h: etcd counts lease TTLs in seconds and raises any "
+                                 + "below its minimum (1.5 x its election timeout, 2 s with default settings)")
+            }
+            return ttl
+        }.value
+
         // Cross-checks. Blame the value the operator set, not a default it collides with.
+        if !config.haEtcd.isEmpty {
+            if config.haCluster == nil || config.advertise == nil {
+                throw .invalidValue(option: .haEtcd, source: haEtcd.source, value: haEtcd.text,
+                                    expected: "automatic failover also needs ha_cluster (the cluster's name) and advertise "
+                                        + "(the HOST:PORT other members reach this wald at)")
+            }
+            if config.follow != nil {
+                throw .invalidValue(option: .haEtcd, source: haEtcd.source, value: haEtcd.text,
+                                    expected: "no follow option with ha_etcd: members follow whoever holds the leader lease")
+            }
+        }
         let recordLimit = config.maxFrameBytes - frameOverheadBytes
         if config.maxRecordBytes > recordLimit {
             if maxRecordBytes.source == .default {
@@ -168,6 +193,28 @@ extension WaldConfig {
                 expected: "expected at least one HOST:PORT when no unix socket is set")
         }
         return config
+    }
+
+    /// `http://HOST:PORT[,http://HOST:PORT…]`: etcd's client URLs (plain HTTP; the JSON gateway).
+    private static func etcdEndpoints(_ text: String) throws(ValueError) -> [String] {
+        let urls = text.split(separator: ",", omittingEmptySubsequences: false).map { String($0.filter { $0 != " " }) }
+        for url in urls {
+            guard url.hasPrefix("http://") else {
+                throw ValueError("expected etcd client URLs like http://127.0.0.1:2379, comma-separated (\"\(url)\" is not http://HOST:PORT)")
+            }
+            _ = try ListenAddress.parseRemote(String(url.dropFirst("http://".count)))
+        }
+        return urls
+    }
+
+    /// 1–64 characters of A–Z, a–z, 0–9, '.', '_', '-': it is part of etcd keys.
+    private static func clusterName(_ text: String) throws(ValueError) -> String {
+        guard (1...64).contains(text.utf8.count),
+              text.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A)
+                  || $0 == 0x2E || $0 == 0x5F || $0 == 0x2D }) else {
+            throw ValueError("expected a cluster name of 1 to 64 letters, digits, '.', '_' or '-'")
+        }
+        return text
     }
 
     private static func nonEmpty(_ text: String) throws(ValueError) -> String {

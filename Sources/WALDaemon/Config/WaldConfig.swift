@@ -62,6 +62,18 @@ public struct WaldConfig: Sendable, Equatable {
     public var scrubInterval: Duration = .seconds(24 * 3600)
     /// The most a scrub reads per second, in bytes. Default 16 MiB; at least 64 KiB. Reloadable.
     public var scrubBytesPerSecond: Int = 16 << 20
+    /// Automatic failover (docs/replication.md): the etcd v3 endpoints, `http://HOST:PORT`, that hold the
+    /// cluster's leader lease. Empty (the default) = no automatic failover; then `haCluster`,
+    /// `advertise` and `haLeaseTTL` are unused. Excludes `follow` (the leader is found in etcd).
+    public var haEtcd: [String] = []
+    /// The cluster's name: 1–64 of `[A-Za-z0-9._-]`; its keys live under `/wald/<name>/`.
+    public var haCluster: String? = nil
+    /// Where other members and clients reach this wald (the address published in etcd). A
+    /// member's identity in the cluster; port 0 is refused.
+    public var advertise: ListenAddress? = nil
+    /// The leader lease's time to live: whole seconds, at least 2 s (etcd's own minimum with its
+    /// default election timeout, 1.5 s rounded up). Default 3 s.
+    public var haLeaseTTL: Duration = .seconds(3)
     /// The YAML file the configuration was read from (`--config` or `WALD_CONFIG`), if any.
     public var configFile: String? = nil
 
@@ -109,6 +121,10 @@ public struct WaldConfig: Sendable, Equatable {
         case .respDurability: respDurability == other.respDurability
         case .scrubInterval: scrubInterval == other.scrubInterval
         case .scrubBytesPerSecond: scrubBytesPerSecond == other.scrubBytesPerSecond
+        case .haEtcd: haEtcd == other.haEtcd
+        case .haCluster: haCluster == other.haCluster
+        case .advertise: advertise == other.advertise
+        case .haLeaseTTL: haLeaseTTL == other.haLeaseTTL
         }
     }
 
@@ -141,6 +157,10 @@ public struct WaldConfig: Sendable, Equatable {
             "resp_durability": "\(respDurability)",
             "scrub_interval": "\(DurationText.format(scrubInterval))",
             "scrub_bytes_per_second": size(scrubBytesPerSecond),
+            "ha_etcd": .array(haEtcd.map { "\($0)" }),
+            "ha_cluster": "\(haCluster ?? "none")",
+            "advertise": "\(advertise.map { "\($0)" } ?? "none")",
+            "ha_lease_ttl": "\(DurationText.format(haLeaseTTL))",
         ]
     }
 }

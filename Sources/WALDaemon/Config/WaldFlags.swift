@@ -84,6 +84,18 @@ public struct WaldFlags: ParsableArguments, Sendable {
     @Option(help: WaldOption.help(.scrubBytesPerSecond, "The most a scrub reads per second, at least 64KiB. Default 16MiB.", valueName: "size"))
     public var scrubBytesPerSecond: String?
 
+    @Option(help: WaldOption.help(.haEtcd, "Automatic failover: the etcd v3 endpoints (comma-separated http://HOST:PORT) that hold the cluster's leader lease. Needs --ha-cluster and --advertise. Default none.", valueName: "urls"))
+    public var haEtcd: String?
+
+    @Option(help: WaldOption.help(.haCluster, "Automatic failover: the cluster's name (its keys live under /wald/NAME/ in etcd). Default none.", valueName: "name"))
+    public var haCluster: String?
+
+    @Option(help: WaldOption.help(.advertise, "Automatic failover: the HOST:PORT other members and clients reach this wald at. Default none.", valueName: "host:port"))
+    public var advertise: String?
+
+    @Option(help: WaldOption.help(.haLeaseTTL, "Automatic failover: the leader lease's time to live, whole seconds, at least 2s (etcd's minimum with default settings). Default 3s.", valueName: "duration"))
+    public var haLeaseTTL: String?
+
     public init() {}
 
     /// The flags that were given, keyed by YAML key, for the highest-priority provider.
@@ -99,7 +111,8 @@ public struct WaldFlags: ParsableArguments, Sendable {
             (.follow, follow), (.minSyncReplicas, minSyncReplicas), (.syncReplicaTimeout, syncReplicaTimeout),
             (.maxFollowerHoldBytes, maxFollowerHoldBytes), (.respStream, respStream),
             (.respDurability, respDurability), (.scrubInterval, scrubInterval),
-            (.scrubBytesPerSecond, scrubBytesPerSecond),
+            (.scrubBytesPerSecond, scrubBytesPerSecond), (.haEtcd, haEtcd), (.haCluster, haCluster),
+            (.advertise, advertise), (.haLeaseTTL, haLeaseTTL),
         ]
         for case (let option, let value?) in single {
             values[option.configKey] = ConfigValue(.string(value), isSecret: option == .authToken)

@@ -28,6 +28,10 @@ public enum WaldOption: String, Sendable, CaseIterable, Hashable {
     case respDurability = "resp_durability"
     case scrubInterval = "scrub_interval"
     case scrubBytesPerSecond = "scrub_bytes_per_second"
+    case haEtcd = "ha_etcd"
+    case haCluster = "ha_cluster"
+    case advertise
+    case haLeaseTTL = "ha_lease_ttl"
 
     /// The key in the YAML config file, e.g. `max_segment_bytes`.
     public var yamlKey: String { rawValue }
@@ -51,7 +55,7 @@ public enum WaldOption: String, Sendable, CaseIterable, Hashable {
             .maxFollowerHoldBytes, .scrubInterval, .scrubBytesPerSecond, .config:
             return true
         case .listen, .unix, .dataDir, .segmentPrefix, .maxSegmentBytes, .metricsListen, .follow, .respStream,
-             .respDurability:
+             .respDurability, .haEtcd, .haCluster, .advertise, .haLeaseTTL:
             return false
         }
     }

@@ -234,9 +234,8 @@ extension Connection {
             }
             expected = lsn
         }
-        if loop.replication.isFollower {
-            let upstream = loop.replication.upstream ?? "?"
-            resp.writer.error("this server is a read-only follower of \(upstream); append there", code: "READONLY", into: &output)
+        if let refusal = loop.replication.appendRefusal {
+            resp.writer.error(refusal, code: "READONLY", into: &output)
             return .done
         }
         let record = argument(bytes, index + 2)

@@ -255,6 +255,13 @@ extension Connection {
                 reply(.error(.unauthorized, "wrong token"))
             }
         case .promote:
+            if loop.replication.isHighAvailability {
+                // Two leaders would each hand out the same LSNs: under automatic failover only
+                // the etcd lease makes a leader.
+                reply(.error(.badRequest, "PROMOTE is refused under automatic failover (--ha-etcd): the member holding the "
+                             + "leader lease in etcd leads; stop the leader to fail over"))
+                return .done
+            }
             blocked = .promote
             let (role, queue) = (loop.replication, loop.queue)
             Task { [self] in
@@ -287,9 +294,8 @@ extension Connection {
             reply(.error(.unauthorized, "authenticate first with AUTH <token>"))
             return false
         }
-        if loop.replication.isFollower {
-            let upstream = loop.replication.upstream ?? "?"
-            reply(.error(.readOnly, "this server is a read-only follower of \(upstream); append there"))
+        if let refusal = loop.replication.appendRefusal {
+            reply(.error(.readOnly, refusal))
             return false
         }
         return true

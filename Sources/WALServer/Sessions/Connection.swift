@@ -364,6 +364,14 @@ final class Connection: @unchecked Sendable {
         failGates { loop.isSatisfied($0) ? nil : .error(.unavailable, message) }
     }
 
+    /// The leader lease ran out (or was lost) while replies were held: none of them may be
+    /// acknowledged any more. Each becomes READ_ONLY saying the outcome is unknown (the record
+    /// may be in the log, and on the new leader, or cut when this server rejoins).
+    func failGatesFenced(reason: String) {
+        let message = "\(reason); the outcome of this append is unknown: replay on the leader from your last acknowledged LSN to see whether it is in the log"
+        failGates { _ in .error(.readOnly, message) }
+    }
+
     /// Durable appends that waited longer than `sync_replica_timeout` for followers fail.
     func expireReplicaWaits(now: ContinuousClock.Instant) {
         failGates { gate in
