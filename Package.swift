@@ -67,7 +67,7 @@ let package = Package(
         .executableTarget(
             name: "walctl",
             dependencies: [
-                "WALCore", "WALClient",
+                "WALCore", "WALClient", "WALEtcd",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]

@@ -8,9 +8,19 @@ import WALClient
 
 struct ServerOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp(
-        "Server address HOST[:PORT] (port 7070 when omitted; IPv6 as [::1]:7070), or unix:PATH. Env WALCTL_SERVER. Default 127.0.0.1:7070.",
+        "Server address HOST[:PORT] (port 7070 when omitted; IPv6 as [::1]:7070), or unix:PATH; several, comma-separated, "
+            + "mean the members of a cluster: walctl talks to their leader. Env WALCTL_SERVER. Default 127.0.0.1:7070.",
         valueName: "host:port"))
     var server: String?
+
+    @Option(name: .customLong("ha-etcd"), help: ArgumentHelp(
+        "Find the leader of --ha-cluster in these etcd endpoints (comma-separated http://HOST:PORT) instead of --server. "
+            + "Env WALCTL_HA_ETCD.", valueName: "urls"))
+    var haEtcd: String?
+
+    @Option(name: .customLong("ha-cluster"), help: ArgumentHelp(
+        "The cluster name wald was started with (--ha-cluster). Env WALCTL_HA_CLUSTER.", valueName: "name"))
+    var haCluster: String?
 
     @Option(name: .long, help: ArgumentHelp("Connect to this unix socket instead of --server.", valueName: "path"))
     var unix: String?
@@ -26,7 +36,7 @@ struct ServerOptions: ParsableArguments {
     var timeout: Double?
 
     /// The options every network command takes, as typed (for moving them after the subcommand).
-    static let names: Set<String> = ["--server", "--unix", "--token", "--timeout"]
+    static let names: Set<String> = ["--server", "--unix", "--token", "--timeout", "--ha-etcd", "--ha-cluster"]
 
     static let environment = ProcessInfo.processInfo.environment
 
@@ -51,29 +61,80 @@ struct ServerOptions: ParsableArguments {
         }
     }
 
+    var resolvedHAEtcd: [String]? {
+        (haEtcd ?? Self.environment["WALCTL_HA_ETCD"]).flatMap { $0.isEmpty ? nil : $0.split(separator: ",").map(String.init) }
+    }
+
+    var resolvedHACluster: String? { haCluster ?? Self.environment["WALCTL_HA_CLUSTER"] }
+
+    /// The addresses given (one, or a cluster's members).
+    var endpoints: [Endpoint] {
+        get throws {
+            if let unix { return [.unix(path: unix)] }
+            return try serverText.split(separator: ",").map { text in
+                guard let endpoint = Endpoint(parsing: String(text), defaultPort: Endpoint.defaultPort) else {
+                    let source = server == nil && Self.environment["WALCTL_SERVER"] != nil ? "WALCTL_SERVER" : "--server"
+                    throw ValidationError("\(source) must be HOST, HOST:PORT, [IPv6]:PORT or unix:PATH (comma-separated for "
+                                          + "several), got '\(serverText)'")
+                }
+                return endpoint
+            }
+        }
+    }
+
     var endpoint: Endpoint {
         get throws {
-            if let unix { return .unix(path: unix) }
-            guard let endpoint = Endpoint(parsing: serverText, defaultPort: Endpoint.defaultPort) else {
-                let source = server == nil && Self.environment["WALCTL_SERVER"] != nil ? "WALCTL_SERVER" : "--server"
-                throw ValidationError("\(source) must be HOST, HOST:PORT, [IPv6]:PORT or unix:PATH, got '\(serverText)'")
-            }
-            return endpoint
+            guard let first = try endpoints.first else { throw ValidationError("--server names no address") }
+            return first
         }
     }
 
     func validate() throws {
         _ = try endpoint
         _ = try resolvedTimeout
+        if (resolvedHAEtcd == nil) != (resolvedHACluster == nil) {
+            throw ValidationError("--ha-etcd and --ha-cluster go together (the etcd endpoints and the cluster's name)")
+        }
     }
 
-    /// Connects (and authenticates); a failure ends walctl with `walctl: error: …` and status 1.
+    /// Connects (and authenticates) to the server, or to the leader when several addresses or
+    /// an etcd cluster are given; a failure ends walctl with `walctl: error: …` and status 1.
     func connect() async -> WALClient {
         do {
-            return try await WALClient.connect(try endpoint, token: resolvedToken, timeout: try resolvedTimeout)
+            let timeout = try resolvedTimeout
+            if let urls = resolvedHAEtcd, let cluster = resolvedHACluster {
+                let leader = try await ClusterView.leader(etcd: urls, cluster: cluster, timeout: timeout)
+                return try await WALClient.connect(leader, token: resolvedToken, timeout: timeout)
+            }
+            let candidates = try endpoints
+            if candidates.count == 1 {
+                return try await WALClient.connect(candidates[0], token: resolvedToken, timeout: timeout)
+            }
+            return try await connectToLeader(of: candidates, timeout: timeout)
         } catch {
             fail("\(error)")
         }
+    }
+
+    /// The first member that answers, or the leader it names (INFO's `leader`) when it is a follower.
+    private func connectToLeader(of candidates: [Endpoint], timeout: Duration?) async throws -> WALClient {
+        var lastError: (any Error)?
+        for candidate in candidates {
+            do {
+                let client = try await WALClient.connect(candidate, token: resolvedToken, timeout: timeout)
+                let info = try await client.info()
+                guard info.role == "follower", let named = info.leader, let leader = Endpoint(parsing: named),
+                      leader != candidate else { return client }
+                if let moved = try? await WALClient.connect(leader, token: resolvedToken, timeout: timeout) {
+                    client.close()
+                    return moved
+                }
+                return client
+            } catch {
+                lastError = error
+            }
+        }
+        throw lastError ?? WALClientError.connectionFailed("no address given")
     }
 
     /// Moves the global options that come before the subcommand to after it, where the parser

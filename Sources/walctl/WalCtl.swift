@@ -9,7 +9,7 @@ struct WalCtl: AsyncParsableCommand {
     static let offlineCommands: [any ParsableCommand.Type] = [Dump.self, Verify.self, Repair.self]
     /// Commands that talk to a running wald. Add new ones here.
     static let networkCommands: [any ParsableCommand.Type] = [
-        Append.self, Replay.self, Sync.self, Info.self, Ping.self, Truncate.self, Promote.self, Bench.self,
+        Append.self, Replay.self, Sync.self, Info.self, Ping.self, Truncate.self, Promote.self, Bench.self, Cluster.self,
     ]
 
     static let configuration = CommandConfiguration(

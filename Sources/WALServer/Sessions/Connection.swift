@@ -365,11 +365,11 @@ final class Connection: @unchecked Sendable {
     }
 
     /// The leader lease ran out (or was lost) while replies were held: none of them may be
-    /// acknowledged any more. Each becomes READ_ONLY saying the outcome is unknown (the record
+    /// acknowledged any more. Each becomes UNAVAILABLE saying the outcome is unknown (the record
     /// may be in the log, and on the new leader, or cut when this server rejoins).
     func failGatesFenced(reason: String) {
         let message = "\(reason); the outcome of this append is unknown: replay on the leader from your last acknowledged LSN to see whether it is in the log"
-        failGates { _ in .error(.readOnly, message) }
+        failGates { _ in .error(.unavailable, message) }
     }
 
     /// Durable appends that waited longer than `sync_replica_timeout` for followers fail.
