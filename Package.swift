@@ -118,6 +118,10 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
+        // Starts, stops, restarts and kills a real one-member etcd for tests (any test target may depend on it).
+        .target(name: "WALTestEtcd", path: "Tests/WALTestEtcd"),
+        // WALEtcd against a real etcd started by WALTestEtcd.
+        .testTarget(name: "WALEtcdTests", dependencies: ["WALEtcd", "WALTestEtcd"]),
         // The systemd units offline (verify, security score), `make install`, and wald under `systemd --user`.
         .testTarget(name: "SystemdUnitTests"),
     ],

@@ -228,6 +228,17 @@ public final class EtcdClient: Sendable {
         return EtcdTxnResult(succeeded: succeeded, revision: try revision(response.header, "/v3/kv/txn"), ranges: ranges)
     }
 
+    /// Compacts the history up to `revision` (`POST /v3/kv/compaction`): watches from an older revision
+    /// then fail with ``EtcdError/compacted(_:)``. Internal: wald never compacts (etcd's own
+    /// auto-compaction does); the tests use it.
+    func compact(revision: Int64) async throws {
+        struct CompactionRequest: Encodable { var revision: GatewayInt64 }
+        let response = try await call(
+            "/v3/kv/compaction", CompactionRequest(revision: GatewayInt64(revision)), as: HeaderOnlyResponse.self,
+            retryAfterSend: true)
+        _ = try self.revision(response.header, "/v3/kv/compaction")
+    }
+
     // MARK: Requests
 
     /// The revision in a response header; every unary answer of etcd has a header with one (revisions
