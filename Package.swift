@@ -122,6 +122,8 @@ let package = Package(
         .target(name: "WALTestEtcd", path: "Tests/WALTestEtcd"),
         // WALEtcd against a real etcd started by WALTestEtcd.
         .testTarget(name: "WALEtcdTests", dependencies: ["WALEtcd", "WALTestEtcd"]),
+        // Automatic failover end to end: a real etcd and three real walds, SIGKILLed and SIGSTOPped.
+        .testTarget(name: "FailoverTests", dependencies: ["WALClient", "WALEtcd", "WALTestEtcd", "WALSync"]),
         // The systemd units offline (verify, security score), `make install`, and wald under `systemd --user`.
         .testTarget(name: "SystemdUnitTests"),
     ],

@@ -229,7 +229,7 @@ public final class TestEtcd: Sendable {
 }
 
 /// posix_spawn with stdin from /dev/null, stdout and stderr appended to `output`, no signal blocked.
-func spawn(_ executable: String, _ arguments: [String], output: String) throws -> pid_t {
+public func spawn(_ executable: String, _ arguments: [String], output: String) throws -> pid_t {
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
