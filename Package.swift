@@ -77,6 +77,8 @@ let package = Package(
         .executableTarget(name: "wal-bench", dependencies: ["WALCore", "WALSync"]),
         // `make bench-compare`: wald vs Redis AOF and a raw fdatasync loop, side by side.
         .executableTarget(name: "wal-bench-compare", dependencies: ["WALClient"]),
+        // `make bench-failover`: leader kills under load against etcd and three walds.
+        .executableTarget(name: "wal-bench-failover", dependencies: ["WALClient", "WALTestEtcd"]),
         // Test helper: appends durable records and prints each acknowledged LSN (crash tests SIGKILL it).
         .executableTarget(name: "wal-stress", dependencies: ["WALCore"]),
         // `make fuzz`: the libFuzzer targets (binary, text, recovery, session) in one binary; in an
@@ -119,7 +121,7 @@ let package = Package(
             ]
         ),
         // Starts, stops, restarts and kills a real one-member etcd for tests (any test target may depend on it).
-        .target(name: "WALTestEtcd", path: "Tests/WALTestEtcd"),
+        .target(name: "WALTestEtcd", dependencies: ["WALClient"], path: "Tests/WALTestEtcd"),
         // WALEtcd against a real etcd started by WALTestEtcd.
         .testTarget(name: "WALEtcdTests", dependencies: ["WALEtcd", "WALTestEtcd"]),
         // Automatic failover end to end: a real etcd and three real walds, SIGKILLed and SIGSTOPped.

@@ -422,6 +422,10 @@ final class FailoverCoordinator: Sendable {
                   clusterLogID == nil || record.logID == clusterLogID else { return nil }
             return (kv, record)
         }
+        logger.info("automatic failover: election", metadata: [
+            "last_lsn": "\(mine.lastLSN)", "cluster_log_id": "\(clusterLogID ?? "none")",
+            "members": "\(members.compactMap { JSONDecoder.walRecord(MemberRecord.self, from: $0.value) }.map { "\($0.address) last_lsn=\($0.lastLSN) log_id=\($0.logID)" })",
+        ])
         if let ahead = peers.first(where: { $0.1.lastLSN > mine.lastLSN }) {
             logger.info("automatic failover: another member is further ahead; letting it lead", metadata: [
                 "member": "\(ahead.1.address)", "its_last_lsn": "\(ahead.1.lastLSN)", "last_lsn": "\(mine.lastLSN)"])

@@ -23,6 +23,9 @@ enum MetricsHelp {
         "wald_damaged_places": "Damaged places in the log found since start, by replays and the scrub (INFO damage).",
         "wald_scrubbed_bytes_total": "Bytes of sealed segments checked by the background scrub.",
         "wald_scrub_passes_total": "Completed scrub passes over the sealed segments.",
+        "wald_failovers_total": "Times this member took the leader lease in an election (automatic failover).",
+        "wald_term": "The leadership term this member knows of (automatic failover; 0 without it).",
+        "wald_lease_renew_duration_seconds": "Round trip of each renewal of this member's etcd lease (automatic failover).",
     ]
 
     /// `text` (Prometheus exposition) with a `# HELP` line before each `# TYPE` line that has none.

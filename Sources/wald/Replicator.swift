@@ -84,6 +84,16 @@ final class Replicator: Sendable {
         // Bounded: an upstream that accepts and never answers must not hold the follower for ever.
         let control = try await WALClient.connect(upstream, token: token, timeout: .seconds(10))
         defer { control.close() }
+        // stop() cancels this task: closing the connection ends a call waiting on an upstream
+        // that stopped answering (a paused leader) at once, instead of after the timeout.
+        return try await withTaskCancellationHandler {
+            try await checkIdentity(control)
+        } onCancel: {
+            control.close()
+        }
+    }
+
+    private func checkIdentity(_ control: WALClient) async throws -> LSN {
         let info = try await control.info()
         if info.term < minimumTerm {
             throw ReplicationError.staleTerm(upstream: info.term, seen: minimumTerm)

@@ -78,7 +78,13 @@ import Glibc
         // (A client trying the paused member first would wait out its timeout: a pause looks like a slow server.)
         let client = WALClusterClient(endpoints: [new.endpoint], timeout: .seconds(5))
         defer { client.close() }
-        let lsn = try await client.append(Array("to the new leader".utf8))
+        let lsn: UInt64
+        do {
+            lsn = try await client.append(Array("to the new leader".utf8))
+        } catch {
+            old.signal(SIGCONT)
+            throw ClusterError("the new leader \(new.address) did not take an append: \(error)\n\(cluster.logs())")
+        }
         old.signal(SIGCONT)
         do {
             let stale = try await pending.value

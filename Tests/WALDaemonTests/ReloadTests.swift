@@ -74,7 +74,7 @@ import Testing
 
     @Test func everyOptionIsClassified() {
         let restartOnly: Set<WaldOption> = [.listen, .unix, .dataDir, .segmentPrefix, .maxSegmentBytes, .metricsListen, .follow,
-                                            .respStream, .respDurability]
+                                            .respStream, .respDurability, .haEtcd, .haCluster, .advertise, .haLeaseTTL]
         for option in WaldOption.allCases {
             #expect(option.isReloadable == !restartOnly.contains(option), "\(option)")
         }

@@ -1,52 +1,50 @@
-// A wald cluster under automatic failover for tests: a real etcd (WALTestEtcd) and real wald
-// processes on fixed loopback ports (a member keeps its address across restarts, as its
-// advertised identity must), started, SIGKILLed, SIGSTOPped and restarted like an operator would.
+// A wald cluster under automatic failover for FailoverTests and `make bench-failover`: a real
+// etcd (TestEtcd) and real wald processes on fixed loopback ports (a member keeps its address
+// across restarts, as its advertised identity must), started, SIGKILLed, SIGSTOPped and
+// restarted like an operator would, plus a ledger of what clients were told.
 import Foundation
 import Synchronization
-import Testing
 import WALClient
-import WALEtcd
-import WALTestEtcd
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// Directory holding the built executables (next to the test bundle).
-func buildProductsDirectory() -> URL {
+/// Directory holding the built executables (next to the test bundle or the benchmark).
+public func buildProductsDirectory() -> URL {
     URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
 }
 
 /// One wald of the cluster.
-final class Member: Sendable {
-    let port: Int
-    let dataDirectory: String
-    let logPath: String
-    let arguments: [String]
+public final class Member: Sendable {
+    public let port: Int
+    public let dataDirectory: String
+    public let logPath: String
+    public let arguments: [String]
     private let pid = Mutex<pid_t?>(nil)
 
-    var address: String { "127.0.0.1:\(port)" }
-    var endpoint: Endpoint { .tcp(host: "127.0.0.1", port: UInt16(port)) }
+    public var address: String { "127.0.0.1:\(port)" }
+    public var endpoint: Endpoint { .tcp(host: "127.0.0.1", port: UInt16(port)) }
 
-    init(port: Int, directory: String, etcd: String, cluster: String, extra: [String]) {
+    public init(port: Int, directory: String, etcd: String, cluster: String, extra: [String]) {
         self.port = port
         dataDirectory = directory + "/data-\(port)"
         logPath = directory + "/wald-\(port).log"
         arguments = ["--listen", "127.0.0.1:\(port)", "--data-dir", dataDirectory, "--ha-etcd", etcd, "--ha-cluster", cluster,
-                     "--advertise", "127.0.0.1:\(port)", "--ha-lease-ttl", "2s", "--log-level", "info"] + extra
+                     "--advertise", "127.0.0.1:\(port)", "--log-level", "info"] + extra
     }
 
     /// Starts the process (it is ready to serve once it answers INFO).
-    func start() throws {
+    public func start() throws {
         let child = try spawn(buildProductsDirectory().appendingPathComponent("wald").path, arguments, output: logPath)
         pid.withLock { $0 = child }
     }
 
-    func signal(_ number: Int32) {
+    public func signal(_ number: Int32) {
         pid.withLock { if let child = $0 { _ = kill(child, number) } }
     }
 
     /// SIGKILL and reap.
-    func kill9() {
+    public func kill9() {
         let child = pid.withLock { p -> pid_t? in defer { p = nil }; return p }
         guard let child else { return }
         _ = kill(child, SIGKILL)
@@ -54,45 +52,45 @@ final class Member: Sendable {
         _ = waitpid(child, &status, 0)
     }
 
-    var isRunning: Bool { pid.withLock { $0 != nil } }
+    public var isRunning: Bool { pid.withLock { $0 != nil } }
 
     /// INFO from this member, or nil when it does not answer within a second.
-    func info() async -> ServerInfo? {
+    public func info() async -> ServerInfo? {
         guard let client = try? await WALClient.connect(endpoint, timeout: .seconds(1)) else { return nil }
         defer { client.close() }
         return try? await client.info()
     }
 
-    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+    public var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 }
 
 /// etcd and three (or more) members.
-final class TestCluster: Sendable {
-    let etcd: TestEtcd
-    let members: [Member]
-    let directory: String
-    let name = "t"
+public final class TestCluster: Sendable {
+    public let etcd: TestEtcd
+    public let members: [Member]
+    public let directory: String
+    public let name = "t"
 
-    init(size: Int = 3, extra: [String] = ["--min-sync-replicas", "1"]) async throws {
+    public init(size: Int = 3, extra: [String] = ["--min-sync-replicas", "1"], leaseTTL: String = "2s") async throws {
         etcd = try await TestEtcd.start()
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("wald-failover-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let ports = try TestEtcd.freePorts(size)
         let (directory, url) = (self.directory, etcd.clientURL)
-        members = ports.map { Member(port: $0, directory: directory, etcd: url, cluster: "t", extra: extra) }
+        members = ports.map { Member(port: $0, directory: directory, etcd: url, cluster: "t", extra: ["--ha-lease-ttl", leaseTTL] + extra) }
         for member in members { try member.start() }
     }
 
-    func destroy() {
+    public func destroy() {
         for member in members { member.kill9() }
         etcd.destroy()
         try? FileManager.default.removeItem(atPath: directory)
     }
 
-    var endpoints: [Endpoint] { members.map(\.endpoint) }
+    public var endpoints: [Endpoint] { members.map(\.endpoint) }
 
     /// The member that says it is the primary and that the others follow, within `timeout`.
-    func waitForLeader(excluding old: Member? = nil, timeout: Duration = .seconds(30)) async throws -> Member {
+    public func waitForLeader(excluding old: Member? = nil, timeout: Duration = .seconds(30)) async throws -> Member {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             for member in members where member !== old && member.isRunning {
@@ -106,7 +104,7 @@ final class TestCluster: Sendable {
     }
 
     /// Waits until every running member reports `lastLSN` at least `lsn` and the same last LSN.
-    func waitForConvergence(timeout: Duration = .seconds(60)) async throws -> UInt64 {
+    public func waitForConvergence(timeout: Duration = .seconds(60)) async throws -> UInt64 {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             var lasts: [UInt64] = []
@@ -122,7 +120,7 @@ final class TestCluster: Sendable {
     }
 
     /// Every record of a member, read with REPLAY.
-    func records(of member: Member, through last: UInt64) async throws -> [ReplayedRecord] {
+    public func records(of member: Member, through last: UInt64) async throws -> [ReplayedRecord] {
         guard last > 0 else { return [] }
         let client = try await WALClient.connect(member.endpoint, timeout: .seconds(10))
         defer { client.close() }
@@ -132,21 +130,30 @@ final class TestCluster: Sendable {
     }
 
     /// The tail of every member's log and etcd's, for a failure message.
-    func logs() -> String {
+    public func logs() -> String {
         members.map { "== wald \($0.address)\n" + String($0.log.suffix(3000)) }.joined(separator: "\n")
     }
 }
 
-struct ClusterError: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
+public struct ClusterError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
 }
 
 /// What clients were told: LSN → payload of every acknowledged append.
-final class Ledger: Sendable {
+public final class Ledger: Sendable {
     private let state = Mutex<(acked: [UInt64: [UInt8]], conflicts: [String], failures: Int)>(([:], [], 0))
 
-    func acknowledged(_ lsn: UInt64, _ payload: [UInt8]) {
+    /// When each acknowledgement arrived and from which member (for failover timings).
+    private let arrivals = Mutex<[(at: ContinuousClock.Instant, from: String)]>([])
+
+    /// The first acknowledgement at or after `instant` from a member other than `excluded`.
+    public func firstAcknowledgement(after instant: ContinuousClock.Instant, excluding excluded: String) -> ContinuousClock.Instant? {
+        arrivals.withLock { list in list.first { $0.at >= instant && $0.from != excluded }?.at }
+    }
+
+    public func acknowledged(_ lsn: UInt64, _ payload: [UInt8], from member: String = "") {
+        arrivals.withLock { $0.append((.now, member)) }
         state.withLock { s in
             if let earlier = s.acked[lsn], earlier != payload {
                 s.conflicts.append("LSN \(lsn) acknowledged for two payloads")
@@ -155,20 +162,22 @@ final class Ledger: Sendable {
         }
     }
 
-    func failed() { state.withLock { $0.failures += 1 } }
+    public func failed() { state.withLock { $0.failures += 1 } }
+
+    public init() {}
 
     private let stopFlag = Mutex(false)
     /// Tells the load to stop.
-    func stop() { stopFlag.withLock { $0 = true } }
-    var stopped: Bool { stopFlag.withLock { $0 } }
+    public func stop() { stopFlag.withLock { $0 = true } }
+    public var stopped: Bool { stopFlag.withLock { $0 } }
 
-    var acked: [UInt64: [UInt8]] { state.withLock { $0.acked } }
-    var conflicts: [String] { state.withLock { $0.conflicts } }
-    var failures: Int { state.withLock { $0.failures } }
+    public var acked: [UInt64: [UInt8]] { state.withLock { $0.acked } }
+    public var conflicts: [String] { state.withLock { $0.conflicts } }
+    public var failures: Int { state.withLock { $0.failures } }
 }
 
 /// `clients` tasks appending durable records through WALClusterClient until `ledger.stop()`.
-func appendLoad(cluster: TestCluster, clients: Int, ledger: Ledger) -> [Task<Void, Never>] {
+public func appendLoad(cluster: TestCluster, clients: Int, ledger: Ledger, buffered: Bool = false) -> [Task<Void, Never>] {
     (0..<clients).map { index in
         Task {
             let client = WALClusterClient(endpoints: cluster.endpoints, timeout: .seconds(5), failoverTimeout: .seconds(20))
@@ -178,8 +187,8 @@ func appendLoad(cluster: TestCluster, clients: Int, ledger: Ledger) -> [Task<Voi
                 sequence += 1
                 let payload = Array("client \(index) record \(sequence) ".utf8) + Array(repeating: UInt8(index), count: 40)
                 do {
-                    let lsn = try await client.append(payload)
-                    ledger.acknowledged(lsn, payload)
+                    let lsn = try await client.append(payload, buffered: buffered)
+                    ledger.acknowledged(lsn, payload, from: client.current.map { "\($0)" } ?? "")
                 } catch {
                     ledger.failed()
                     try? await Task.sleep(for: .milliseconds(20))
