@@ -69,6 +69,15 @@ bench: release
 bench-compare: release bench-deps
 	.build/release/wal-bench-compare
 
+# Automatic failover under load (Sources/wal-bench-failover): etcd and three walds, 16 writers, the leader
+# SIGKILLed FAILOVER_KILLS times with min_sync_replicas 1 and again with asynchronous buffered appends; prints
+# kill → first acknowledgement on the new leader (p50, p99, max) and acknowledged records lost.
+FAILOVER_KILLS ?= 20
+FAILOVER_TTL ?= 3s
+.PHONY: bench-failover
+bench-failover: release test-deps
+	.build/release/wal-bench-failover $(FAILOVER_KILLS) $(FAILOVER_TTL)
+
 # Chaos soak (Tests/Soak/soak.py, Python 3 stdlib): a primary and two followers under 64 clients while processes
 # are killed, stalled and cut off, every acknowledged record verified on every node; then a disk-full phase on a
 # 64 MiB tmpfs (needs root to mount). DURATION is the seconds of load; SOAK_ARGS passes more options.
