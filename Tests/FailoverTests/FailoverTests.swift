@@ -174,3 +174,61 @@ import Glibc
         }
     }
 }
+
+/// walctl against a cluster: `cluster` shows who leads, `--ha-etcd` and `--server A,B,C` reach the leader.
+@Suite(.serialized) struct WalctlClusterTests {
+    /// Runs walctl with `arguments`; returns its exit status and standard output.
+    func walctl(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+        let process = Process()
+        process.executableURL = buildProductsDirectory().appendingPathComponent("walctl")
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
+    }
+
+    @Test(.timeLimit(.minutes(2)))
+    func walctlFindsTheLeaderThroughEtcdOrAnyMemberAndListsTheCluster() async throws {
+        let cluster = try await TestCluster()
+        defer { cluster.destroy() }
+        let leader = try await cluster.waitForLeader()
+        let etcd = ["--ha-etcd", cluster.etcd.clientURL, "--ha-cluster", "t"]
+        let appended = try walctl(["append"] + etcd + ["via etcd"])
+        #expect(appended.status == 0, "\(appended.stderr)")
+        #expect(appended.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "1")
+        // A follower's address first: walctl moves to the leader it names.
+        let followers = cluster.members.filter { $0 !== leader }.map(\.address)
+        let viaMembers = try walctl(["append", "--server", (followers + [leader.address]).joined(separator: ","), "via members"])
+        #expect(viaMembers.status == 0, "\(viaMembers.stderr)")
+        #expect(viaMembers.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "2")
+        _ = try await cluster.waitForConvergence()
+        // Members publish at most every 0.5 s.
+        var shown = ""
+        let deadline = ContinuousClock.now + .seconds(10)
+        repeat {
+            try await Task.sleep(for: .milliseconds(200))
+            let listed = try walctl(["cluster"] + etcd)
+            #expect(listed.status == 0, "\(listed.stderr)")
+            shown = listed.stdout
+        } while shown.split(separator: "\n").filter({ $0.contains(" 2 2 0") }).count < 3 && ContinuousClock.now < deadline
+        #expect(shown.contains("leader \(leader.address)"), "\(shown)")
+        #expect(shown.contains("\(leader.address) leader 1 2 2 0"), "\(shown)")
+        for follower in followers { #expect(shown.contains("\(follower) follower 1 2 2 0"), "\(shown)") }
+        let json = try walctl(["cluster", "--json"] + etcd)
+        #expect(json.stdout.contains("\"leader\":\"\(leader.address)\""), "\(json.stdout)")
+        // Without a cluster name: a usage error.
+        #expect(try walctl(["cluster", "--ha-etcd", cluster.etcd.clientURL]).status == 64)
+    }
+
+    @Test func theLeaderIsReadFromARefusal() {
+        #expect(WALClusterClient.leader(inRefusal: "this server is a read-only follower of 10.0.0.1:7070; append there (leader=10.0.0.1:7070)")
+                == .tcp(host: "10.0.0.1", port: 7070))
+        #expect(WALClusterClient.leader(inRefusal: "no leader: an election is running (leader=none)") == nil)
+        #expect(WALClusterClient.leader(inRefusal: "something else") == nil)
+    }
+}
