@@ -121,7 +121,15 @@ let package = Package(
         // Starts, stops, restarts and kills a real one-member etcd for tests (any test target may depend on it).
         .target(name: "WALTestEtcd", path: "Tests/WALTestEtcd"),
         // WALEtcd against a real etcd started by WALTestEtcd.
-        .testTarget(name: "WALEtcdTests", dependencies: ["WALEtcd", "WALTestEtcd"]),
+        .testTarget(
+            name: "WALEtcdTests",
+            dependencies: [
+                "WALEtcd", "WALTestEtcd",
+                // Only to read etcd's /metrics (open watchers) through the client's own HTTPClient.
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
         // The systemd units offline (verify, security score), `make install`, and wald under `systemd --user`.
         .testTarget(name: "SystemdUnitTests"),
     ],

@@ -1,6 +1,8 @@
 // EtcdClient against a real etcd (Debian's etcd-server 3.4), one fresh etcd per test, started by WALTestEtcd.
 // No mocks: what is pinned here is etcd's behaviour through the JSON gateway as much as the client's.
+import AsyncHTTPClient
 import Foundation
+import NIOCore
 import Synchronization
 import Testing
 import WALTestEtcd
@@ -307,6 +309,17 @@ func etcdError(
         }
     }
 
+    @Test func anIdleWatchOutlivesTheRequestTimeout() async throws {
+        try await withEtcd(requestTimeout: .milliseconds(500)) { _, etcd in
+            let start = try await etcd.get("quiet").revision + 1
+            let events = WatchRecorder(etcd.watch(key: "quiet", startRevision: start))
+            try await Task.sleep(for: .milliseconds(1500))  // 3 request timeouts with nothing to report
+            try await etcd.put("quiet", value: [1])
+            guard case .put(let kv) = try await events.next() else { Issue.record("expected a put"); return }
+            #expect(kv.value == [1])
+        }
+    }
+
     @Test func watchFromAnOldRevisionReplaysHistory() async throws {
         try await withEtcd { _, etcd in
             let first = try await etcd.put("h", value: bytes("1"))
@@ -350,21 +363,42 @@ func etcdError(
         }
     }
 
-    @Test func cancellingTheConsumerEndsTheWatch() async throws {
-        try await withEtcd { _, etcd in
+    /// etcd's own count of open watchers (`etcd_debugging_mvcc_watcher_total` on `GET /metrics`).
+    func openWatchers(_ server: TestEtcd, _ etcd: EtcdClient) async throws -> Int {
+        let response = try await etcd.http.execute(HTTPClientRequest(url: server.clientURL + "/metrics"), timeout: .seconds(2))
+        let text = String(buffer: try await response.body.collect(upTo: 1 << 24))
+        let line = try #require(text.split(separator: "\n").first { $0.hasPrefix("etcd_debugging_mvcc_watcher_total ") })
+        return try #require(Int(line.split(separator: " ").last ?? ""))
+    }
+
+    /// Polls `openWatchers` until it is `count` (3 s at most).
+    func expectOpenWatchers(_ count: Int, _ server: TestEtcd, _ etcd: EtcdClient, sourceLocation: SourceLocation = #_sourceLocation)
+        async throws
+    {
+        let deadline = ContinuousClock.now + .seconds(3)
+        var seen = try await openWatchers(server, etcd)
+        while seen != count && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+            seen = try await openWatchers(server, etcd)
+        }
+        #expect(seen == count, "etcd's open watchers", sourceLocation: sourceLocation)
+    }
+
+    @Test func cancellingTheConsumerOrDroppingTheStreamClosesTheWatchInEtcd() async throws {
+        try await withEtcd { server, etcd in
             let consumer = Task {
-                var count = 0
-                for try await _ in etcd.watch(key: "idle") { count += 1 }
-                return count
+                for try await _ in etcd.watch(key: "idle") {}
             }
-            try await Task.sleep(for: .milliseconds(300))
+            try await expectOpenWatchers(1, server, etcd)
             consumer.cancel()
-            let ended = Task {
-                try await Task.sleep(for: .seconds(3))
-                Issue.record("a cancelled watch did not end within 3 s")
-            }
-            _ = try? await consumer.value
-            ended.cancel()
+            _ = await consumer.result  // ends: does not hang
+            try await expectOpenWatchers(0, server, etcd)
+
+            var recorder: WatchRecorder? = WatchRecorder(etcd.watch(key: "idle"))
+            try await expectOpenWatchers(1, server, etcd)
+            recorder = nil
+            _ = recorder
+            try await expectOpenWatchers(0, server, etcd)
         }
     }
 }
