@@ -168,6 +168,33 @@ func etcdError(
         }
     }
 
+    @Test func txnComparesGreaterAndLess() async throws {
+        try await withEtcd { _, etcd in
+            // Zero-padded numbers compare as bytes in numeric order: how members can compare durable LSNs.
+            let revision = try await etcd.put("lsn/a", value: bytes("00000000000000000042"))
+            let holds: [EtcdCompare] = [
+                .valueLess(key: "lsn/a", than: bytes("00000000000000000100")),
+                .valueGreater(key: "lsn/a", than: bytes("00000000000000000041")),
+                .modRevisionGreater(key: "lsn/a", than: revision - 1), .modRevisionLess(key: "lsn/a", than: revision + 1),
+                .createRevisionGreater(key: "lsn/a", than: 0), .createRevisionLess(key: "missing", than: 1),
+                .versionGreater(key: "lsn/a", than: 0), .versionLess(key: "lsn/a", than: 2),
+            ]
+            let fails: [EtcdCompare] = [
+                .valueGreater(key: "lsn/a", than: bytes("00000000000000000100")),
+                .valueLess(key: "lsn/a", than: bytes("00000000000000000042")),
+                .modRevisionLess(key: "lsn/a", than: revision), .versionGreater(key: "lsn/a", than: 1),
+                // A value compare on a missing key is false, whatever the relation.
+                .valueLess(key: "missing", than: bytes("9")), .valueGreater(key: "missing", than: []),
+            ]
+            for compare in holds {
+                #expect(try await etcd.txn(compare: [compare], success: []).succeeded, "\(compare)")
+            }
+            for compare in fails {
+                #expect(try await !etcd.txn(compare: [compare], success: []).succeeded, "\(compare)")
+            }
+        }
+    }
+
     @Test func etcdRefusingATxnIsAStatusError() async throws {
         try await withEtcd { _, etcd in
             // etcd refuses a branch that writes one key twice ("duplicate key given in txn request").
