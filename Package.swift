@@ -123,7 +123,15 @@ let package = Package(
         // Starts, stops, restarts and kills a real one-member etcd for tests (any test target may depend on it).
         .target(name: "WALTestEtcd", dependencies: ["WALClient"], path: "Tests/WALTestEtcd"),
         // WALEtcd against a real etcd started by WALTestEtcd.
-        .testTarget(name: "WALEtcdTests", dependencies: ["WALEtcd", "WALTestEtcd"]),
+        .testTarget(
+            name: "WALEtcdTests",
+            dependencies: [
+                "WALEtcd", "WALTestEtcd",
+                // Only to read etcd's /metrics (open watchers) through the client's own HTTPClient.
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
         // Automatic failover end to end: a real etcd and three real walds, SIGKILLed and SIGSTOPped.
         .testTarget(name: "FailoverTests", dependencies: ["WALClient", "WALEtcd", "WALTestEtcd", "WALSync"]),
         // The systemd units offline (verify, security score), `make install`, and wald under `systemd --user`.

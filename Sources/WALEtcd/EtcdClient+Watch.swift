@@ -22,7 +22,9 @@ extension EtcdClient {
     ///   ``EtcdError/unreachable(endpoints:lastError:)`` when no endpoint answers or the connection breaks
     ///   or closes (e.g. etcd was stopped); `.status` when etcd refuses or cancels the watch; `.malformed`.
     ///   Then re-read and watch again. Cancelling the consuming task (or dropping the stream) closes the
-    ///   HTTP request.
+    ///   HTTP request. A member that hangs without closing the connection (a stopped process, a network
+    ///   partition that drops packets) leaves its watches silent, not failed: liveness comes from the
+    ///   bounded calls (lease renewals), not from a watch.
     public func watch(key: String, prefix: Bool = false, startRevision: Int64 = 0) -> AsyncThrowingStream<
         EtcdWatchEvent, Error
     > {

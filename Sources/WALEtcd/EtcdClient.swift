@@ -21,7 +21,8 @@ import Glibc
 /// Every call is one HTTP POST, bounded by `requestTimeout` (all endpoint attempts included); only
 /// ``watch(key:prefix:startRevision:)`` is unbounded. Endpoints are tried in order, starting from the last
 /// one that answered. A call moves to the next endpoint when the connection cannot be made; a read (and a
-/// lease renewal or delete, which are idempotent) also moves on when a connection breaks mid-request. A write
+/// lease renewal or delete, which are idempotent) also moves on when a connection breaks mid-request or the
+/// member answers 503 (Unavailable: e.g. "etcdserver: no leader" from a member cut off from the rest). A write
 /// whose connection broke after it was sent is not repeated (etcd may have applied it): it throws
 /// ``EtcdError/unreachable(endpoints:lastError:)`` naming that endpoint.
 ///
@@ -292,10 +293,19 @@ public final class EtcdClient: Sendable {
             do {
                 let response = try await http.execute(request, deadline: Self.nioDeadline(deadline))
                 let body = try await response.body.collect(upTo: Self.maxResponseBytes)
+                // 503 is gRPC's Unavailable: this member has no leader (cut off from the others) or is
+                // stopping. Another member may answer; a write is not repeated (it may have been proposed).
+                if response.status == .serviceUnavailable && retryAfterSend && attempt < endpoints.count - 1 {
+                    lastError = "\(endpoint): HTTP 503 \(String(decoding: body.readableBytesView.prefix(200), as: UTF8.self))"
+                    continue
+                }
                 if index != start { preferred.withLock { $0 = index } }
                 return (Int(response.status.code), Array(buffer: body))
             } catch {
                 try Task.checkCancellation()
+                if let error = error as? HTTPClientError, error == .deadlineExceeded {
+                    throw EtcdError.timeout("POST \(path) to \(endpoint): no answer within \(requestTimeout)")
+                }
                 if let error = error as? NIOTooManyBytesError {
                     throw EtcdError.malformed("POST \(path): answer larger than \(Self.maxResponseBytes) bytes (\(error))")
                 }

@@ -29,14 +29,24 @@ public struct EtcdKeyValue: Sendable, Equatable {
     }
 }
 
-/// A condition of a transaction (`etcdserverpb.Compare` with result `EQUAL`). etcd evaluates a missing key
-/// as create_revision 0, mod_revision 0, version 0, so `.createRevision(key: k, equals: 0)` means
-/// "k does not exist" (the usual guard for taking a key).
+/// A condition of a transaction (`etcdserverpb.Compare`): the key's field equals (EQUAL), is greater than
+/// (`…Greater`, GREATER) or less than (`…Less`, LESS) the given one. etcd evaluates a missing key as create_revision 0,
+/// mod_revision 0, version 0, so `.createRevision(key: k, equals: 0)` means "k does not exist" (the usual
+/// guard for taking a key). Values compare as bytes, lexicographically (zero-pad numbers to compare them);
+/// a value compare on a missing key is false whatever the relation.
 public enum EtcdCompare: Sendable {
     case createRevision(key: String, equals: Int64)
     case modRevision(key: String, equals: Int64)
     case value(key: String, equals: [UInt8])
     case version(key: String, equals: Int64)
+    case createRevisionGreater(key: String, than: Int64)
+    case modRevisionGreater(key: String, than: Int64)
+    case valueGreater(key: String, than: [UInt8])
+    case versionGreater(key: String, than: Int64)
+    case createRevisionLess(key: String, than: Int64)
+    case modRevisionLess(key: String, than: Int64)
+    case valueLess(key: String, than: [UInt8])
+    case versionLess(key: String, than: Int64)
 }
 
 /// One operation of a transaction branch (`etcdserverpb.RequestOp`).

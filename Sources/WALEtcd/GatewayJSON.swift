@@ -172,23 +172,31 @@ struct WireCompare: Encodable {
     var value: String?
 
     init(_ compare: EtcdCompare) {
+        enum Operand { case revision(Int64), bytes([UInt8]) }
+        let (field, key, relation, operand): (String, String, String, Operand)
         switch compare {
-        case .createRevision(let key, let revision):
-            target = "CREATE"
-            self.key = base64(key)
-            create_revision = GatewayInt64(revision)
-        case .modRevision(let key, let revision):
-            target = "MOD"
-            self.key = base64(key)
-            mod_revision = GatewayInt64(revision)
-        case .version(let key, let version):
-            target = "VERSION"
-            self.key = base64(key)
-            self.version = GatewayInt64(version)
-        case .value(let key, let value):
-            target = "VALUE"
-            self.key = base64(key)
-            self.value = base64(value)
+        case .createRevision(let k, let n): (field, key, relation, operand) = ("CREATE", k, "EQUAL", .revision(n))
+        case .modRevision(let k, let n): (field, key, relation, operand) = ("MOD", k, "EQUAL", .revision(n))
+        case .version(let k, let n): (field, key, relation, operand) = ("VERSION", k, "EQUAL", .revision(n))
+        case .value(let k, let v): (field, key, relation, operand) = ("VALUE", k, "EQUAL", .bytes(v))
+        case .createRevisionGreater(let k, let n): (field, key, relation, operand) = ("CREATE", k, "GREATER", .revision(n))
+        case .modRevisionGreater(let k, let n): (field, key, relation, operand) = ("MOD", k, "GREATER", .revision(n))
+        case .versionGreater(let k, let n): (field, key, relation, operand) = ("VERSION", k, "GREATER", .revision(n))
+        case .valueGreater(let k, let v): (field, key, relation, operand) = ("VALUE", k, "GREATER", .bytes(v))
+        case .createRevisionLess(let k, let n): (field, key, relation, operand) = ("CREATE", k, "LESS", .revision(n))
+        case .modRevisionLess(let k, let n): (field, key, relation, operand) = ("MOD", k, "LESS", .revision(n))
+        case .versionLess(let k, let n): (field, key, relation, operand) = ("VERSION", k, "LESS", .revision(n))
+        case .valueLess(let k, let v): (field, key, relation, operand) = ("VALUE", k, "LESS", .bytes(v))
+        }
+        target = field
+        self.key = base64(key)
+        result = relation
+        switch (field, operand) {
+        case ("CREATE", .revision(let n)): create_revision = GatewayInt64(n)
+        case ("MOD", .revision(let n)): mod_revision = GatewayInt64(n)
+        case ("VERSION", .revision(let n)): version = GatewayInt64(n)
+        case (_, .bytes(let v)): value = base64(v)
+        default: preconditionFailure("unreachable: \(field) with a revision")
         }
     }
 }

@@ -1,6 +1,8 @@
 // EtcdClient against a real etcd (Debian's etcd-server 3.4), one fresh etcd per test, started by WALTestEtcd.
 // No mocks: what is pinned here is etcd's behaviour through the JSON gateway as much as the client's.
+import AsyncHTTPClient
 import Foundation
+import NIOCore
 import Synchronization
 import Testing
 import WALTestEtcd
@@ -166,6 +168,33 @@ func etcdError(
         }
     }
 
+    @Test func txnComparesGreaterAndLess() async throws {
+        try await withEtcd { _, etcd in
+            // Zero-padded numbers compare as bytes in numeric order: how members can compare durable LSNs.
+            let revision = try await etcd.put("lsn/a", value: bytes("00000000000000000042"))
+            let holds: [EtcdCompare] = [
+                .valueLess(key: "lsn/a", than: bytes("00000000000000000100")),
+                .valueGreater(key: "lsn/a", than: bytes("00000000000000000041")),
+                .modRevisionGreater(key: "lsn/a", than: revision - 1), .modRevisionLess(key: "lsn/a", than: revision + 1),
+                .createRevisionGreater(key: "lsn/a", than: 0), .createRevisionLess(key: "missing", than: 1),
+                .versionGreater(key: "lsn/a", than: 0), .versionLess(key: "lsn/a", than: 2),
+            ]
+            let fails: [EtcdCompare] = [
+                .valueGreater(key: "lsn/a", than: bytes("00000000000000000100")),
+                .valueLess(key: "lsn/a", than: bytes("00000000000000000042")),
+                .modRevisionLess(key: "lsn/a", than: revision), .versionGreater(key: "lsn/a", than: 1),
+                // A value compare on a missing key is false, whatever the relation.
+                .valueLess(key: "missing", than: bytes("9")), .valueGreater(key: "missing", than: []),
+            ]
+            for compare in holds {
+                #expect(try await etcd.txn(compare: [compare], success: []).succeeded, "\(compare)")
+            }
+            for compare in fails {
+                #expect(try await !etcd.txn(compare: [compare], success: []).succeeded, "\(compare)")
+            }
+        }
+    }
+
     @Test func etcdRefusingATxnIsAStatusError() async throws {
         try await withEtcd { _, etcd in
             // etcd refuses a branch that writes one key twice ("duplicate key given in txn request").
@@ -307,6 +336,17 @@ func etcdError(
         }
     }
 
+    @Test func anIdleWatchOutlivesTheRequestTimeout() async throws {
+        try await withEtcd(requestTimeout: .milliseconds(500)) { _, etcd in
+            let start = try await etcd.get("quiet").revision + 1
+            let events = WatchRecorder(etcd.watch(key: "quiet", startRevision: start))
+            try await Task.sleep(for: .milliseconds(1500))  // 3 request timeouts with nothing to report
+            try await etcd.put("quiet", value: [1])
+            guard case .put(let kv) = try await events.next() else { Issue.record("expected a put"); return }
+            #expect(kv.value == [1])
+        }
+    }
+
     @Test func watchFromAnOldRevisionReplaysHistory() async throws {
         try await withEtcd { _, etcd in
             let first = try await etcd.put("h", value: bytes("1"))
@@ -350,21 +390,42 @@ func etcdError(
         }
     }
 
-    @Test func cancellingTheConsumerEndsTheWatch() async throws {
-        try await withEtcd { _, etcd in
+    /// etcd's own count of open watchers (`etcd_debugging_mvcc_watcher_total` on `GET /metrics`).
+    func openWatchers(_ server: TestEtcd, _ etcd: EtcdClient) async throws -> Int {
+        let response = try await etcd.http.execute(HTTPClientRequest(url: server.clientURL + "/metrics"), timeout: .seconds(2))
+        let text = String(buffer: try await response.body.collect(upTo: 1 << 24))
+        let line = try #require(text.split(separator: "\n").first { $0.hasPrefix("etcd_debugging_mvcc_watcher_total ") })
+        return try #require(Int(line.split(separator: " ").last ?? ""))
+    }
+
+    /// Polls `openWatchers` until it is `count` (3 s at most).
+    func expectOpenWatchers(_ count: Int, _ server: TestEtcd, _ etcd: EtcdClient, sourceLocation: SourceLocation = #_sourceLocation)
+        async throws
+    {
+        let deadline = ContinuousClock.now + .seconds(3)
+        var seen = try await openWatchers(server, etcd)
+        while seen != count && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+            seen = try await openWatchers(server, etcd)
+        }
+        #expect(seen == count, "etcd's open watchers", sourceLocation: sourceLocation)
+    }
+
+    @Test func cancellingTheConsumerOrDroppingTheStreamClosesTheWatchInEtcd() async throws {
+        try await withEtcd { server, etcd in
             let consumer = Task {
-                var count = 0
-                for try await _ in etcd.watch(key: "idle") { count += 1 }
-                return count
+                for try await _ in etcd.watch(key: "idle") {}
             }
-            try await Task.sleep(for: .milliseconds(300))
+            try await expectOpenWatchers(1, server, etcd)
             consumer.cancel()
-            let ended = Task {
-                try await Task.sleep(for: .seconds(3))
-                Issue.record("a cancelled watch did not end within 3 s")
-            }
-            _ = try? await consumer.value
-            ended.cancel()
+            _ = await consumer.result  // ends: does not hang
+            try await expectOpenWatchers(0, server, etcd)
+
+            var recorder: WatchRecorder? = WatchRecorder(etcd.watch(key: "idle"))
+            try await expectOpenWatchers(1, server, etcd)
+            recorder = nil
+            _ = recorder
+            try await expectOpenWatchers(0, server, etcd)
         }
     }
 }
