@@ -402,7 +402,7 @@ func etcdError(
     func expectOpenWatchers(_ count: Int, _ server: TestEtcd, _ etcd: EtcdClient, sourceLocation: SourceLocation = #_sourceLocation)
         async throws
     {
-        let deadline = ContinuousClock.now + .seconds(3)
+        let deadline = ContinuousClock.now + .seconds(10)
         var seen = try await openWatchers(server, etcd)
         while seen != count && ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(50))
