@@ -4,11 +4,12 @@ PREFIX ?= /usr/local
 DESTDIR ?=
 DATA_DIR ?= data
 LISTEN ?= 127.0.0.1:7070
-APT_PACKAGES := libsystemd-dev systemd
+APT_PACKAGES := libsystemd-dev systemd libssl-dev
 BENCH_PACKAGES := redis-server redis-tools
 # The RESP tests drive wald with Redis's own clients: redis-cli and redis-benchmark (redis-tools) and
 # redis-py, installed from PyPI into a virtualenv under the build directory (.build-venv, never committed).
-TEST_PACKAGES := redis-tools python3 python3-venv
+# The TLS tests make their certificates with the openssl command (libssl-dev, for the build, is in APT_PACKAGES).
+TEST_PACKAGES := redis-tools python3 python3-venv openssl
 # What the README's quick start types next to `make run`: nc (the text protocol) and redis-cli (RESP).
 RUN_PACKAGES := netcat-openbsd redis-tools
 VENV := .build-venv
