@@ -25,8 +25,32 @@ struct ServerOptions: ParsableArguments {
         valueName: "seconds"))
     var timeout: Double?
 
+    @Flag(name: .long, help: "Connect with TLS (the server's certificate is verified). Implied by the other --tls-* options.")
+    var tls = false
+
+    @Option(name: .long, help: ArgumentHelp("CAs the server's certificate must chain to (PEM). Default the system's.", valueName: "file"))
+    var tlsCaFile: String?
+
+    @Option(name: .long, help: ArgumentHelp("Client certificate (PEM), for a server that asks for one.", valueName: "file"))
+    var tlsCertFile: String?
+
+    @Option(name: .long, help: ArgumentHelp("The key of --tls-cert-file (PEM).", valueName: "file"))
+    var tlsKeyFile: String?
+
+    @Option(name: .long, help: ArgumentHelp("The name the server's certificate must carry. Default the host of --server.", valueName: "name"))
+    var tlsServerName: String?
+
     /// The options every network command takes, as typed (for moving them after the subcommand).
-    static let names: Set<String> = ["--server", "--unix", "--token", "--timeout"]
+    static let names: Set<String> = ["--server", "--unix", "--token", "--timeout", "--tls", "--tls-ca-file", "--tls-cert-file",
+                                     "--tls-key-file", "--tls-server-name"]
+    /// The names above that take no value.
+    static let flagNames: Set<String> = ["--tls"]
+
+    /// TLS settings when any --tls option is given.
+    var clientTLS: ClientTLS? {
+        guard tls || tlsCaFile != nil || tlsCertFile != nil || tlsKeyFile != nil || tlsServerName != nil else { return nil }
+        return ClientTLS(caFile: tlsCaFile, certificateFile: tlsCertFile, keyFile: tlsKeyFile, serverName: tlsServerName)
+    }
 
     static let environment = ProcessInfo.processInfo.environment
 
@@ -65,12 +89,15 @@ struct ServerOptions: ParsableArguments {
     func validate() throws {
         _ = try endpoint
         _ = try resolvedTimeout
+        if (tlsCertFile == nil) != (tlsKeyFile == nil) {
+            throw ValidationError("--tls-cert-file and --tls-key-file go together")
+        }
     }
 
     /// Connects (and authenticates); a failure ends walctl with `walctl: error: …` and status 1.
     func connect() async -> WALClient {
         do {
-            return try await WALClient.connect(try endpoint, token: resolvedToken, timeout: try resolvedTimeout)
+            return try await WALClient.connect(try endpoint, token: resolvedToken, timeout: try resolvedTimeout, tls: clientTLS)
         } catch {
             fail("\(error)")
         }
@@ -86,7 +113,7 @@ struct ServerOptions: ParsableArguments {
             let name = argument.split(separator: "=", maxSplits: 1).first.map(String.init) ?? argument
             guard names.contains(name) else { break }
             leading.append(argument)
-            if !argument.contains("=") && index + 1 < arguments.count {
+            if !argument.contains("=") && !flagNames.contains(name) && index + 1 < arguments.count {
                 leading.append(arguments[index + 1])
                 index += 1
             }

@@ -12,6 +12,7 @@ import WALCore
 import WALDaemon
 import WALProtocol
 import WALServer
+import WALTLS
 
 struct Daemon: Sendable {
     let config: WaldConfig
@@ -43,6 +44,11 @@ struct Daemon: Sendable {
         // use, a name that does not resolve) leaves no directory and no segment behind.
         let activated = Systemd.listenFileDescriptors()
         var serverOptions = serverOptions(from: config)
+        do {
+            serverOptions.tls = try serverTLS(from: config)
+        } catch {
+            return fatal("\(error)", errno: EINVAL, logger: logger)
+        }
         let listeners: Listeners
         do {
             listeners = try bindListeners(activated: activated, options: serverOptions, environment: environment)
@@ -50,6 +56,7 @@ struct Daemon: Sendable {
             return fatal("\(error)", errno: (error as? SocketError)?.errno, logger: logger)
         }
         serverOptions.inheritedListeners = listeners.server
+        serverOptions.inheritedTLSListeners = listeners.tls
         if let problem = dataDirectoryProblem() {
             listeners.release()
             return fatal(problem, errno: ENOENT, logger: logger)
@@ -71,8 +78,20 @@ struct Daemon: Sendable {
         var replicator: Replicator?
         if let upstream = config.follow, let role {
             let endpoint = Endpoint.tcp(host: upstream.host, port: upstream.port)
-            let follower = Replicator(wal: wal, server: server, upstream: endpoint, token: config.authToken, role: role,
-                                      logger: logger)
+            let tls = config.followTLS ? ClientTLS(caFile: config.followTLSCAFile, certificateFile: config.followTLSCertFile,
+                                                   keyFile: config.followTLSKeyFile, serverName: config.followTLSServerName) : nil
+            if let tls {
+                // Read the files now: a missing one is a start-up error, not a retry loop.
+                do {
+                    _ = try tls.makeContext()
+                } catch {
+                    listeners.release()
+                    try? await wal.close()
+                    return fatal("follow_tls: \(error)", errno: EINVAL, logger: logger)
+                }
+            }
+            let follower = Replicator(wal: wal, server: server, upstream: endpoint, token: config.authToken, tls: tls,
+                                      role: role, logger: logger)
             role.setPromotionHandler {
                 await follower.stop()
                 logger.notice("promoted: no longer following; accepting appends", metadata: ["upstream": "\(upstream)"])
@@ -150,13 +169,14 @@ struct Daemon: Sendable {
     /// The listening sockets, bound (or taken from systemd) before the log is opened.
     struct Listeners {
         var server: [Int32]
+        var tls: [Int32] = []
         var metrics: Int32?
         /// The unix socket file wald created itself (removed at exit; systemd's is systemd's).
         var unixSocket: String?
 
         /// Closes everything and removes the socket file: the start failed.
         func release() {
-            for fd in server { close(fd) }
+            for fd in server + tls { close(fd) }
             if let metrics { close(metrics) }
             removeUnixSocket()
         }
@@ -171,19 +191,23 @@ struct Daemon: Sendable {
         guard activated.isEmpty else {
             let passed = activated.filter { $0.name != "metrics" }
             try checkExplicitListen(matches: passed.map(\.fd), environment: environment)
-            return Listeners(server: passed.map(\.fd), metrics: activated.first { $0.name == "metrics" }?.fd)
+            // TLS listeners are wald's own even under socket activation.
+            let tls = try WALServer.bindTLS(options)
+            return Listeners(server: passed.map(\.fd), tls: tls, metrics: activated.first { $0.name == "metrics" }?.fd)
         }
         let fds = try WALServer.bind(options)
+        var tls: [Int32] = []
         var metricsFD: Int32?
-        if let address = config.metricsListen {
-            do {
+        do {
+            tls = try WALServer.bindTLS(options)
+            if let address = config.metricsListen {
                 metricsFD = try MetricsEndpoint.bind(SocketAddress(host: address.host, port: address.port))
-            } catch {
-                Listeners(server: fds, unixSocket: config.unixSocket).release()
-                throw error
             }
+        } catch {
+            Listeners(server: fds, tls: tls, unixSocket: config.unixSocket).release()
+            throw error
         }
-        return Listeners(server: fds, metrics: metricsFD, unixSocket: config.unixSocket)
+        return Listeners(server: fds, tls: tls, metrics: metricsFD, unixSocket: config.unixSocket)
     }
 
     /// With socket activation wald serves on the sockets systemd passes, whatever the config
@@ -262,6 +286,25 @@ struct Daemon: Sendable {
         applied.maxFollowerHoldBytes = new.maxFollowerHoldBytes
         applied.scrubInterval = new.scrubInterval
         applied.scrubBytesPerSecond = new.scrubBytesPerSecond
+        applied.tlsCertFile = new.tlsCertFile
+        applied.tlsKeyFile = new.tlsKeyFile
+        applied.tlsCAFile = new.tlsCAFile
+        applied.tlsClientAuth = new.tlsClientAuth
+        applied.idleTimeout = new.idleTimeout
+        applied.maxConnectionsPerAddress = new.maxConnectionsPerAddress
+        // The certificate files are read again even when their names did not change: renewing
+        // a certificate in place and sending SIGHUP is how it is rotated.
+        let tls: TLSContext?
+        do {
+            tls = try serverTLS(from: applied)
+        } catch {
+            logger.error("configuration reload rejected; the running configuration stays in force", metadata: ["error": "\(error)"])
+            return running
+        }
+        if tls == nil && !(config.tlsListen.isEmpty) {
+            logger.error("configuration reload rejected: the TLS listeners need tls_cert_file and tls_key_file; the running configuration stays in force")
+            return running
+        }
         level.value = applied.logLevel
         do {
             try wal.update(walOptions(from: applied))
@@ -272,7 +315,9 @@ struct Daemon: Sendable {
         server.update(
             maxConnections: applied.maxConnections, maxFrameBytes: applied.maxFrameBytes, authToken: .some(applied.authToken),
             minSyncReplicas: applied.minSyncReplicas, syncReplicaTimeout: applied.syncReplicaTimeout,
-            maxFollowerHoldBytes: applied.maxFollowerHoldBytes)
+            maxFollowerHoldBytes: applied.maxFollowerHoldBytes, tls: .some(tls),
+            idleTimeout: .some(applied.idleTimeout == .zero ? nil : applied.idleTimeout),
+            maxConnectionsPerAddress: applied.maxConnectionsPerAddress)
         logger.notice("configuration reloaded", metadata: ["changed": "\(changed.filter { !needsRestart.contains($0) })"])
         return applied
     }
@@ -339,8 +384,22 @@ struct Daemon: Sendable {
         options.maxFollowerHoldBytes = config.maxFollowerHoldBytes
         options.respStream = config.respStream
         options.respBuffered = config.respDurability == "buffered"
+        options.tlsListen = config.tlsListen.map { SocketAddress(host: $0.host, port: $0.port) }
+        options.idleTimeout = config.idleTimeout == .zero ? nil : config.idleTimeout
+        options.maxConnectionsPerAddress = config.maxConnectionsPerAddress
         options.logger = Logger(label: "wald.server")
         return options
+    }
+}
+
+extension Daemon {
+    /// The TLS listeners' context from the configured files, or nil when none are set. Throws
+    /// `TLSError` naming the file and the reason (unreadable, not PEM, the key not the
+    /// certificate's).
+    func serverTLS(from config: WaldConfig) throws -> TLSContext? {
+        guard let certificate = config.tlsCertFile, let key = config.tlsKeyFile else { return nil }
+        return try TLSContext(serverCertificateFile: certificate, keyFile: key, caFile: config.tlsCAFile,
+                              clientAuth: TLSClientAuth(rawValue: config.tlsClientAuth) ?? .none)
     }
 }
 

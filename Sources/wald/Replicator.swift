@@ -14,15 +14,18 @@ final class Replicator: Sendable {
     private let server: WALServer
     private let upstream: Endpoint
     private let token: String?
+    private let tls: ClientTLS?
     private let role: ReplicationRole
     private let logger: Logger
     private let task = Mutex<Task<Void, Never>?>(nil)
 
-    init(wal: WAL, server: WALServer, upstream: Endpoint, token: String?, role: ReplicationRole, logger: Logger) {
+    init(wal: WAL, server: WALServer, upstream: Endpoint, token: String?, tls: ClientTLS?, role: ReplicationRole,
+         logger: Logger) {
         self.wal = wal
         self.server = server
         self.upstream = upstream
         self.token = token
+        self.tls = tls
         self.role = role
         self.logger = logger
     }
@@ -68,16 +71,18 @@ final class Replicator: Sendable {
     private func followOnce() async throws {
         let start = try await checkIdentity()
         try Task.checkCancellation()
-        let fd = try WALClient.connectSocket(upstream, token: token)
+        let (fd, session) = try WALClient.connectStream(upstream, token: token, tls: tls)
         role.setConnected(true)
-        logger.notice("following upstream", metadata: ["upstream": "\(upstream)", "from_lsn": "\(start)"])
-        try await server.follow(upstreamSocket: fd, from: start)
+        logger.notice("following upstream", metadata: [
+            "upstream": "\(upstream)", "from_lsn": "\(start)", "tls": "\(session?.protocolVersion ?? "off")",
+        ])
+        try await server.follow(upstreamSocket: fd, tls: session, from: start)
     }
 
     /// Makes sure we follow the same log and returns the LSN to stream from.
     private func checkIdentity() async throws -> LSN {
         // Bounded: an upstream that accepts and never answers must not hold the follower for ever.
-        let control = try await WALClient.connect(upstream, token: token, timeout: .seconds(10))
+        let control = try await WALClient.connect(upstream, token: token, timeout: .seconds(10), tls: tls)
         defer { control.close() }
         let info = try await control.info()
         var local = wal.status

@@ -74,7 +74,8 @@ import Testing
 
     @Test func everyOptionIsClassified() {
         let restartOnly: Set<WaldOption> = [.listen, .unix, .dataDir, .segmentPrefix, .maxSegmentBytes, .metricsListen, .follow,
-                                            .respStream, .respDurability]
+                                            .respStream, .respDurability, .tlsListen, .followTLS, .followTLSCAFile,
+                                            .followTLSCertFile, .followTLSKeyFile, .followTLSServerName]
         for option in WaldOption.allCases {
             #expect(option.isReloadable == !restartOnly.contains(option), "\(option)")
         }

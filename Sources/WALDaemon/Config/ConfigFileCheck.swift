@@ -48,7 +48,7 @@ enum ConfigFileCheck {
             case .scalar:
                 break
             case .sequence(let sequence):
-                guard key == WaldOption.listen.yamlKey else {
+                guard WaldOption(rawValue: key)?.isList == true else {
                     throw .malformedFile(path: path, reason: "\"\(key)\" takes a single value, not a list")
                 }
                 guard sequence.allSatisfy({ $0.scalar != nil }) else {

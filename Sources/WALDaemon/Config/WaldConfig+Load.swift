@@ -149,6 +149,43 @@ extension WaldConfig {
             return bytes
         }.value
 
+        let tlsListen = try await values.list(.tlsListen, default: config.tlsListen, parse: ListenAddress.parseBindable)
+        config.tlsListen = tlsListen.value
+        let tlsCert = try await values.value(.tlsCertFile, default: "", parse: nonEmpty)
+        config.tlsCertFile = tlsCert.source == .default ? nil : tlsCert.value
+        let tlsKey = try await values.value(.tlsKeyFile, default: "", parse: nonEmpty)
+        config.tlsKeyFile = tlsKey.source == .default ? nil : tlsKey.value
+        config.tlsCAFile = try await values.optional(.tlsCAFile, parse: nonEmpty)
+        let clientAuth = try await values.value(.tlsClientAuth, default: config.tlsClientAuth) { (text) throws(ValueError) in
+            guard ["none", "request", "require"].contains(text) else { throw ValueError("expected none, request or require") }
+            return text
+        }
+        config.tlsClientAuth = clientAuth.value
+        config.idleTimeout = try await values.value(.idleTimeout, default: config.idleTimeout, parse: DurationText.parse).value
+        config.maxConnectionsPerAddress = try await values.value(.maxConnectionsPerAddress, default: config.maxConnectionsPerAddress) {
+            (text) throws(ValueError) in try Count.parse(text, minimum: 1)
+        }.value
+        let followTLS = try await values.value(.followTLS, default: config.followTLS) { (text) throws(ValueError) in
+            switch text.lowercased() {
+            case "true", "yes", "on", "1": return true
+            case "false", "no", "off", "0": return false
+            default: throw ValueError("expected true or false")
+            }
+        }
+        config.followTLS = followTLS.value
+        var followTLSSet: [Sourced<String>] = []
+        for option in [WaldOption.followTLSCAFile, .followTLSCertFile, .followTLSKeyFile, .followTLSServerName] {
+            let value = try await values.value(option, default: "", parse: nonEmpty)
+            let set = value.source == .default ? nil : value.value
+            switch option {
+            case .followTLSCAFile: config.followTLSCAFile = set
+            case .followTLSCertFile: config.followTLSCertFile = set
+            case .followTLSKeyFile: config.followTLSKeyFile = set
+            default: config.followTLSServerName = set
+            }
+            followTLSSet.append(value)
+        }
+
         // Cross-checks. Blame the value the operator set, not a default it collides with.
         let recordLimit = config.maxFrameBytes - frameOverheadBytes
         if config.maxRecordBytes > recordLimit {
@@ -162,12 +199,49 @@ extension WaldConfig {
                 option: .maxRecordBytes, source: maxRecordBytes.source, value: maxRecordBytes.text,
                 expected: "expected at most max_frame_bytes - \(frameOverheadBytes) = \(recordLimit)")
         }
-        if config.listen.isEmpty && config.unixSocket == nil {
+        if config.listen.isEmpty && config.unixSocket == nil && config.tlsListen.isEmpty {
             throw .invalidValue(
                 option: .listen, source: listen.source, value: listen.text,
-                expected: "expected at least one HOST:PORT when no unix socket is set")
+                expected: "expected at least one HOST:PORT when no unix socket and no tls_listen is set")
         }
+        try checkTLS(config, tlsListen: tlsListen, clientAuth: clientAuth, files: (tlsCert, tlsKey),
+                     followTLS: followTLS, followFiles: followTLSSet)
         return config
+    }
+
+    /// TLS options that cannot work together. The files themselves are read when the daemon
+    /// makes its TLS context (at start and on SIGHUP), which reports a missing or mismatched one.
+    private static func checkTLS(
+        _ config: WaldConfig, tlsListen: Sourced<[ListenAddress]>, clientAuth: Sourced<String>,
+        files: (cert: Sourced<String>, key: Sourced<String>), followTLS: Sourced<Bool>, followFiles: [Sourced<String>]
+    ) throws(WaldConfigError) {
+        if !config.tlsListen.isEmpty && (config.tlsCertFile == nil || config.tlsKeyFile == nil) {
+            throw .invalidValue(option: .tlsListen, source: tlsListen.source, value: tlsListen.text,
+                                expected: "expected tls_cert_file and tls_key_file to be set as well (a TLS listener needs a certificate and its key)")
+        }
+        if (config.tlsCertFile == nil) != (config.tlsKeyFile == nil) {
+            let (option, given): (WaldOption, Sourced<String>) = config.tlsCertFile == nil ? (.tlsKeyFile, files.key) : (.tlsCertFile, files.cert)
+            throw .invalidValue(option: option, source: given.source, value: given.text,
+                                expected: "expected tls_cert_file and tls_key_file together")
+        }
+        if config.tlsClientAuth != "none" && config.tlsCAFile == nil {
+            throw .invalidValue(option: .tlsClientAuth, source: clientAuth.source, value: clientAuth.text,
+                                expected: "expected tls_ca_file to be set as well (the CAs client certificates must chain to)")
+        }
+        let options: [WaldOption] = [.followTLSCAFile, .followTLSCertFile, .followTLSKeyFile, .followTLSServerName]
+        if !config.followTLS, let index = followFiles.firstIndex(where: { $0.source != .default }) {
+            throw .invalidValue(option: options[index], source: followFiles[index].source, value: followFiles[index].text,
+                                expected: "expected follow_tls to be on as well (--follow-tls, follow_tls: true)")
+        }
+        if config.followTLS && config.follow == nil {
+            throw .invalidValue(option: .followTLS, source: followTLS.source, value: followTLS.text,
+                                expected: "expected follow to be set as well (follow_tls says how to reach the upstream)")
+        }
+        if (config.followTLSCertFile == nil) != (config.followTLSKeyFile == nil) {
+            let index = config.followTLSCertFile == nil ? 2 : 1
+            throw .invalidValue(option: options[index], source: followFiles[index].source, value: followFiles[index].text,
+                                expected: "expected follow_tls_cert_file and follow_tls_key_file together")
+        }
     }
 
     private static func nonEmpty(_ text: String) throws(ValueError) -> String {

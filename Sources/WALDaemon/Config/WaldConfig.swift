@@ -62,6 +62,34 @@ public struct WaldConfig: Sendable, Equatable {
     public var scrubInterval: Duration = .seconds(24 * 3600)
     /// The most a scrub reads per second, in bytes. Default 16 MiB; at least 64 KiB. Reloadable.
     public var scrubBytesPerSecond: Int = 16 << 20
+    /// TCP addresses served with TLS, beside `listen` or instead of it (`listen: []`). Default none.
+    /// Needs `tlsCertFile` and `tlsKeyFile`.
+    public var tlsListen: [ListenAddress] = []
+    /// The TLS listeners' certificate (PEM, chain after the leaf). Default none. Reloadable (SIGHUP
+    /// reads it again; new connections use it, open ones keep theirs).
+    public var tlsCertFile: String? = nil
+    /// The private key of `tlsCertFile` (unencrypted PEM). Default none. Reloadable.
+    public var tlsKeyFile: String? = nil
+    /// CAs that client certificates must chain to (PEM). Needed for `tlsClientAuth` request or
+    /// require. Default none. Reloadable.
+    public var tlsCAFile: String? = nil
+    /// `none`, `request` (a certificate, if sent, must verify) or `require`. Default `none`. Reloadable.
+    public var tlsClientAuth: String = "none"
+    /// A connection that sends nothing this long while the server owes it nothing is closed;
+    /// zero = never. Default 5 minutes. Reloadable.
+    public var idleTimeout: Duration = .seconds(300)
+    /// Most connections at once from one IP address. Default 64; at least 1. Reloadable.
+    public var maxConnectionsPerAddress: Int = 64
+    /// A follower reaches its upstream over TLS. Default false.
+    public var followTLS: Bool = false
+    /// CAs the upstream's certificate must chain to; default the system's. Needs `followTLS`.
+    public var followTLSCAFile: String? = nil
+    /// The follower's client certificate (mutual TLS). Needs `followTLSKeyFile`.
+    public var followTLSCertFile: String? = nil
+    /// The key of `followTLSCertFile`.
+    public var followTLSKeyFile: String? = nil
+    /// The name the upstream's certificate must carry; default the host of `follow`.
+    public var followTLSServerName: String? = nil
     /// The YAML file the configuration was read from (`--config` or `WALD_CONFIG`), if any.
     public var configFile: String? = nil
 
@@ -109,6 +137,18 @@ public struct WaldConfig: Sendable, Equatable {
         case .respDurability: respDurability == other.respDurability
         case .scrubInterval: scrubInterval == other.scrubInterval
         case .scrubBytesPerSecond: scrubBytesPerSecond == other.scrubBytesPerSecond
+        case .tlsListen: tlsListen == other.tlsListen
+        case .tlsCertFile: tlsCertFile == other.tlsCertFile
+        case .tlsKeyFile: tlsKeyFile == other.tlsKeyFile
+        case .tlsCAFile: tlsCAFile == other.tlsCAFile
+        case .tlsClientAuth: tlsClientAuth == other.tlsClientAuth
+        case .idleTimeout: idleTimeout == other.idleTimeout
+        case .maxConnectionsPerAddress: maxConnectionsPerAddress == other.maxConnectionsPerAddress
+        case .followTLS: followTLS == other.followTLS
+        case .followTLSCAFile: followTLSCAFile == other.followTLSCAFile
+        case .followTLSCertFile: followTLSCertFile == other.followTLSCertFile
+        case .followTLSKeyFile: followTLSKeyFile == other.followTLSKeyFile
+        case .followTLSServerName: followTLSServerName == other.followTLSServerName
         }
     }
 
@@ -141,6 +181,18 @@ public struct WaldConfig: Sendable, Equatable {
             "resp_durability": "\(respDurability)",
             "scrub_interval": "\(DurationText.format(scrubInterval))",
             "scrub_bytes_per_second": size(scrubBytesPerSecond),
+            "tls_listen": .array(tlsListen.map { "\($0)" }),
+            "tls_cert_file": "\(tlsCertFile ?? "none")",
+            "tls_key_file": "\(tlsKeyFile ?? "none")",
+            "tls_ca_file": "\(tlsCAFile ?? "none")",
+            "tls_client_auth": "\(tlsClientAuth)",
+            "idle_timeout": "\(DurationText.format(idleTimeout))",
+            "max_connections_per_address": "\(maxConnectionsPerAddress)",
+            "follow_tls": "\(followTLS)",
+            "follow_tls_ca_file": "\(followTLSCAFile ?? "none")",
+            "follow_tls_cert_file": "\(followTLSCertFile ?? "none")",
+            "follow_tls_key_file": "\(followTLSKeyFile ?? "none")",
+            "follow_tls_server_name": "\(followTLSServerName ?? "none")",
         ]
     }
 }

@@ -84,12 +84,50 @@ public struct WaldFlags: ParsableArguments, Sendable {
     @Option(help: WaldOption.help(.scrubBytesPerSecond, "The most a scrub reads per second, at least 64KiB. Default 16MiB.", valueName: "size"))
     public var scrubBytesPerSecond: String?
 
+    @Option(help: WaldOption.help(.tlsListen, "TCP address to serve with TLS; repeat for several. Needs --tls-cert-file and --tls-key-file. Default none.", valueName: "host:port"))
+    public var tlsListen: [String] = []
+
+    @Option(help: WaldOption.help(.tlsCertFile, "The TLS listeners' certificate chain (PEM). Default none.", valueName: "file"))
+    public var tlsCertFile: String?
+
+    @Option(help: WaldOption.help(.tlsKeyFile, "The private key of the TLS certificate (PEM). Default none.", valueName: "file"))
+    public var tlsKeyFile: String?
+
+    @Option(help: WaldOption.help(.tlsCAFile, "CAs that client certificates must chain to (PEM). Default none.", valueName: "file"))
+    public var tlsCAFile: String?
+
+    @Option(help: WaldOption.help(.tlsClientAuth, "Client certificates: none, request (verified if sent) or require. Default none.", valueName: "none|request|require"))
+    public var tlsClientAuth: String?
+
+    @Option(help: WaldOption.help(.idleTimeout, "Close a connection that sends nothing this long while owed nothing; 0 = never. Default 5m.", valueName: "duration"))
+    public var idleTimeout: String?
+
+    @Option(help: WaldOption.help(.maxConnectionsPerAddress, "Most connections at once from one IP address. Default 64.", valueName: "count"))
+    public var maxConnectionsPerAddress: String?
+
+    @Flag(help: WaldOption.flagHelp(.followTLS, "Reach the upstream of --follow over TLS. Default off."))
+    public var followTls = false
+
+    @Option(help: WaldOption.help(.followTLSCAFile, "CAs the upstream's certificate must chain to (PEM). Default the system's.", valueName: "file"))
+    public var followTlsCaFile: String?
+
+    @Option(help: WaldOption.help(.followTLSCertFile, "The follower's client certificate (PEM), for mutual TLS. Default none.", valueName: "file"))
+    public var followTlsCertFile: String?
+
+    @Option(help: WaldOption.help(.followTLSKeyFile, "The key of --follow-tls-cert-file (PEM). Default none.", valueName: "file"))
+    public var followTlsKeyFile: String?
+
+    @Option(help: WaldOption.help(.followTLSServerName, "The name the upstream's certificate must carry. Default the host of --follow.", valueName: "name"))
+    public var followTlsServerName: String?
+
     public init() {}
 
     /// The flags that were given, keyed by YAML key, for the highest-priority provider.
     var configValues: [AbsoluteConfigKey: ConfigValue] {
         var values: [AbsoluteConfigKey: ConfigValue] = [:]
         if !listen.isEmpty { values[WaldOption.listen.configKey] = ConfigValue(.stringArray(listen), isSecret: false) }
+        if !tlsListen.isEmpty { values[WaldOption.tlsListen.configKey] = ConfigValue(.stringArray(tlsListen), isSecret: false) }
+        if followTls { values[WaldOption.followTLS.configKey] = ConfigValue(.string("true"), isSecret: false) }
         let single: [(WaldOption, String?)] = [
             (.unix, unix), (.dataDir, dataDir), (.config, config), (.segmentPrefix, segmentPrefix),
             (.maxSegmentBytes, maxSegmentBytes), (.maxSegments, maxSegments), (.retentionBytes, retentionBytes),
@@ -99,7 +137,11 @@ public struct WaldFlags: ParsableArguments, Sendable {
             (.follow, follow), (.minSyncReplicas, minSyncReplicas), (.syncReplicaTimeout, syncReplicaTimeout),
             (.maxFollowerHoldBytes, maxFollowerHoldBytes), (.respStream, respStream),
             (.respDurability, respDurability), (.scrubInterval, scrubInterval),
-            (.scrubBytesPerSecond, scrubBytesPerSecond),
+            (.scrubBytesPerSecond, scrubBytesPerSecond), (.tlsCertFile, tlsCertFile), (.tlsKeyFile, tlsKeyFile),
+            (.tlsCAFile, tlsCAFile), (.tlsClientAuth, tlsClientAuth), (.idleTimeout, idleTimeout),
+            (.maxConnectionsPerAddress, maxConnectionsPerAddress), (.followTLSCAFile, followTlsCaFile),
+            (.followTLSCertFile, followTlsCertFile), (.followTLSKeyFile, followTlsKeyFile),
+            (.followTLSServerName, followTlsServerName),
         ]
         for case (let option, let value?) in single {
             values[option.configKey] = ConfigValue(.string(value), isSecret: option == .authToken)
@@ -117,5 +159,10 @@ extension WaldOption {
     static func help(_ option: WaldOption, _ text: String, valueName: String) -> ArgumentHelp {
         ArgumentHelp("\(text) Env \(option.environmentVariable)" + (option.isFileKey ? ", file key \(option.yamlKey)." : "."),
                      valueName: valueName)
+    }
+
+    /// The same for a flag without a value (the variable and the file take true or false).
+    static func flagHelp(_ option: WaldOption, _ text: String) -> ArgumentHelp {
+        ArgumentHelp("\(text) Env \(option.environmentVariable)=true, file key \(option.yamlKey): true.")
     }
 }
