@@ -101,7 +101,7 @@ let package = Package(
         .target(
             name: "WALDaemon",
             dependencies: [
-                "WALSync",
+                "WALSync", "WALTLS",
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

@@ -277,6 +277,7 @@ final class ServerLoop: @unchecked Sendable {
 
     /// A TLS client finished its handshake.
     func tlsHandshakeDone(_ connection: Connection) {
+        connection.adoptCertificateRole()
         logger.debug("TLS handshake done", metadata: [
             "peer": "\(connection.peer)", "id": "\(connection.id)",
             "version": "\(connection.transport.tls?.protocolVersion ?? "")",
@@ -327,8 +328,9 @@ final class ServerLoop: @unchecked Sendable {
         return difference == 0
     }
 
-    /// The INFO object.
-    func infoJSON() -> String {
+    /// The INFO object. `hidingAddresses` (for a `read` user) leaves out where the upstream
+    /// and the followers are: a reader needs the log's state, not the replication topology.
+    func infoJSON(hidingAddresses: Bool = false) -> String {
         let status = wal.status
         let role = replication
         var fields: [(String, String)] = [
@@ -347,7 +349,7 @@ final class ServerLoop: @unchecked Sendable {
         ]
         if let failure = status.failure { fields.append(("failure", jsonString(failure.description))) }
         if let upstream = role.upstream {
-            fields.append(("upstream", jsonString(upstream)))
+            if !hidingAddresses { fields.append(("upstream", jsonString(upstream))) }
             fields.append(("upstream_connected", role.upstreamConnected ? "true" : "false"))
             if let error = role.lastError { fields.append(("upstream_error", jsonString(error))) }
         }
@@ -359,7 +361,7 @@ final class ServerLoop: @unchecked Sendable {
             let lag = status.durableLSN > f.durableLSN ? status.durableLSN - f.durableLSN : 0
             let lagBytes = lag == 0 ? 0 : wal.bytes(from: f.durableLSN + 1)
             followerObjects.append(
-                "{\"address\":\(jsonString(f.address)),\"durable_lsn\":\(f.durableLSN),\"lag_records\":\(lag),"
+                "{" + (hidingAddresses ? "" : "\"address\":\(jsonString(f.address)),") + "\"durable_lsn\":\(f.durableLSN),\"lag_records\":\(lag),"
                     + "\"lag_bytes\":\(lagBytes),\"last_feedback_ms\":\(elapsed)}")
         }
         fields.append(("followers", "[" + followerObjects.joined(separator: ",") + "]"))

@@ -26,6 +26,11 @@ public struct ServerOptions: Sendable {
     /// Most connections open at once from one IP address (unix sockets are not counted).
     /// Default 64. Reloadable.
     public var maxConnectionsPerAddress: Int = 64
+    /// Named users, each with a role and its token's salted hash; AUTH with a user's token
+    /// gives that role. Reloadable.
+    public var users: [ServerUser] = []
+    /// A verified TLS client certificate's subject CN → the role it authenticates as. Reloadable.
+    public var certificateRoles: [String: Role] = [:]
     /// Listening sockets inherited from systemd (socket activation); when non-empty they
     /// replace `listen` and `unixSocket`.
     public var inheritedListeners: [Int32] = []

@@ -205,9 +205,12 @@ public final class WALServer: Sendable {
     public func update(
         maxConnections: Int? = nil, maxFrameBytes: Int? = nil, authToken: String?? = nil,
         minSyncReplicas: Int? = nil, syncReplicaTimeout: Duration? = nil, maxFollowerHoldBytes: Int? = nil,
-        tls: TLSContext?? = nil, idleTimeout: Duration?? = nil, maxConnectionsPerAddress: Int? = nil
+        tls: TLSContext?? = nil, idleTimeout: Duration?? = nil, maxConnectionsPerAddress: Int? = nil,
+        users: [ServerUser]? = nil, certificateRoles: [String: Role]? = nil
     ) {
         let options = loop.sharedOptions.withLock { options -> ServerOptions in
+            if let users { options.users = users }
+            if let certificateRoles { options.certificateRoles = certificateRoles }
             if let tls { options.tls = tls }
             if let idleTimeout { options.idleTimeout = idleTimeout }
             if let maxConnectionsPerAddress { options.maxConnectionsPerAddress = maxConnectionsPerAddress }

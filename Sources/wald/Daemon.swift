@@ -292,6 +292,8 @@ struct Daemon: Sendable {
         applied.tlsClientAuth = new.tlsClientAuth
         applied.idleTimeout = new.idleTimeout
         applied.maxConnectionsPerAddress = new.maxConnectionsPerAddress
+        applied.users = new.users
+        applied.certificateRoles = new.certificateRoles
         // The certificate files are read again even when their names did not change: renewing
         // a certificate in place and sending SIGHUP is how it is rotated.
         let tls: TLSContext?
@@ -317,7 +319,8 @@ struct Daemon: Sendable {
             minSyncReplicas: applied.minSyncReplicas, syncReplicaTimeout: applied.syncReplicaTimeout,
             maxFollowerHoldBytes: applied.maxFollowerHoldBytes, tls: .some(tls),
             idleTimeout: .some(applied.idleTimeout == .zero ? nil : applied.idleTimeout),
-            maxConnectionsPerAddress: applied.maxConnectionsPerAddress)
+            maxConnectionsPerAddress: applied.maxConnectionsPerAddress,
+            users: access(from: applied).users, certificateRoles: access(from: applied).certificateRoles)
         logger.notice("configuration reloaded", metadata: ["changed": "\(changed.filter { !needsRestart.contains($0) })"])
         return applied
     }
@@ -387,6 +390,7 @@ struct Daemon: Sendable {
         options.tlsListen = config.tlsListen.map { SocketAddress(host: $0.host, port: $0.port) }
         options.idleTimeout = config.idleTimeout == .zero ? nil : config.idleTimeout
         options.maxConnectionsPerAddress = config.maxConnectionsPerAddress
+        (options.users, options.certificateRoles) = access(from: config)
         options.logger = Logger(label: "wald.server")
         return options
     }
@@ -396,6 +400,16 @@ extension Daemon {
     /// The TLS listeners' context from the configured files, or nil when none are set. Throws
     /// `TLSError` naming the file and the reason (unreadable, not PEM, the key not the
     /// certificate's).
+    /// The users and certificate roles for the server (the loader already checked every role
+    /// name and hash, so nothing is dropped here).
+    func access(from config: WaldConfig) -> (users: [ServerUser], certificateRoles: [String: Role]) {
+        let users = config.users.compactMap { user -> ServerUser? in
+            guard let role = Role(rawValue: user.role), let hash = TokenHash(parsing: user.tokenHash) else { return nil }
+            return ServerUser(name: user.name, role: role, tokenHash: hash)
+        }
+        return (users, config.certificateRoles.compactMapValues { Role(rawValue: $0) })
+    }
+
     func serverTLS(from config: WaldConfig) throws -> TLSContext? {
         guard let certificate = config.tlsCertFile, let key = config.tlsKeyFile else { return nil }
         return try TLSContext(serverCertificateFile: certificate, keyFile: key, caFile: config.tlsCAFile,

@@ -2,6 +2,7 @@
 // (in that order of precedence), reads each option's text through one ConfigReader, remembers which
 // layer answered so an error can name it, then parses, range-checks and cross-checks the values.
 import Configuration
+import Foundation
 import Logging
 import Synchronization
 
@@ -48,6 +49,8 @@ extension WaldConfig {
             ),
         ]
         let configFile: Sourced<String>?
+        var accessUsers: [WaldUser] = []
+        var accessRoles: [String: String] = [:]
         if let path = flags.config {
             configFile = Sourced(value: path, source: .flag, text: path)
         } else if let path = environment[WaldOption.config.environmentVariable] {
@@ -61,10 +64,15 @@ extension WaldConfig {
                 throw .invalidValue(option: .config, source: configFile.source, value: path, expected: "expected a file path")
             }
             if try ConfigFileCheck.check(path: path) == .options {
+                (accessUsers, accessRoles) = try ConfigFileCheck.accessLists(path: path)
+                // The YAML provider takes only scalars and lists of scalars: it reads a copy
+                // without the structured access lists (removed as soon as it is read).
+                let options = try ConfigFileCheck.copyWithoutAccessLists(path: path)
+                defer { if let options { unlink(options) } }
                 do {
                     let provider = try await FileProvider<YAMLSnapshot>(
                         parsingOptions: .init(secretsSpecifier: .specific([WaldOption.authToken.yamlKey])),
-                        filePath: .init(path))
+                        filePath: .init(options ?? path))
                     layers.append((.file(path), provider))
                 } catch {
                     throw .malformedFile(path: path, reason: "\(error)")
@@ -75,6 +83,8 @@ extension WaldConfig {
 
         var config = WaldConfig()
         config.configFile = configFile?.value
+        config.users = accessUsers
+        config.certificateRoles = accessRoles
 
         let listen = try await values.list(.listen, default: config.listen, parse: ListenAddress.parseBindable)
         config.listen = listen.value

@@ -90,6 +90,10 @@ public struct WaldConfig: Sendable, Equatable {
     public var followTLSKeyFile: String? = nil
     /// The name the upstream's certificate must carry; default the host of `follow`.
     public var followTLSServerName: String? = nil
+    /// Named users (config file only, key `users`): AUTH with a user's token gives its role. Reloadable.
+    public var users: [WaldUser] = []
+    /// Verified client certificate CN → role (config file only, key `cert_roles`). Reloadable.
+    public var certificateRoles: [String: String] = [:]
     /// The YAML file the configuration was read from (`--config` or `WALD_CONFIG`), if any.
     public var configFile: String? = nil
 
@@ -99,6 +103,9 @@ public struct WaldConfig: Sendable, Equatable {
     public static let frameOverheadBytes = 16
     /// The smallest segment that holds a header and one record header.
     public static let minimumSegmentBytes = 128
+
+    /// File keys outside the option catalogue: structured access lists, with no flag or variable.
+    public static let accessKeys = ["users", "cert_roles"]
 
     /// All defaults.
     public init() {}
@@ -194,5 +201,19 @@ public struct WaldConfig: Sendable, Equatable {
             "follow_tls_key_file": "\(followTLSKeyFile ?? "none")",
             "follow_tls_server_name": "\(followTLSServerName ?? "none")",
         ]
+    }
+}
+
+/// One entry of the config file's `users:` list. `tokenHash` is `walctl hash-token`'s output.
+public struct WaldUser: Sendable, Equatable {
+    public var name: String
+    /// `read`, `append` or `admin`.
+    public var role: String
+    public var tokenHash: String
+
+    public init(name: String, role: String, tokenHash: String) {
+        self.name = name
+        self.role = role
+        self.tokenHash = tokenHash
     }
 }

@@ -84,7 +84,11 @@ final class Connection: @unchecked Sendable {
     var gates: Deque<Gate> = []
     /// Registered in `loop.gated` (kept in step with `gates` being non-empty).
     private var isGated = false
-    var authenticated = false
+    /// What this connection may do: set by AUTH or a mapped client certificate; nil before
+    /// (then only AUTH, PING and QUIT are served when authentication is configured).
+    var role: Role?
+    /// Who authenticated (a user's name, `default` for the auth token, `cn:NAME` for a certificate).
+    var userName: String?
     var blocked: Blocker?
     var stream: Stream?
     /// A barrier request (INFO, REPLAY, TRUNCATE, PROMOTE) waits for the held replies before it.

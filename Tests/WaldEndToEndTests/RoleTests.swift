@@ -1,0 +1,193 @@
+// Roles against a real wald: users from the config file with hashes made by `walctl hash-token`,
+// client certificates mapped to roles, and the single auth token as admin; each role allowed and
+// refused per request type over the binary protocol (WALClient), the text protocol (a raw
+// socket) and RESP (redis-cli). A refusal names the missing right and leaves the connection open.
+import Foundation
+import Testing
+import WALClient
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// wald with users `reader`, `appender`, `boss` (tokens `<name>-token`), the auth token
+/// `legacy-token`, certificate roles for reader-cert/appender-cert/admin-cert, and a TLS
+/// listener that asks for (but does not require) client certificates.
+private func startWithRoles() throws -> (WaldProcess, TestCertificates, String) {
+    let certificates = try TestCertificates.shared()
+    var users = ""
+    for (name, role) in [("reader", "read"), ("appender", "append"), ("boss", "admin")] {
+        let hashed = try runTool("walctl", ["hash-token"], input: Array("\(name)-token\n".utf8))
+        #expect(hashed.status == 0 && hashed.stdout.hasPrefix("pbkdf2-sha256$"), "hash-token: \(hashed.stderr)")
+        #expect(!hashed.stdout.contains("\(name)-token"), "hash-token printed the token")
+        users += "  - name: \(name)\n    role: \(role)\n    token_hash: \"\(hashed.stdout.trimmingCharacters(in: .whitespacesAndNewlines))\"\n"
+    }
+    let file = NSTemporaryDirectory() + "wald-e2e-roles-\(UUID().uuidString).yaml"
+    let yaml = "auth_token: legacy-token\nusers:\n\(users)cert_roles:\n  reader-cert: read\n  appender-cert: append\n"
+        + "  admin-cert: admin\n"
+    try Data(yaml.utf8).write(to: URL(fileURLWithPath: file))
+    let wald = try WaldProcess(arguments: ["--config", file, "--listen", "127.0.0.1:0"]
+                                   + certificates.serverArguments(clientAuth: "request"))
+    return (wald, certificates, file)
+}
+
+/// The message of a refused call, or "allowed".
+private func outcome(_ call: () async throws -> Void) async -> String {
+    do {
+        try await call()
+        return "allowed"
+    } catch WALClientError.server(let code, let message) {
+        return "\(code.name) \(message)"
+    } catch {
+        return "\(error)"
+    }
+}
+
+@Suite(.serialized) struct RoleTests {
+    @Test(.timeLimit(.minutes(1)))
+    func eachRoleIsAllowedAndRefusedPerRequestOverTheBinaryProtocol() async throws {
+        let (wald, _, file) = try startWithRoles()
+        defer { wald.cleanup(); try? FileManager.default.removeItem(atPath: file) }
+        let anonymous = try await WALClient.connect(wald.plainEndpoint, timeout: .seconds(10))
+        defer { anonymous.close() }
+        #expect(try await anonymous.ping() == [])
+        #expect(await outcome { _ = try await anonymous.info() } == "UNAUTHORIZED authenticate first with AUTH <token>")
+
+        let expected: [(token: String, append: String, truncate: String)] = [
+            ("reader-token", "UNAUTHORIZED role read lacks append", "UNAUTHORIZED role read lacks truncate"),
+            ("appender-token", "allowed", "UNAUTHORIZED role append lacks truncate"),
+            ("boss-token", "allowed", "allowed"),
+            ("legacy-token", "allowed", "allowed"),
+        ]
+        for (token, append, truncate) in expected {
+            let client = try await WALClient.connect(wald.plainEndpoint, token: token, timeout: .seconds(10))
+            defer { client.close() }
+            #expect(await outcome { try await client.append(payload(token, size: 20)) } == append, "\(token) APPEND")
+            #expect(await outcome { _ = try await client.info() } == "allowed", "\(token) INFO")
+            #expect(await outcome { _ = try await client.sync() } == "allowed", "\(token) SYNC")
+            #expect(await outcome { _ = try await client.ping() } == "allowed", "\(token) PING")
+            #expect(await outcome { for try await _ in client.replay(from: 1) {} } == "allowed", "\(token) REPLAY")
+            #expect(await outcome { _ = try await client.truncate(before: 1) } == truncate, "\(token) TRUNCATE")
+            // The connection stays open after a refusal.
+            #expect(await outcome { _ = try await client.ping() } == "allowed", "\(token) after a refusal")
+        }
+        #expect(await outcome { _ = try await WALClient.connect(wald.plainEndpoint, token: "reader-tokeN") }
+                    == "UNAUTHORIZED wrong token")
+        #expect(!wald.stderrText.contains("reader-token") && !wald.stderrText.contains("legacy-token"), "a token was logged")
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func eachRoleIsAllowedAndRefusedPerRequestOverTheTextProtocol() throws {
+        let (wald, _, file) = try startWithRoles()
+        defer { wald.cleanup(); try? FileManager.default.removeItem(atPath: file) }
+        func session(_ token: String?) throws -> (String) -> String {
+            let connection = try RawConnection(port: wald.port)
+            if let token {
+                connection.send("AUTH \(token)\r\n")
+                #expect(connection.readLine() == "OK")
+            }
+            return { line in
+                connection.send(line + "\r\n")
+                return connection.readLine() ?? "(closed)"
+            }
+        }
+        let anonymous = try session(nil)
+        #expect(anonymous("PING") == "PONG")
+        #expect(anonymous("APPEND x") == "ERR UNAUTHORIZED authenticate first with AUTH <token>")
+        let reader = try session("reader-token")
+        #expect(reader("APPEND x") == "ERR UNAUTHORIZED role read lacks append")
+        #expect(reader("SYNC").hasPrefix("SYNCED"))
+        #expect(reader("INFO").hasPrefix("{"))
+        #expect(reader("METRICS") == "ERR UNAUTHORIZED role read lacks metrics")
+        #expect(reader("PROMOTE") == "ERR UNAUTHORIZED role read lacks promote")
+        #expect(reader("TRUNCATE 1") == "ERR UNAUTHORIZED role read lacks truncate")
+        let appender = try session("appender-token")
+        #expect(appender("APPEND x") == "OK 1")
+        #expect(appender("TRUNCATE 1") == "ERR UNAUTHORIZED role append lacks truncate")
+        #expect(appender("METRICS") == "ERR UNAUTHORIZED role append lacks metrics")
+        #expect(appender("APPEND y") == "OK 2", "the connection stays usable after a refusal")
+        let admin = try session("boss-token")
+        #expect(admin("TRUNCATE 1") == "OK 1")
+        #expect(!admin("METRICS").hasPrefix("ERR"))
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func eachRoleIsAllowedAndRefusedOverRESP() throws {
+        let (wald, _, file) = try startWithRoles()
+        defer { wald.cleanup(); try? FileManager.default.removeItem(atPath: file) }
+        func cli(_ arguments: [String]) throws -> String {
+            let run = try runProgram("/usr/bin/redis-cli", ["-h", "127.0.0.1", "-p", "\(wald.port)", "--no-auth-warning"] + arguments,
+                                     timeout: 20)
+            return (run.stdout + run.stderr).trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        #expect(try cli(["XLEN", "wal"]) == "NOAUTH Authentication required.")
+        #expect(try cli(["--user", "reader", "--pass", "reader-token", "XADD", "wal", "*", "data", "r"])
+                    == "NOPERM role read lacks append (XADD)")
+        #expect(try cli(["--user", "reader", "--pass", "reader-token", "XLEN", "wal"]) == "0")
+        #expect(try cli(["--user", "appender", "--pass", "appender-token", "XADD", "wal", "*", "data", "a"]) == "1-0")
+        #expect(try cli(["--user", "appender", "--pass", "appender-token", "XTRIM", "wal", "MINID", "~", "2"])
+                    == "NOPERM role append lacks truncate (XTRIM)")
+        // AUTH <token> alone finds the user; a user's token under another name does not.
+        #expect(try cli(["--pass", "appender-token", "XADD", "wal", "*", "data", "b"]) == "2-0")
+        let wrongUser = try cli(["--user", "reader", "--pass", "appender-token", "XLEN", "wal"])
+        #expect(wrongUser.contains("WRONGPASS"), "\(wrongUser)")
+        let trimmed = try cli(["--user", "boss", "--pass", "boss-token", "XTRIM", "wal", "MINID", "~", "2"])
+        #expect(!trimmed.contains("NOPERM") && !trimmed.contains("ERR"), "\(trimmed)")
+        let length = try cli(["--pass", "legacy-token", "XLEN", "wal"])
+        #expect(length == "1" || length == "2", "\(length)")
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func aVerifiedClientCertificateAuthenticatesAsItsMappedRole() async throws {
+        let (wald, certificates, file) = try startWithRoles()
+        defer { wald.cleanup(); try? FileManager.default.removeItem(atPath: file) }
+        let reader = try await WALClient.connect(wald.tlsEndpoint, timeout: .seconds(10), tls: certificates.client("reader-cert"))
+        defer { reader.close() }
+        #expect(await outcome { try await reader.append(payload("r", size: 5)) } == "UNAUTHORIZED role read lacks append")
+        #expect(await outcome { _ = try await reader.info() } == "allowed")
+        let appender = try await WALClient.connect(wald.tlsEndpoint, timeout: .seconds(10), tls: certificates.client("appender-cert"))
+        defer { appender.close() }
+        #expect(await outcome { try await appender.append(payload("a", size: 5)) } == "allowed")
+        #expect(await outcome { _ = try await appender.truncate(before: 1) } == "UNAUTHORIZED role append lacks truncate")
+        let admin = try await WALClient.connect(wald.tlsEndpoint, timeout: .seconds(10), tls: certificates.client("admin-cert"))
+        defer { admin.close() }
+        #expect(await outcome { _ = try await admin.truncate(before: 1) } == "allowed")
+        // A verified certificate without a mapping, or none, still has to AUTH.
+        let stranger = try await WALClient.connect(wald.tlsEndpoint, timeout: .seconds(10), tls: certificates.client("stranger"))
+        defer { stranger.close() }
+        #expect(await outcome { _ = try await stranger.info() } == "UNAUTHORIZED authenticate first with AUTH <token>")
+        let noCertificate = try await WALClient.connect(wald.tlsEndpoint, token: "appender-token", timeout: .seconds(10),
+                                                        tls: certificates.client())
+        defer { noCertificate.close() }
+        #expect(await outcome { try await noCertificate.append(payload("n", size: 5)) } == "allowed")
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func badUserEntriesAreStartupErrorsAndHashTokenRefusesNoToken() throws {
+        let directory = NSTemporaryDirectory() + "wald-e2e-roles-bad-\(UUID().uuidString)"
+        let hash = "pbkdf2-sha256$10000$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+        let cases: [(yaml: String, says: String)] = [
+            ("users:\n  - {name: a, role: read, token_hash: plaintext}\n", "token_hash must be the output of `walctl hash-token`"),
+            ("users:\n  - {name: a, role: owner, token_hash: \"\(hash)\"}\n", "role must be read, append or admin"),
+            ("users:\n  - {name: a, role: read, token_hash: \"\(hash)\"}\n  - {name: a, role: admin, token_hash: \"\(hash)\"}\n",
+             "appears twice"),
+            ("users:\n  - {name: a, role: read, token: x, token_hash: \"\(hash)\"}\n", "unknown key \"token\""),
+            ("cert_roles:\n  follower-1: superuser\n", "must map to read, append or admin"),
+        ]
+        for (yaml, says) in cases {
+            let file = directory + ".yaml"
+            try Data(yaml.utf8).write(to: URL(fileURLWithPath: file))
+            defer { try? FileManager.default.removeItem(atPath: file) }
+            let run = try runTool("wald", ["--data-dir", directory, "--listen", "127.0.0.1:0", "--config", file], timeout: 30)
+            #expect(run.status != 0 && run.stderr.contains(says), "\(yaml): \(run.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: directory))
+        }
+        let empty = try runTool("walctl", ["hash-token"], input: [])
+        #expect(empty.status == 1 && empty.stderr.contains("no token on stdin"), "\(empty.stderr)")
+        let spaced = try runTool("walctl", ["hash-token"], input: Array("two words\n".utf8))
+        #expect(spaced.status == 1, "\(spaced.stdout)")
+        // Two hashes of one token differ (a fresh salt each time).
+        let first = try runTool("walctl", ["hash-token"], input: Array("same\n".utf8)).stdout
+        let second = try runTool("walctl", ["hash-token"], input: Array("same\n".utf8)).stdout
+        #expect(first != second && first.hasPrefix("pbkdf2-sha256$10000$"))
+    }
+}
