@@ -284,14 +284,14 @@ final class ServerLoop: @unchecked Sendable {
         ])
     }
 
-    /// `1.2.3.4:5` → `1.2.3.4`, `[::1]:5` → `::1`, a unix peer → `unix`.
+    /// `1.2.3.4:5` → `1.2.3.4`, `[::1]:5` → `::1`; a unix peer, or a socket handed over with
+    /// a name rather than an address (`serve(connectedSocket:)`), → `unix` (not counted).
     static func host(of peer: String) -> String {
-        if peer.hasPrefix("unix") { return "unix" }
         if peer.hasPrefix("["), let close = peer.firstIndex(of: "]") {
             return String(peer[peer.index(after: peer.startIndex)..<close])
         }
-        if let colon = peer.lastIndex(of: ":") { return String(peer[..<colon]) }
-        return peer
+        if !peer.hasPrefix("unix"), let colon = peer.lastIndex(of: ":") { return String(peer[..<colon]) }
+        return "unix"
     }
 
     /// Drops follow and replay streams that fell more than `maxFollowerHoldBytes` behind,
