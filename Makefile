@@ -5,7 +5,7 @@ DESTDIR ?=
 DATA_DIR ?= data
 LISTEN ?= 127.0.0.1:7070
 APT_PACKAGES := libsystemd-dev systemd libssl-dev
-BENCH_PACKAGES := redis-server redis-tools
+BENCH_PACKAGES := redis-server redis-tools openssl
 # The RESP tests drive wald with Redis's own clients: redis-cli and redis-benchmark (redis-tools) and
 # redis-py, installed from PyPI into a virtualenv under the build directory (.build-venv, never committed).
 # The TLS tests make their certificates with the openssl command (libssl-dev, for the build, is in APT_PACKAGES).
