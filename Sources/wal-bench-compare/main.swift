@@ -199,6 +199,12 @@ final class Server {
     }
 
     static func wald(binaries: URL, directory: String, extra: [String] = []) throws -> Server {
+        try startWald(binaries: binaries, directory: directory, extra: extra).server
+    }
+
+    /// Starts wald and reads its ready line (`ready 127.0.0.1:PORT [tls=127.0.0.1:PORT]`): the
+    /// server on its plain port, and the TLS port when it has one.
+    private static func startWald(binaries: URL, directory: String, extra: [String]) throws -> (server: Server, tlsPort: UInt16?) {
         let process = Process()
         process.executableURL = binaries.appendingPathComponent("wald")
         process.arguments = ["--data-dir", directory, "--listen", "127.0.0.1:0", "--log-level", "warning"] + extra
@@ -211,10 +217,12 @@ final class Server {
             if chunk.isEmpty { throw BenchError.failed("wald exited before it was ready") }
             text += String(decoding: chunk, as: UTF8.self)
         }
-        guard text.hasPrefix("ready "), let port = text.split(separator: "\n")[0].split(separator: ":").last.flatMap({ UInt16($0) }) else {
+        let fields = text.split(separator: "\n")[0].split(separator: " ")
+        guard fields.count >= 2, fields[0] == "ready", let port = fields[1].split(separator: ":").last.flatMap({ UInt16($0) }) else {
             throw BenchError.failed("unexpected wald output: \(text)")
         }
-        return Server(process: process, port: port, name: "wald")
+        let tlsPort = fields.first(where: { $0.hasPrefix("tls=") })?.split(separator: ":").last.flatMap { UInt16($0) }
+        return (Server(process: process, port: port, name: "wald"), tlsPort)
     }
 
     /// Redis with a TLS port beside its plain one (the same certificate as wald's).
@@ -235,30 +243,17 @@ final class Server {
         return (Server(process: process, port: port, name: "redis-server", logFile: directory + "/redis.log"), tlsPort)
     }
 
-    /// wald with a TLS listener beside its plain one; its ready line names both.
+    /// wald with a TLS listener beside its plain one.
     static func waldTLS(binaries: URL, directory: String, certificates: String, durability: String) throws -> (server: Server, tlsPort: UInt16) {
-        let process = Process()
-        process.executableURL = binaries.appendingPathComponent("wald")
-        process.arguments = ["--data-dir", directory, "--listen", "127.0.0.1:0", "--log-level", "warning",
-                             "--tls-listen", "127.0.0.1:0", "--tls-cert-file", certificates + "/server.pem",
-                             "--tls-key-file", certificates + "/server.key", "--resp-durability", durability]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        try runWithSignalsUnblocked(process)
-        var text = ""
-        while !text.contains("\n") {
-            let chunk = pipe.fileHandleForReading.availableData
-            if chunk.isEmpty { throw BenchError.failed("wald exited before it was ready") }
-            text += String(decoding: chunk, as: UTF8.self)
+        let started = try startWald(binaries: binaries, directory: directory, extra: [
+            "--tls-listen", "127.0.0.1:0", "--tls-cert-file", certificates + "/server.pem",
+            "--tls-key-file", certificates + "/server.key", "--resp-durability", durability,
+        ])
+        guard let tlsPort = started.tlsPort else {
+            started.server.stop()
+            throw BenchError.failed("wald did not report its TLS listener")
         }
-        // ready 127.0.0.1:PORT tls=127.0.0.1:PORT
-        let fields = text.split(separator: "\n")[0].split(separator: " ")
-        guard fields.count >= 3, fields[0] == "ready",
-              let port = fields[1].split(separator: ":").last.flatMap({ UInt16($0) }),
-              let tlsPort = fields.first(where: { $0.hasPrefix("tls=") })?.split(separator: ":").last.flatMap({ UInt16($0) }) else {
-            throw BenchError.failed("unexpected wald output: \(text)")
-        }
-        return (Server(process: process, port: port, name: "wald"), tlsPort)
+        return (started.server, tlsPort)
     }
 
     /// SIGTERM, then SIGKILL if the server has not exited within 10 s.
