@@ -161,6 +161,54 @@ private func outcome(_ call: () async throws -> Void) async -> String {
         #expect(await outcome { try await noCertificate.append(payload("n", size: 5)) } == "allowed")
     }
 
+    /// A read user sees the log's state in INFO but not where its followers are.
+    @Test(.timeLimit(.minutes(1)))
+    func infoHidesFollowerAddressesFromReadUsers() async throws {
+        let (wald, _, file) = try startWithRoles()
+        defer { wald.cleanup(); try? FileManager.default.removeItem(atPath: file) }
+        let follower = try WaldProcess(arguments: ["--follow", wald.address, "--auth-token", "legacy-token"])
+        defer { follower.cleanup() }
+        let admin = try await WALClient.connect(wald.plainEndpoint, token: "boss-token", timeout: .seconds(10))
+        defer { admin.close() }
+        let connected = await {
+            for _ in 0..<200 {
+                if (try? await admin.info().json.contains("\"address\"")) == true { return true }
+                try? await Task.sleep(for: .milliseconds(50))
+            }
+            return false
+        }()
+        #expect(connected, "the follower never showed up in INFO")
+        let reader = try await WALClient.connect(wald.plainEndpoint, token: "reader-token", timeout: .seconds(10))
+        defer { reader.close() }
+        let json = try await reader.info().json
+        #expect(json.contains("\"followers\":[{") && !json.contains("\"address\""), "\(json)")
+        #expect(json.contains("\"last_lsn\""))
+    }
+
+    /// SIGHUP reads users: again: a new user can authenticate, a removed one no longer can,
+    /// and a connection authenticated before keeps its role.
+    @Test(.timeLimit(.minutes(1)))
+    func usersAreReloadedOnSIGHUP() async throws {
+        let (wald, _, file) = try startWithRoles()
+        defer { wald.cleanup(); try? FileManager.default.removeItem(atPath: file) }
+        let before = try await WALClient.connect(wald.plainEndpoint, token: "appender-token", timeout: .seconds(10))
+        defer { before.close() }
+        let hashed = try runTool("walctl", ["hash-token"], input: Array("newcomer-token\n".utf8)).stdout
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        try Data("auth_token: legacy-token\nusers:\n  - {name: newcomer, role: append, token_hash: \"\(hashed)\"}\n".utf8)
+            .write(to: URL(fileURLWithPath: file))
+        kill(wald.process.processIdentifier, SIGHUP)
+        var reloaded = false
+        for _ in 0..<200 where !reloaded {
+            reloaded = (try? await WALClient.connect(wald.plainEndpoint, token: "newcomer-token", timeout: .seconds(5)))
+                .map { $0.close(); return true } ?? false
+            if !reloaded { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        #expect(reloaded, "the new user could not authenticate after SIGHUP: \(wald.stderrText)")
+        #expect(await outcome { _ = try await WALClient.connect(wald.plainEndpoint, token: "appender-token") } == "UNAUTHORIZED wrong token")
+        #expect(await outcome { try await before.append(payload("kept", size: 5)) } == "allowed")
+    }
+
     @Test(.timeLimit(.minutes(1)))
     func badUserEntriesAreStartupErrorsAndHashTokenRefusesNoToken() throws {
         let directory = NSTemporaryDirectory() + "wald-e2e-roles-bad-\(UUID().uuidString)"
