@@ -108,6 +108,12 @@ private func outcome(_ call: () async throws -> Void) async -> String {
         let admin = try session("boss-token")
         #expect(admin("TRUNCATE 1") == "OK 1")
         #expect(!admin("METRICS").hasPrefix("ERR"))
+        // Guessing costs a PBKDF2 per user on the server: the third wrong token ends the connection.
+        let guesser = try session(nil)
+        #expect(guesser("AUTH guess-1") == "ERR UNAUTHORIZED wrong token")
+        #expect(guesser("AUTH guess-2") == "ERR UNAUTHORIZED wrong token")
+        #expect(guesser("AUTH guess-3") == "ERR UNAUTHORIZED wrong token")
+        #expect(guesser("PING") == "(closed)")
     }
 
     @Test(.timeLimit(.minutes(1)))

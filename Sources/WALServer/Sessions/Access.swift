@@ -110,6 +110,21 @@ extension Connection {
         return false
     }
 
+    /// Wrong tokens a connection may send while users are configured before it is closed:
+    /// each AUTH costs one PBKDF2 per user on the loop, so guessing must not be free.
+    static let maxFailedAuths = 3
+
+    /// Counts a wrong token; the third one (with users configured) ends the connection after
+    /// its reply, like QUIT.
+    func authFailed() {
+        failedAuths += 1
+        guard !options.users.isEmpty, failedAuths >= Self.maxFailedAuths else { return }
+        loop.logger.info("closing a connection after repeated wrong tokens", metadata: ["peer": "\(peer)", "failures": "\(failedAuths)"])
+        input.removeAll()
+        stopReading = true
+        closing = true
+    }
+
     /// A `read` user does not see the upstream's and followers' addresses in INFO.
     var hidesAddresses: Bool { loop.authRequired && (role ?? .read) < .append }
 

@@ -684,6 +684,7 @@ extension Connection {
     private func authenticate(user: String, password: UnsafeRawBufferPointer) -> Bool {
         guard let (role, name) = loop.role(forToken: password, user: user == "default" ? nil : user) else {
             resp.writer.error("invalid username-password pair or user is disabled.", code: "WRONGPASS", into: &output)
+            authFailed()
             return false
         }
         self.role = role

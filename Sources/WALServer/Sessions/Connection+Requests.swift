@@ -253,6 +253,7 @@ extension Connection {
                 reply(.ok)
             } else {
                 reply(.error(.unauthorized, "wrong token"))
+                authFailed()
             }
         case .promote:
             blocked = .promote

@@ -89,6 +89,8 @@ final class Connection: @unchecked Sendable {
     var role: Role?
     /// Who authenticated (a user's name, `default` for the auth token, `cn:NAME` for a certificate).
     var userName: String?
+    /// Wrong tokens sent on this connection (see `authFailed`).
+    var failedAuths = 0
     var blocked: Blocker?
     var stream: Stream?
     /// A barrier request (INFO, REPLAY, TRUNCATE, PROMOTE) waits for the held replies before it.
