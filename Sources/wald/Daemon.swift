@@ -98,7 +98,7 @@ struct Daemon: Sendable {
             }
             replicator = follower
         }
-        let metrics = MetricsEndpoint { server.metricsText() }
+        let metrics = MetricsEndpoint(text: { server.metricsText() }, token: config.metricsToken)
         var addresses: [String]
         do {
             addresses = try server.start()
@@ -138,7 +138,7 @@ struct Daemon: Sendable {
         var running = config
         for await signal in signals.signals {
             if signal == SIGHUP {
-                running = await reload(from: running, wal: wal, server: server, level: level, logger: logger)
+                running = await reload(from: running, wal: wal, server: server, metrics: metrics, level: level, logger: logger)
                 Systemd.notify("READY=1\n" + (await statusLine(wal: wal, server: server, addresses: addresses)))
                 continue
             }
@@ -257,7 +257,8 @@ struct Daemon: Sendable {
 
     /// SIGHUP: reads the configuration again and applies what can change while running.
     /// A configuration with errors is rejected and the running one stays in force.
-    private func reload(from running: WaldConfig, wal: WAL, server: WALServer, level: LogLevelSetting, logger: Logger) async -> WaldConfig {
+    private func reload(from running: WaldConfig, wal: WAL, server: WALServer, metrics: MetricsEndpoint, level: LogLevelSetting,
+                        logger: Logger) async -> WaldConfig {
         Systemd.notify("RELOADING=1\nMONOTONIC_USEC=\(Systemd.monotonicMicros())")
         let new: WaldConfig
         do {
@@ -293,6 +294,7 @@ struct Daemon: Sendable {
         applied.idleTimeout = new.idleTimeout
         applied.maxConnectionsPerAddress = new.maxConnectionsPerAddress
         applied.users = new.users
+        applied.metricsToken = new.metricsToken
         applied.certificateRoles = new.certificateRoles
         // The certificate files are read again even when their names did not change: renewing
         // a certificate in place and sending SIGHUP is how it is rotated.
@@ -321,6 +323,7 @@ struct Daemon: Sendable {
             idleTimeout: .some(applied.idleTimeout == .zero ? nil : applied.idleTimeout),
             maxConnectionsPerAddress: applied.maxConnectionsPerAddress,
             users: access(from: applied).users, certificateRoles: access(from: applied).certificateRoles)
+        metrics.update(token: applied.metricsToken)
         logger.notice("configuration reloaded", metadata: ["changed": "\(changed.filter { !needsRestart.contains($0) })"])
         return applied
     }

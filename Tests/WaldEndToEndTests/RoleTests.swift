@@ -215,6 +215,24 @@ private func outcome(_ call: () async throws -> Void) async -> String {
         #expect(await outcome { try await before.append(payload("kept", size: 5)) } == "allowed")
     }
 
+    /// With metrics_token, the HTTP metrics endpoint answers only scrapes that send it.
+    @Test(.timeLimit(.minutes(1)))
+    func theMetricsEndpointRequiresItsBearerToken() throws {
+        let wald = try WaldProcess(arguments: ["--metrics-listen", "127.0.0.1:0"], environment: ["WALD_METRICS_TOKEN": "scrape-token"])
+        defer { wald.cleanup() }
+        let address = try #require(wald.readyLine.split(separator: " ").first { $0.hasPrefix("metrics=") })
+        let port = try #require(UInt16(address.split(separator: ":").last ?? ""))
+        func get(_ headers: String) throws -> String {
+            let connection = try RawConnection(port: port)
+            connection.send("GET /metrics HTTP/1.1\r\nHost: x\r\n\(headers)\r\n")
+            return connection.readLine() ?? "(closed)"
+        }
+        #expect(try get("") == "HTTP/1.1 401 Unauthorized")
+        #expect(try get("Authorization: Bearer scrape-tokeN\r\n") == "HTTP/1.1 401 Unauthorized")
+        #expect(try get("Authorization: Bearer scrape-token\r\n") == "HTTP/1.1 200 OK")
+        #expect(!wald.stderrText.contains("scrape-token"), "the metrics token was logged")
+    }
+
     @Test(.timeLimit(.minutes(1)))
     func badUserEntriesAreStartupErrorsAndHashTokenRefusesNoToken() throws {
         let directory = NSTemporaryDirectory() + "wald-e2e-roles-bad-\(UUID().uuidString)"

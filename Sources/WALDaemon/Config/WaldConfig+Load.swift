@@ -44,7 +44,7 @@ extension WaldConfig {
                 KeyMappingProvider(
                     upstream: EnvironmentVariablesProvider(
                         environmentVariables: environment,
-                        secretsSpecifier: .specific([WaldOption.authToken.environmentVariable])),
+                        secretsSpecifier: .specific(Set(WaldOption.allCases.filter(\.isSecret).map(\.environmentVariable)))),
                     keyMapper: { $0.prepending(["wald"]) })
             ),
         ]
@@ -71,7 +71,7 @@ extension WaldConfig {
                 defer { if let options { unlink(options) } }
                 do {
                     let provider = try await FileProvider<YAMLSnapshot>(
-                        parsingOptions: .init(secretsSpecifier: .specific([WaldOption.authToken.yamlKey])),
+                        parsingOptions: .init(secretsSpecifier: .specific(Set(WaldOption.allCases.filter(\.isSecret).map(\.yamlKey)))),
                         filePath: .init(options ?? path))
                     layers.append((.file(path), provider))
                 } catch {
@@ -122,6 +122,7 @@ extension WaldConfig {
         }
         config.maxFrameBytes = maxFrameBytes.value
         config.authToken = try await values.optional(.authToken, parse: authToken)
+        config.metricsToken = try await values.optional(.metricsToken, parse: authToken)
         config.logLevel = try await values.value(.logLevel, default: config.logLevel, parse: LogLevelText.parse).value
         config.slowSyncThreshold = try await values.value(
             .slowSyncThreshold, default: config.slowSyncThreshold, parse: DurationText.parse
@@ -347,7 +348,7 @@ struct LayeredValues {
 
     private func text(_ option: WaldOption) async throws(WaldConfigError) -> Sourced<String>? {
         do {
-            let text = try await reader.fetchString(forKey: ConfigKey([option.yamlKey]), isSecret: option == .authToken)
+            let text = try await reader.fetchString(forKey: ConfigKey([option.yamlKey]), isSecret: option.isSecret)
             return text.map { Sourced(value: $0, source: source(of: option), text: $0) }
         } catch {
             throw .invalidValue(option: option, source: source(of: option), value: "", expected: "expected a single value")
@@ -379,7 +380,7 @@ struct LayeredValues {
     }
 
     private func shown(_ text: String, of option: WaldOption) -> String {
-        option == .authToken ? "<redacted>" : text
+        option.isSecret ? "<redacted>" : text
     }
 }
 

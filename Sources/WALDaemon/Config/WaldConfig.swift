@@ -90,6 +90,8 @@ public struct WaldConfig: Sendable, Equatable {
     public var followTLSKeyFile: String? = nil
     /// The name the upstream's certificate must carry; default the host of `follow`.
     public var followTLSServerName: String? = nil
+    /// Scrapes of `metrics_listen` must send `Authorization: Bearer <token>`. Default none. Reloadable.
+    public var metricsToken: String? = nil
     /// Named users (config file only, key `users`): AUTH with a user's token gives its role. Reloadable.
     public var users: [WaldUser] = []
     /// Verified client certificate CN → role (config file only, key `cert_roles`). Reloadable.
@@ -156,6 +158,7 @@ public struct WaldConfig: Sendable, Equatable {
         case .followTLSCertFile: followTLSCertFile == other.followTLSCertFile
         case .followTLSKeyFile: followTLSKeyFile == other.followTLSKeyFile
         case .followTLSServerName: followTLSServerName == other.followTLSServerName
+        case .metricsToken: metricsToken == other.metricsToken
         }
     }
 
@@ -200,6 +203,7 @@ public struct WaldConfig: Sendable, Equatable {
             "follow_tls_cert_file": "\(followTLSCertFile ?? "none")",
             "follow_tls_key_file": "\(followTLSKeyFile ?? "none")",
             "follow_tls_server_name": "\(followTLSServerName ?? "none")",
+            "metrics_token": metricsToken == nil ? "none" : "<redacted>",
         ]
     }
 }

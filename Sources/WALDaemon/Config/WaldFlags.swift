@@ -120,6 +120,9 @@ public struct WaldFlags: ParsableArguments, Sendable {
     @Option(help: WaldOption.help(.followTLSServerName, "The name the upstream's certificate must carry. Default the host of --follow.", valueName: "name"))
     public var followTlsServerName: String?
 
+    @Option(help: WaldOption.help(.metricsToken, "Scrapes of --metrics-listen must send Authorization: Bearer <token>. Default none. Prefer the variable.", valueName: "token"))
+    public var metricsToken: String?
+
     public init() {}
 
     /// The flags that were given, keyed by YAML key, for the highest-priority provider.
@@ -141,10 +144,10 @@ public struct WaldFlags: ParsableArguments, Sendable {
             (.tlsCAFile, tlsCAFile), (.tlsClientAuth, tlsClientAuth), (.idleTimeout, idleTimeout),
             (.maxConnectionsPerAddress, maxConnectionsPerAddress), (.followTLSCAFile, followTlsCaFile),
             (.followTLSCertFile, followTlsCertFile), (.followTLSKeyFile, followTlsKeyFile),
-            (.followTLSServerName, followTlsServerName),
+            (.followTLSServerName, followTlsServerName), (.metricsToken, metricsToken),
         ]
         for case (let option, let value?) in single {
-            values[option.configKey] = ConfigValue(.string(value), isSecret: option == .authToken)
+            values[option.configKey] = ConfigValue(.string(value), isSecret: option.isSecret)
         }
         return values
     }

@@ -40,6 +40,7 @@ public enum WaldOption: String, Sendable, CaseIterable, Hashable {
     case followTLSCertFile = "follow_tls_cert_file"
     case followTLSKeyFile = "follow_tls_key_file"
     case followTLSServerName = "follow_tls_server_name"
+    case metricsToken = "metrics_token"
 
     /// The key in the YAML config file, e.g. `max_segment_bytes`.
     public var yamlKey: String { rawValue }
@@ -61,7 +62,7 @@ public enum WaldOption: String, Sendable, CaseIterable, Hashable {
         case .logLevel, .flushInterval, .maxSegments, .retentionBytes, .maxConnections, .maxRecordBytes,
             .maxFrameBytes, .maxBufferBytes, .authToken, .slowSyncThreshold, .minSyncReplicas, .syncReplicaTimeout,
             .maxFollowerHoldBytes, .scrubInterval, .scrubBytesPerSecond, .config, .tlsCertFile, .tlsKeyFile, .tlsCAFile,
-            .tlsClientAuth, .idleTimeout, .maxConnectionsPerAddress:
+            .tlsClientAuth, .idleTimeout, .maxConnectionsPerAddress, .metricsToken:
             return true
         case .listen, .unix, .dataDir, .segmentPrefix, .maxSegmentBytes, .metricsListen, .follow, .respStream,
              .respDurability, .tlsListen, .followTLS, .followTLSCAFile, .followTLSCertFile, .followTLSKeyFile,
@@ -72,6 +73,9 @@ public enum WaldOption: String, Sendable, CaseIterable, Hashable {
 
     /// The YAML keys the config file may contain.
     public static let fileKeys: [String] = allCases.filter(\.isFileKey).map(\.yamlKey)
+
+    /// Options whose values are secrets: never logged, redacted in errors.
+    public var isSecret: Bool { self == .authToken || self == .metricsToken }
 
     /// Options that take a list of addresses (repeated flags, a comma-separated variable, a YAML list).
     public var isList: Bool { self == .listen || self == .tlsListen }
