@@ -97,10 +97,15 @@ struct ServerOptions: ParsableArguments {
     /// Connects (and authenticates); a failure ends walctl with `walctl: error: …` and status 1.
     func connect() async -> WALClient {
         do {
-            return try await WALClient.connect(try endpoint, token: resolvedToken, timeout: try resolvedTimeout, tls: clientTLS)
+            return try await tryConnect()
         } catch {
             fail("\(error)")
         }
+    }
+
+    /// Connects (and authenticates), throwing what went wrong.
+    func tryConnect() async throws -> WALClient {
+        try await WALClient.connect(try endpoint, token: resolvedToken, timeout: try resolvedTimeout, tls: clientTLS)
     }
 
     /// Moves the global options that come before the subcommand to after it, where the parser
