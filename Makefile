@@ -4,12 +4,13 @@ PREFIX ?= /usr/local
 DESTDIR ?=
 DATA_DIR ?= data
 LISTEN ?= 127.0.0.1:7070
-APT_PACKAGES := libsystemd-dev systemd
-BENCH_PACKAGES := redis-server redis-tools
+APT_PACKAGES := libsystemd-dev systemd libssl-dev
+BENCH_PACKAGES := redis-server redis-tools openssl
 # The RESP tests drive wald with Redis's own clients: redis-cli and redis-benchmark (redis-tools) and
 # redis-py, installed from PyPI into a virtualenv under the build directory (.build-venv, never committed).
-# WALEtcdTests start a real etcd: Debian's etcd-server (3.4).
-TEST_PACKAGES := redis-tools python3 python3-venv etcd-server
+# WALEtcdTests and FailoverTests start a real etcd: Debian's etcd-server (3.4). The TLS tests make their
+# certificates with the openssl command (libssl-dev, for the build, is in APT_PACKAGES).
+TEST_PACKAGES := redis-tools python3 python3-venv etcd-server openssl
 # What the README's quick start types next to `make run`: nc (the text protocol) and redis-cli (RESP).
 RUN_PACKAGES := netcat-openbsd redis-tools
 VENV := .build-venv

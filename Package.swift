@@ -37,27 +37,32 @@ let package = Package(
                 .product(name: "DequeModule", package: "swift-collections"),
             ]
         ),
+        // OpenSSL (libssl, libcrypto), from Debian's libssl-dev: TLS and the token hashes.
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        // The one place OpenSSL is configured and called: TLS contexts and sessions driven on
+        // their owner's non-blocking sockets, and salted token hashes. Server and client share it.
+        .target(name: "WALTLS", dependencies: ["COpenSSL"]),
         // Wire codec shared by server, client and CLI: bytes in, messages out (no I/O).
         .target(name: "WALProtocol"),
         // Listeners and connections on Dispatch sources; the only place with socket syscalls.
         .target(
             name: "WALServer",
             dependencies: [
-                "WALCore", "WALProtocol", "WALSync",
+                "WALCore", "WALProtocol", "WALSync", "WALTLS",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "DequeModule", package: "swift-collections"),
             ]
         ),
         // Async Swift client for the binary protocol (walctl and the end-to-end tests use it).
-        .target(name: "WALClient", dependencies: ["WALProtocol", "WALSync"]),
+        .target(name: "WALClient", dependencies: ["WALProtocol", "WALSync", "WALTLS"]),
         // libsystemd (notify, watchdog, socket activation), from Debian's libsystemd-dev.
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
         // The daemon.
         .executableTarget(
             name: "wald",
             dependencies: [
-                "WALCore", "WALServer", "WALClient", "WALDaemon", "CSystemd", "WALSync", "WALEtcd",
+                "WALCore", "WALServer", "WALClient", "WALDaemon", "CSystemd", "WALSync", "WALEtcd", "WALTLS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -67,7 +72,7 @@ let package = Package(
         .executableTarget(
             name: "walctl",
             dependencies: [
-                "WALCore", "WALClient", "WALEtcd",
+                "WALCore", "WALClient", "WALEtcd", "WALTLS",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
@@ -101,7 +106,7 @@ let package = Package(
         .target(
             name: "WALDaemon",
             dependencies: [
-                "WALSync",
+                "WALSync", "WALTLS",
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

@@ -4,6 +4,7 @@
 @preconcurrency import Glibc
 #endif
 import WALProtocol
+import WALTLS
 
 /// Where a wald server listens.
 public enum Endpoint: Sendable, Equatable, CustomStringConvertible {
@@ -45,6 +46,12 @@ public enum Endpoint: Sendable, Equatable, CustomStringConvertible {
             guard let defaultPort else { return nil }
             self = .tcp(host: String(host), port: defaultPort)
         }
+    }
+
+    /// The host a TLS client checks the server's certificate against (nil for a unix socket).
+    public var host: String? {
+        if case .tcp(let host, _) = self { return host }
+        return nil
     }
 
     public var description: String {
@@ -200,20 +207,19 @@ enum ClientSocket {
 extension WALClient {
     /// A connected socket, authenticated with `token` when given, for a caller that speaks
     /// the protocol itself (a follower's stream, driven by the server's event loop). Blocking,
-    /// with a 10 s limit on the AUTH reply; the caller owns (and closes) the descriptor.
-    /// Throws `WALClientError` (`.server` for a refused token).
-    public static func connectSocket(_ endpoint: Endpoint, token: String?) throws -> Int32 {
-        let fd = try ClientSocket.connect(endpoint)
-        guard let token else { return fd }
+    /// with a 10 s limit on the TLS handshake and the AUTH reply; the caller owns (and closes)
+    /// the descriptor, and owns the TLS session (handshake done) when `tls` is given: from then
+    /// on only one thread at a time may use it. Throws `WALClientError` (`.server` for a
+    /// refused token).
+    public static func connectStream(_ endpoint: Endpoint, token: String?, tls: ClientTLS? = nil) throws -> (fd: Int32, tls: TLSSession?) {
+        let channel = try ClientChannel.connect(endpoint, timeout: tls == nil ? nil : .seconds(10), tls: tls)
+        let fd = channel.fd
+        guard let token else { return (fd, channel.tls) }
         var frame: [UInt8] = []
         BinaryCodec.encode(Request.auth(token: ArraySlice(token.utf8)), into: &frame)
-        var timeout = timeval(tv_sec: 10, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        defer {
-            var none = timeval()
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, socklen_t(MemoryLayout<timeval>.size))
-        }
-        guard ClientSocket.sendAll(fd, frame) else {
+        channel.setReceiveTimeout(.seconds(10))
+        defer { if channel.tls == nil { channel.setReceiveTimeout(.zero) } }
+        guard channel.sendAll(frame) else {
             ClientSocket.close(fd)
             throw WALClientError.connectionClosed
         }
@@ -223,7 +229,7 @@ extension WALClient {
             do {
                 if let (reply, _) = try BinaryCodec.nextFrame(in: input[...]) {
                     let response = try BinaryCodec.decodeResponse(reply)
-                    if case .ok = response { return fd }
+                    if case .ok = response { return (fd, channel.tls) }
                     ClientSocket.close(fd)
                     if case .error(let code, let message) = response { throw WALClientError.server(code: code, message: message) }
                     throw WALClientError.protocolViolation("unexpected reply to AUTH: \(response)")
@@ -232,12 +238,17 @@ extension WALClient {
                 ClientSocket.close(fd)
                 throw WALClientError.protocolViolation(error.description)
             }
-            let n = chunk.withUnsafeMutableBytes { ClientSocket.receive(fd, into: $0) }
+            let n = chunk.withUnsafeMutableBytes { channel.receive(into: $0) }
             guard n > 0 else {
                 ClientSocket.close(fd)
                 throw WALClientError.connectionClosed
             }
             input.append(contentsOf: chunk[0..<n])
         }
+    }
+
+    /// `connectStream` without TLS: the connected, authenticated descriptor.
+    public static func connectSocket(_ endpoint: Endpoint, token: String?) throws -> Int32 {
+        try connectStream(endpoint, token: token).fd
     }
 }

@@ -85,7 +85,7 @@ public final class WALClient: Sendable {
     public let endpoint: Endpoint
     /// How long a call may wait for its reply (and a connect for the connection); nil = no limit.
     public let timeout: Duration?
-    private let fd: Int32
+    private let channel: ClientChannel
     private let state = Mutex(State())
     private let writeLock = Mutex(())
 
@@ -94,8 +94,11 @@ public final class WALClient: Sendable {
     /// come within it, or the call fails with `.timedOut` and the connection is closed. The
     /// clock measures silence: any bytes received restart it, so a large reply over a slow
     /// link is not cut while it is still arriving.
-    public static func connect(_ endpoint: Endpoint, token: String? = nil, timeout: Duration? = nil) async throws -> WALClient {
-        let client = try WALClient(endpoint: endpoint, timeout: timeout)
+    /// With `tls`, the connection is TLS (the server's certificate is verified; a TLS failure
+    /// is `.connectionFailed` with OpenSSL's reason).
+    public static func connect(_ endpoint: Endpoint, token: String? = nil, timeout: Duration? = nil,
+                               tls: ClientTLS? = nil) async throws -> WALClient {
+        let client = try WALClient(endpoint: endpoint, timeout: timeout, tls: tls)
         if let token {
             do {
                 try await client.authenticate(token: token)
@@ -107,20 +110,20 @@ public final class WALClient: Sendable {
         return client
     }
 
-    private init(endpoint: Endpoint, timeout: Duration?) throws {
+    private init(endpoint: Endpoint, timeout: Duration?, tls: ClientTLS?) throws {
         self.endpoint = endpoint
         self.timeout = timeout
-        fd = try ClientSocket.connect(endpoint, timeout: timeout)
+        channel = try ClientChannel.connect(endpoint, timeout: timeout, tls: tls)
         if let timeout {
             // The reader wakes up at least this often to check the reply deadline.
-            ClientSocket.setReceiveTimeout(fd, min(max(timeout / 4, .milliseconds(10)), .milliseconds(250)))
+            channel.setReceiveTimeout(min(max(timeout / 4, .milliseconds(10)), .milliseconds(250)))
         }
         let thread = Thread { [self] in readLoop() }
         thread.name = "wald-client-reader"
         thread.start()
     }
 
-    deinit { ClientSocket.close(fd) }
+    deinit { ClientSocket.close(channel.fd) }
 
     /// Closes the connection; outstanding calls fail with `.connectionClosed`.
     public func close() {
@@ -128,7 +131,7 @@ public final class WALClient: Sendable {
             defer { s.closed = true }
             return !s.closed
         }
-        if first { ClientSocket.shutdownBoth(fd) }
+        if first { channel.shutdownBoth() }
     }
 
     // MARK: Requests
@@ -229,13 +232,13 @@ public final class WALClient: Sendable {
     public func sendFeedback(durableLSN: UInt64) throws {
         var frame: [UInt8] = []
         BinaryCodec.encode(Request.feedback(durableLSN: durableLSN), into: &frame)
-        let ok = writeLock.withLock { _ in ClientSocket.sendAll(fd, frame) }
+        let ok = writeLock.withLock { _ in channel.sendAll(frame) }
         if !ok { throw WALClientError.connectionClosed }
     }
 
     /// Sends raw bytes (tests of malformed input use this).
     public func sendRaw(_ bytes: [UInt8]) throws {
-        let ok = writeLock.withLock { _ in ClientSocket.sendAll(fd, bytes) }
+        let ok = writeLock.withLock { _ in channel.sendAll(bytes) }
         if !ok { throw WALClientError.connectionClosed }
     }
 
@@ -282,11 +285,11 @@ public final class WALClient: Sendable {
                 if s.waitingSince == nil, case .stream(_, follow: false) = waiter { s.waitingSince = .now }
                 s.waiters.append(waiter)
             }
-            if !ClientSocket.sendAll(fd, frame) {
+            if !channel.sendAll(frame) {
                 // The server is gone, or refused the frame and closed (TOO_LARGE): end the
                 // connection so the reader fails every waiter, this one included. Answering it
                 // here as well resumed it twice when its reply had already arrived.
-                ClientSocket.shutdownBoth(fd)
+                channel.shutdownBoth()
             }
         }
     }
@@ -309,7 +312,7 @@ public final class WALClient: Sendable {
         var input: [UInt8] = []
         var failure = WALClientError.connectionClosed
         reading: while true {
-            let n = ClientSocket.receive(fd, into: buffer)
+            let n = channel.receive(into: buffer)
             if n < 0 && ClientSocket.timedOut {
                 if let expired = replyDeadlinePassed() {
                     failure = expired
@@ -336,7 +339,7 @@ public final class WALClient: Sendable {
             }
             if consumed > 0 { input.removeFirst(consumed) }
         }
-        ClientSocket.shutdownBoth(fd)
+        channel.shutdownBoth()
         let (pending, closedHere) = state.withLock { s -> ([Waiter], Bool) in
             let closedHere = s.closed && s.failure == nil
             s.failure = s.failure ?? failure

@@ -1,6 +1,7 @@
 // `--metrics-listen HOST:PORT`: a minimal HTTP/1.1 endpoint answering `GET /metrics` with
 // the Prometheus text, one request per connection, on its own serial queue (`wald.metrics`),
-// never on the event loop.
+// never on the event loop. With a token, a scrape must send `Authorization: Bearer <token>`
+// (Prometheus's `authorization` / `bearer_token`), compared in constant time; else 401.
 import Dispatch
 import Synchronization
 
@@ -8,14 +9,39 @@ public final class MetricsEndpoint: Sendable {
     private let queue = DispatchQueue(label: "wald.metrics")
     private let text: @Sendable () -> String
     private let state = Mutex<[Source]>([])
+    /// The bearer token scrapes must send; nil = none. Reloadable (`update(token:)`).
+    private let token = Mutex<String?>(nil)
 
     private struct Source: @unchecked Sendable {
         // @unchecked: DispatchSource is thread-safe but not annotated; stored under `state`.
         let source: any DispatchSourceRead
     }
 
-    public init(text: @escaping @Sendable () -> String) {
+    public init(text: @escaping @Sendable () -> String, token: String? = nil) {
         self.text = text
+        self.token.withLock { $0 = token }
+    }
+
+    /// Sets the token scrapes must send (SIGHUP).
+    public func update(token: String?) {
+        self.token.withLock { $0 = token }
+    }
+
+    /// Whether the request's headers carry `Authorization: Bearer <token>` (constant time in
+    /// the token's bytes).
+    private func authorized(_ request: [UInt8]) -> Bool {
+        guard let token = token.withLock({ $0 }) else { return true }
+        let expected = Array(token.utf8)
+        let lines = String(decoding: request, as: UTF8.self).split(separator: "\r\n")
+        guard let header = lines.first(where: { $0.lowercased().hasPrefix("authorization:") }) else { return false }
+        let value = header.dropFirst("authorization:".count).drop(while: { $0 == " " })
+        guard value.lowercased().hasPrefix("bearer ") else { return false }
+        let candidate = Array(value.dropFirst("bearer ".count).utf8)
+        var difference = UInt8(expected.count == candidate.count ? 0 : 1)
+        for index in 0..<expected.count {
+            difference |= expected[index] ^ (index < candidate.count ? candidate[index] : 0)
+        }
+        return difference == 0
     }
 
     /// Binds `address` (before the daemon opens its log: see `WALServer.bind`); pass the
@@ -78,7 +104,11 @@ public final class MetricsEndpoint: Sendable {
                 guard let complete else { return }
                 let line = String(decoding: complete.prefix { $0 != 13 }, as: UTF8.self)
                 if line.hasPrefix("GET /metrics ") || line == "GET /metrics" {
-                    finish("200 OK", text())
+                    if authorized(complete) {
+                        finish("200 OK", text())
+                    } else {
+                        finish("401 Unauthorized", "send Authorization: Bearer <metrics_token>\n")
+                    }
                 } else {
                     finish("404 Not Found", "only GET /metrics is served here\n")
                 }

@@ -14,6 +14,7 @@ import Logging
 import Synchronization
 import WALCore
 import WALProtocol
+import WALTLS
 
 final class ServerLoop: @unchecked Sendable {
     // @unchecked Sendable: every `var` below, and every Connection, is touched only on
@@ -88,21 +89,49 @@ final class ServerLoop: @unchecked Sendable {
 
     // MARK: Connections
 
-    /// Registers a new connection, or returns nil when the server is full.
-    func admit(fd: Int32, peer: String) -> Connection? {
-        guard connections.count < options.maxConnections else { return nil }
-        let connection = Connection(id: nextID, fd: fd, peer: peer, loop: self)
+    /// Open connections per peer IP address (unix-socket peers are not counted).
+    private var perAddress: [String: Int] = [:]
+    private var lastIdleCheck = ContinuousClock.now
+
+    enum Admission {
+        case admitted(Connection)
+        /// The server, or the peer's address, holds as many connections as it may; or TLS
+        /// could not be set up. The reason is for the log and the client.
+        case refused(String)
+    }
+
+    /// Registers a new connection (served through TLS when `tls` is given), or says why not.
+    func admit(fd: Int32, peer: String, tls: TLSContext? = nil) -> Admission {
+        guard connections.count < options.maxConnections else { return .refused("too many connections") }
+        let host = Self.host(of: peer)
+        let counted = host != "unix"
+        if counted && perAddress[host, default: 0] >= options.maxConnectionsPerAddress {
+            return .refused("too many connections from \(host)")
+        }
+        var session: TLSSession?
+        if let tls {
+            do {
+                session = try TLSSession(context: tls, fd: fd)
+            } catch {
+                return .refused("cannot start TLS: \(error)")
+            }
+        }
+        let connection = Connection(id: nextID, fd: fd, peer: peer, peerHost: host, tls: session, loop: self)
         nextID += 1
         connections[connection.id] = connection
+        if counted { perAddress[host, default: 0] += 1 }
         openConnections.store(connections.count, ordering: .relaxed)
         metrics.connectionCount(connections.count)
         logger.debug("connection opened", metadata: ["peer": "\(peer)", "id": "\(connection.id)", "open": "\(connections.count)"])
-        return connection
+        return .admitted(connection)
     }
 
     func connectionClosed(_ connection: Connection) {
         let id = connection.id
         connections[id] = nil
+        if connection.peerHost != "unix", let count = perAddress[connection.peerHost] {
+            perAddress[connection.peerHost] = count > 1 ? count - 1 : nil
+        }
         gated[id] = nil
         streaming[id] = nil
         waitingForWriter[id] = nil
@@ -227,10 +256,49 @@ final class ServerLoop: @unchecked Sendable {
             for connection in Array(gated.values) { connection.failGatesFenced(reason: reason) }
         }
         for connection in Array(gated.values) { connection.expireReplicaWaits(now: now) }
+        if now - lastIdleCheck >= .seconds(1) {
+            lastIdleCheck = now
+            closeIdleConnections(now: now)
+        }
         if now - lastLagCheck >= .milliseconds(500) {
             lastLagCheck = now
             dropLaggingStreams()
         }
+    }
+
+    /// Closes connections that sent nothing for `idleTimeout` while the server owed them nothing:
+    /// silent clients must not hold `max_connections` slots for ever. A connection waiting for
+    /// the server (held replies, a replay or follow stream, XREAD BLOCK, WAIT) is not idle.
+    private func closeIdleConnections(now: ContinuousClock.Instant) {
+        guard let limit = options.idleTimeout, limit > .zero else { return }
+        for connection in Array(connections.values) where now - connection.lastRead >= limit {
+            guard connection.gates.isEmpty, connection.blocked == nil, connection.stream == nil,
+                  !connection.closed else { continue }
+            logger.info("closing an idle connection", metadata: [
+                "peer": "\(connection.peer)", "id": "\(connection.id)", "idle_timeout": "\(limit)",
+            ])
+            metrics.idleConnectionClosed()
+            connection.close()
+        }
+    }
+
+    /// A TLS client finished its handshake.
+    func tlsHandshakeDone(_ connection: Connection) {
+        connection.adoptCertificateRole()
+        logger.debug("TLS handshake done", metadata: [
+            "peer": "\(connection.peer)", "id": "\(connection.id)",
+            "version": "\(connection.transport.tls?.protocolVersion ?? "")",
+        ])
+    }
+
+    /// `1.2.3.4:5` → `1.2.3.4`, `[::1]:5` → `::1`; a unix peer, or a socket handed over with
+    /// a name rather than an address (`serve(connectedSocket:)`), → `unix` (not counted).
+    static func host(of peer: String) -> String {
+        if peer.hasPrefix("["), let close = peer.firstIndex(of: "]") {
+            return String(peer[peer.index(after: peer.startIndex)..<close])
+        }
+        if !peer.hasPrefix("unix"), let colon = peer.lastIndex(of: ":") { return String(peer[..<colon]) }
+        return "unix"
     }
 
     /// Drops follow and replay streams that fell more than `maxFollowerHoldBytes` behind,
@@ -267,8 +335,9 @@ final class ServerLoop: @unchecked Sendable {
         return difference == 0
     }
 
-    /// The INFO object.
-    func infoJSON() -> String {
+    /// The INFO object. `hidingAddresses` (for a `read` user) leaves out where the upstream
+    /// and the followers are: a reader needs the log's state, not the replication topology.
+    func infoJSON(hidingAddresses: Bool = false) -> String {
         let status = wal.status
         let role = replication
         var fields: [(String, String)] = [
@@ -289,7 +358,7 @@ final class ServerLoop: @unchecked Sendable {
         ]
         if let failure = status.failure { fields.append(("failure", jsonString(failure.description))) }
         if let upstream = role.upstream {
-            fields.append(("upstream", jsonString(upstream)))
+            if !hidingAddresses { fields.append(("upstream", jsonString(upstream))) }
             fields.append(("upstream_connected", role.upstreamConnected ? "true" : "false"))
             if let error = role.lastError { fields.append(("upstream_error", jsonString(error))) }
         }
@@ -310,7 +379,7 @@ final class ServerLoop: @unchecked Sendable {
             let lag = status.durableLSN > f.durableLSN ? status.durableLSN - f.durableLSN : 0
             let lagBytes = lag == 0 ? 0 : wal.bytes(from: f.durableLSN + 1)
             followerObjects.append(
-                "{\"address\":\(jsonString(f.address)),\"durable_lsn\":\(f.durableLSN),\"lag_records\":\(lag),"
+                "{" + (hidingAddresses ? "" : "\"address\":\(jsonString(f.address)),") + "\"durable_lsn\":\(f.durableLSN),\"lag_records\":\(lag),"
                     + "\"lag_bytes\":\(lagBytes),\"last_feedback_ms\":\(elapsed)}")
         }
         fields.append(("followers", "[" + followerObjects.joined(separator: ",") + "]"))

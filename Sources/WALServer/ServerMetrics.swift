@@ -6,12 +6,16 @@ import Synchronization
 final class ServerMetrics: Sendable {
     private let connections = Gauge(label: "wald_connections")
     private let rejected = Counter(label: "wald_connections_rejected_total")
+    private let handshakeFailures = Counter(label: "wald_tls_handshake_failures_total")
+    private let idleClosed = Counter(label: "wald_connections_idle_closed_total")
     private let replayGauge = Gauge(label: "wald_replay_streams")
     private let followGauge = Gauge(label: "wald_follow_streams")
     private let streams = Mutex((replay: 0, follow: 0))
 
     func connectionCount(_ count: Int) { connections.record(count) }
     func connectionRejected() { rejected.increment() }
+    func tlsHandshakeFailed() { handshakeFailures.increment() }
+    func idleConnectionClosed() { idleClosed.increment() }
 
     func streamStarted(follow: Bool) { adjust(follow: follow, by: 1) }
     func streamEnded(follow: Bool) { adjust(follow: follow, by: -1) }

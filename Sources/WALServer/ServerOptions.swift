@@ -1,13 +1,36 @@
 // The server's settings. The ones marked "reloadable" can change while it runs (SIGHUP).
+import Dispatch
 import Logging
 import WALCore
 import WALProtocol
+import WALTLS
 
 public struct ServerOptions: Sendable {
     /// TCP addresses to listen on. Default 127.0.0.1:7070.
     public var listen: [SocketAddress] = [SocketAddress(host: "127.0.0.1", port: 7070)]
     /// A unix socket path to listen on as well (mode 0660). Default none.
     public var unixSocket: String?
+    /// TCP addresses served with TLS (`tls`); beside `listen` or instead of it. Default none.
+    public var tlsListen: [SocketAddress] = []
+    /// TLS listening sockets already bound (by the daemon, before it opens the log).
+    public var inheritedTLSListeners: [Int32] = []
+    /// The certificate, key and client-certificate policy of the TLS listeners; needed when
+    /// `tlsListen` is not empty. Reloadable (new connections use the new one).
+    public var tls: TLSContext?
+    /// A TLS client that has not finished its handshake after this long is closed. Default 10 s.
+    public var tlsHandshakeTimeout: Duration = .seconds(10)
+    /// A connection that sends nothing for this long is closed, unless it waits for the
+    /// server (a held reply, a replay or follow stream, XREAD BLOCK, WAIT). nil = never.
+    /// Default 5 minutes. Reloadable.
+    public var idleTimeout: Duration? = .seconds(300)
+    /// Most connections open at once from one IP address (unix sockets are not counted).
+    /// Default 64. Reloadable.
+    public var maxConnectionsPerAddress: Int = 64
+    /// Named users, each with a role and its token's salted hash; AUTH with a user's token
+    /// gives that role. Reloadable.
+    public var users: [ServerUser] = []
+    /// A verified TLS client certificate's subject CN → the role it authenticates as. Reloadable.
+    public var certificateRoles: [String: Role] = [:]
     /// Listening sockets inherited from systemd (socket activation); when non-empty they
     /// replace `listen` and `unixSocket`.
     public var inheritedListeners: [Int32] = []
@@ -39,4 +62,13 @@ public struct ServerOptions: Sendable {
     public var metricsText: (@Sendable () -> String)?
 
     public init() {}
+}
+
+extension Duration {
+    /// The same length for Dispatch (whole nanoseconds, saturating).
+    var dispatchInterval: DispatchTimeInterval {
+        let (seconds, attoseconds) = components
+        let (nanos, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        return overflow ? .never : .nanoseconds(Int(clamping: nanos + attoseconds / 1_000_000_000))
+    }
 }

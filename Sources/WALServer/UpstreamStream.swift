@@ -3,10 +3,13 @@
 // upstream's LSNs with the turn's other writes; each durable event then sends one FEEDBACK
 // with the local durable LSN (which is what the upstream's `min_sync_replicas` waits for)
 // and pumps the follow streams this follower serves in turn. The handshake before it (same
-// log? diverged? adopt an empty log's identity) is the replicator's, in the daemon.
+// log? diverged? adopt an empty log's identity) is the replicator's, in the daemon. Over
+// `--follow-tls` the socket arrives with its TLS handshake done, and the stream reads and writes
+// through the session (Transport), like a server connection.
 import Dispatch
 import WALCore
 import WALProtocol
+import WALTLS
 
 /// Why a stream from the upstream ended.
 public enum UpstreamError: Error, Equatable, Sendable, CustomStringConvertible {
@@ -40,6 +43,8 @@ final class UpstreamStream: @unchecked Sendable {
     // @unchecked Sendable: used only on the loop's queue, like Connection.
 
     let fd: Int32
+    private var transport: Transport
+    private var readQueued = false
     private let loop: ServerLoop
     private let readSource: any DispatchSourceRead
     private let writeSource: any DispatchSourceWrite
@@ -57,8 +62,9 @@ final class UpstreamStream: @unchecked Sendable {
 
     /// Starts the stream on the loop: sends `REPLAY from FOLLOW` and reads. `finished` is
     /// resumed once, when the stream ends (with why).
-    init(fd: Int32, from lsn: LSN, loop: ServerLoop, finished: CheckedContinuation<Void, any Error>) {
+    init(fd: Int32, tls: TLSSession?, from lsn: LSN, loop: ServerLoop, finished: CheckedContinuation<Void, any Error>) {
         self.fd = fd
+        transport = Transport(fd: fd, tls: tls)
         self.loop = loop
         expected = lsn
         self.finished = finished
@@ -71,7 +77,10 @@ final class UpstreamStream: @unchecked Sendable {
         }
         readSource.setEventHandler { [self] in handleReadable() }
         readSource.setCancelHandler(handler: cancelHandler)
-        writeSource.setEventHandler { [self] in flushOutput() }
+        writeSource.setEventHandler { [self] in
+            if transport.wantsWritable { handleReadable() }
+            flushOutput()
+        }
         writeSource.setCancelHandler(handler: cancelHandler)
         BinaryCodec.encode(Request.replay(from: lsn, maxCount: 0, follow: true), into: &output)
         flushOutput()
@@ -79,21 +88,29 @@ final class UpstreamStream: @unchecked Sendable {
     }
 
     private func handleReadable() {
+        readQueued = false
         guard !isClosed else { return }
         let limit = ProtocolLimits.maxFrameLength + 4 + InputBuffer.initialCapacity
         reading: for _ in 0..<16 {
             let space = input.freeSpace(minimum: wantedRead, limit: limit)
             if space.count == 0 { break }
-            switch SocketCalls.read(fd, into: space) {
+            switch transport.read(into: space) {
             case .bytes(let n): input.didRead(n)
-            case .wouldBlock: break reading
+            case .wouldBlock:
+                if transport.wantsWritable { armWrite() }
+                break reading
             case .endOfFile:
                 end(.closed(errno: nil))
                 return
             case .failed(let code):
-                end(.closed(errno: code))
+                end(transport.failure.map { .protocolViolation($0) } ?? .closed(errno: code))
                 return
             }
+        }
+        if transport.pending > 0 && !readQueued {
+            // Decrypted bytes held inside TLS raise no read event.
+            readQueued = true
+            loop.queue.async { [self] in handleReadable() }
         }
         var appended = false
         while !isClosed {
@@ -165,14 +182,11 @@ final class UpstreamStream: @unchecked Sendable {
     private func flushOutput() {
         guard !isClosed else { return }
         while sent < output.count {
-            let outcome = output.withUnsafeBytes { SocketCalls.write(fd, UnsafeRawBufferPointer(rebasing: $0[sent...])) }
+            let outcome = output.withUnsafeBytes { transport.write(UnsafeRawBufferPointer(rebasing: $0[sent...])) }
             switch outcome {
             case .wrote(let n): sent += n
             case .wouldBlock:
-                if !writeArmed {
-                    writeArmed = true
-                    writeSource.resume()
-                }
+                armWrite()
                 return
             case .failed(let code):
                 end(.closed(errno: code))
@@ -181,16 +195,23 @@ final class UpstreamStream: @unchecked Sendable {
         }
         output.removeAll(keepingCapacity: true)
         sent = 0
-        if writeArmed {
+        if writeArmed && !transport.wantsWritable {
             writeArmed = false
             writeSource.suspend()
         }
+    }
+
+    private func armWrite() {
+        guard !writeArmed else { return }
+        writeArmed = true
+        writeSource.resume()
     }
 
     /// Ends the stream: closes the socket and tells whoever waits why.
     func end(_ reason: UpstreamError) {
         guard !isClosed else { return }
         isClosed = true
+        transport.shutdown()
         if !writeArmed { writeSource.resume() }
         readSource.cancel()
         writeSource.cancel()

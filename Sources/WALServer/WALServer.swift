@@ -7,6 +7,7 @@ import Logging
 import Synchronization
 import WALCore
 import WALProtocol
+import WALTLS
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -22,6 +23,7 @@ public final class WALServer: Sendable {
         let fd: Int32
         let source: any DispatchSourceRead
         let address: String
+        let tls: Bool
     }
 
     /// Attaches the server's event loop to `wal`: from now on the WAL's results are delivered
@@ -47,16 +49,34 @@ public final class WALServer: Sendable {
         return fds
     }
 
+    /// Binds every address of `options.tlsListen`, all or none (see `bind`).
+    public static func bindTLS(_ options: ServerOptions) throws -> [Int32] {
+        var fds: [Int32] = []
+        do {
+            for address in options.tlsListen { fds.append(try SocketCalls.listenTCP(address)) }
+        } catch {
+            for fd in fds { SocketCalls.close(fd) }
+            throw error
+        }
+        return fds
+    }
+
     /// The address a listening descriptor is bound to (`127.0.0.1:7070`, `unix:/path`).
     public static func localAddress(_ fd: Int32) -> String { SocketCalls.localAddress(fd) }
 
     /// Binds every configured address (or adopts inherited listeners) and starts accepting.
-    /// Returns the bound addresses (`127.0.0.1:7070`, `unix:/path`), with real port numbers.
-    /// Throws `SocketError` when an address cannot be bound (nothing stays bound then).
+    /// Returns the bound addresses (`127.0.0.1:7070`, `unix:/path`, and `tls=127.0.0.1:7443`
+    /// for TLS listeners), with real port numbers. Throws `SocketError` when an address cannot
+    /// be bound (nothing stays bound then), `TLSError` when TLS listeners have no certificate.
     @discardableResult
     public func start() throws -> [String] {
         let options = loop.sharedOptions.withLock { $0 }
         var fds: [Int32] = []
+        var tlsFDs: [Int32] = []
+        let needsTLS = !options.tlsListen.isEmpty || !options.inheritedTLSListeners.isEmpty
+        if needsTLS && options.tls == nil {
+            throw TLSError("TLS listeners need a certificate and key (tls_cert_file, tls_key_file)")
+        }
         if options.inheritedListeners.isEmpty {
             fds = try Self.bind(options)
         } else {
@@ -65,15 +85,28 @@ public final class WALServer: Sendable {
                 fds.append(fd)
             }
         }
+        if options.inheritedTLSListeners.isEmpty {
+            do {
+                tlsFDs = try Self.bindTLS(options)
+            } catch {
+                for fd in fds { SocketCalls.close(fd) }
+                throw error
+            }
+        } else {
+            for fd in options.inheritedTLSListeners {
+                SocketCalls.setNonBlocking(fd)
+                tlsFDs.append(fd)
+            }
+        }
         var bound: [String] = []
-        for fd in fds {
+        for (fd, tls) in fds.map({ ($0, false) }) + tlsFDs.map({ ($0, true) }) {
             let source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: loop.queue)
             let loop = self.loop
-            source.setEventHandler { Self.acceptAll(listener: fd, loop: loop) }
+            source.setEventHandler { Self.acceptAll(listener: fd, tls: tls, loop: loop) }
             source.setCancelHandler { SocketCalls.close(fd) }
             let address = SocketCalls.localAddress(fd)
-            listeners.withLock { $0.append(Listener(fd: fd, source: source, address: address)) }
-            bound.append(address)
+            listeners.withLock { $0.append(Listener(fd: fd, source: source, address: address, tls: tls)) }
+            bound.append(tls ? "tls=" + address : address)
             source.resume()
         }
         loop.logger.info("listening", metadata: ["addresses": "\(bound.joined(separator: ", "))"])
@@ -81,18 +114,27 @@ public final class WALServer: Sendable {
     }
 
     /// On the loop: accepts what is pending (at most 64 at a time, then other events run).
-    private static func acceptAll(listener: Int32, loop: ServerLoop) {
+    private static func acceptAll(listener: Int32, tls: Bool, loop: ServerLoop) {
         for _ in 0..<64 {
             guard let (fd, peer) = SocketCalls.accept(listener) else { return }
-            guard let connection = loop.admit(fd: fd, peer: peer) else {
-                loop.metrics.connectionRejected()
-                let message = Array("ERR BUSY too many connections\r\n".utf8)
-                _ = message.withUnsafeBytes { SocketCalls.write(fd, $0) }
+            let context = tls ? loop.options.tls : nil
+            if tls && context == nil {
                 SocketCalls.close(fd)
-                loop.logger.warning("connection refused: too many connections", metadata: ["peer": "\(peer)"])
                 continue
             }
-            connection.start()
+            switch loop.admit(fd: fd, peer: peer, tls: context) {
+            case .admitted(let connection):
+                connection.start()
+            case .refused(let reason):
+                loop.metrics.connectionRejected()
+                if !tls {
+                    // A TLS client could not read a line in clear: it only sees the close.
+                    let message = Array("ERR BUSY \(reason)\r\n".utf8)
+                    _ = message.withUnsafeBytes { SocketCalls.write(fd, $0) }
+                }
+                SocketCalls.close(fd)
+                loop.logger.warning("connection refused", metadata: ["peer": "\(peer)", "reason": "\(reason)"])
+            }
         }
     }
 
@@ -104,8 +146,8 @@ public final class WALServer: Sendable {
         SocketCalls.setNonBlocking(fd)
         let loop = self.loop
         let connection = loop.queue.sync { () -> Connection? in
-            let connection = loop.admit(fd: fd, peer: peer)
-            connection?.start()
+            guard case .admitted(let connection) = loop.admit(fd: fd, peer: peer) else { return nil }
+            connection.start()
             return connection
         }
         if connection == nil { SocketCalls.close(fd) }
@@ -115,9 +157,10 @@ public final class WALServer: Sendable {
     /// On a follower: streams the upstream's log into this server's WAL from `lsn`, on the
     /// event loop (records appended under the upstream's LSNs, FEEDBACK after each local
     /// fdatasync), until the stream ends; then throws `UpstreamError` saying why. Takes
-    /// ownership of `fd`, a connected (and authenticated) socket to the upstream. One stream
-    /// at a time; a second call ends the first.
-    public func follow(upstreamSocket fd: Int32, from lsn: LSN) async throws {
+    /// ownership of `fd`, a connected (and authenticated) socket to the upstream, and of `tls`,
+    /// its TLS session when the upstream is reached over TLS (handshake done). One stream at a
+    /// time; a second call ends the first.
+    public func follow(upstreamSocket fd: Int32, tls: TLSSession? = nil, from lsn: LSN) async throws {
         let loop = self.loop
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             loop.queue.async {
@@ -127,7 +170,7 @@ public final class WALServer: Sendable {
                     continuation.resume(throwing: UpstreamError.stopped)
                     return
                 }
-                loop.upstream = UpstreamStream(fd: fd, from: lsn, loop: loop, finished: continuation)
+                loop.upstream = UpstreamStream(fd: fd, tls: tls, from: lsn, loop: loop, finished: continuation)
             }
         }
     }
@@ -176,9 +219,16 @@ public final class WALServer: Sendable {
     /// auth token, and the replication limits. Takes effect for requests read from now on.
     public func update(
         maxConnections: Int? = nil, maxFrameBytes: Int? = nil, authToken: String?? = nil,
-        minSyncReplicas: Int? = nil, syncReplicaTimeout: Duration? = nil, maxFollowerHoldBytes: Int? = nil
+        minSyncReplicas: Int? = nil, syncReplicaTimeout: Duration? = nil, maxFollowerHoldBytes: Int? = nil,
+        tls: TLSContext?? = nil, idleTimeout: Duration?? = nil, maxConnectionsPerAddress: Int? = nil,
+        users: [ServerUser]? = nil, certificateRoles: [String: Role]? = nil
     ) {
         let options = loop.sharedOptions.withLock { options -> ServerOptions in
+            if let users { options.users = users }
+            if let certificateRoles { options.certificateRoles = certificateRoles }
+            if let tls { options.tls = tls }
+            if let idleTimeout { options.idleTimeout = idleTimeout }
+            if let maxConnectionsPerAddress { options.maxConnectionsPerAddress = maxConnectionsPerAddress }
             if let maxConnections { options.maxConnections = maxConnections }
             if let maxFrameBytes { options.maxFrameBytes = maxFrameBytes }
             if let authToken { options.authToken = authToken }

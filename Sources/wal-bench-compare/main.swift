@@ -43,6 +43,9 @@ struct BenchCompare {
         if !arguments.contains("--no-xadd") {
             try XADDComparison.run(binaries: binaries, work: work, clients: clients, pipelines: pipelines, sizes: sizes, quick: quick)
         }
+        if !arguments.contains("--no-tls") {
+            try TLSComparison.run(binaries: binaries, work: work, quick: quick)
+        }
         for pass in [Pass.durable, .buffered] {
             let redis = try Server.redis(directory: work.appendingPathComponent("redis-\(pass)").path, fsync: pass.redisFsync)
             let wald = try Server.wald(binaries: binaries, directory: work.appendingPathComponent("wald-\(pass)").path)
@@ -196,6 +199,12 @@ final class Server {
     }
 
     static func wald(binaries: URL, directory: String, extra: [String] = []) throws -> Server {
+        try startWald(binaries: binaries, directory: directory, extra: extra).server
+    }
+
+    /// Starts wald and reads its ready line (`ready 127.0.0.1:PORT [tls=127.0.0.1:PORT]`): the
+    /// server on its plain port, and the TLS port when it has one.
+    private static func startWald(binaries: URL, directory: String, extra: [String]) throws -> (server: Server, tlsPort: UInt16?) {
         let process = Process()
         process.executableURL = binaries.appendingPathComponent("wald")
         process.arguments = ["--data-dir", directory, "--listen", "127.0.0.1:0", "--log-level", "warning"] + extra
@@ -208,10 +217,43 @@ final class Server {
             if chunk.isEmpty { throw BenchError.failed("wald exited before it was ready") }
             text += String(decoding: chunk, as: UTF8.self)
         }
-        guard text.hasPrefix("ready "), let port = text.split(separator: "\n")[0].split(separator: ":").last.flatMap({ UInt16($0) }) else {
+        let fields = text.split(separator: "\n")[0].split(separator: " ")
+        guard fields.count >= 2, fields[0] == "ready", let port = fields[1].split(separator: ":").last.flatMap({ UInt16($0) }) else {
             throw BenchError.failed("unexpected wald output: \(text)")
         }
-        return Server(process: process, port: port, name: "wald")
+        let tlsPort = fields.first(where: { $0.hasPrefix("tls=") })?.split(separator: ":").last.flatMap { UInt16($0) }
+        return (Server(process: process, port: port, name: "wald"), tlsPort)
+    }
+
+    /// Redis with a TLS port beside its plain one (the same certificate as wald's).
+    static func redisTLS(directory: String, fsync: String, certificates: String) throws -> (server: Server, tlsPort: UInt16) {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let port = try freePort()
+        let tlsPort = try freePort()
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
+        process.arguments = ["--port", "\(port)", "--tls-port", "\(tlsPort)", "--bind", "127.0.0.1",
+                             "--tls-cert-file", certificates + "/server.pem", "--tls-key-file", certificates + "/server.key",
+                             "--tls-ca-cert-file", certificates + "/ca.pem", "--tls-auth-clients", "no",
+                             "--appendonly", "yes", "--appendfsync", fsync, "--save", "", "--dir", directory,
+                             "--daemonize", "no", "--loglevel", "notice", "--logfile", directory + "/redis.log"]
+        process.standardOutput = FileHandle.nullDevice
+        try runWithSignalsUnblocked(process)
+        try waitForPort(port)
+        return (Server(process: process, port: port, name: "redis-server", logFile: directory + "/redis.log"), tlsPort)
+    }
+
+    /// wald with a TLS listener beside its plain one.
+    static func waldTLS(binaries: URL, directory: String, certificates: String, durability: String) throws -> (server: Server, tlsPort: UInt16) {
+        let started = try startWald(binaries: binaries, directory: directory, extra: [
+            "--tls-listen", "127.0.0.1:0", "--tls-cert-file", certificates + "/server.pem",
+            "--tls-key-file", certificates + "/server.key", "--resp-durability", durability,
+        ])
+        guard let tlsPort = started.tlsPort else {
+            started.server.stop()
+            throw BenchError.failed("wald did not report its TLS listener")
+        }
+        return (started.server, tlsPort)
     }
 
     /// SIGTERM, then SIGKILL if the server has not exited within 10 s.
@@ -334,6 +376,88 @@ enum XADDComparison {
         let fields = line.split(separator: ",").suffix(7).map { Double($0.replacingOccurrences(of: "\"", with: "")) ?? 0 }
         guard fields.count == 7, fields[0] > 0 else { throw BenchError.failed("redis-benchmark printed: \(line.prefix(300))") }
         return Measurement(perSecond: fields[0], p50Millis: fields[3], p99Millis: fields[5])
+    }
+}
+
+/// The cost of TLS: `redis-benchmark --tls … XADD wal * data <100 B>` (16 clients × 16
+/// pipelined) against `redis-server --tls-port` and wald's `tls_listen`, both with the same
+/// certificate (made here with the openssl command), durable and buffered, and the same load
+/// in clear beside it so each server's TLS overhead shows in its own row.
+enum TLSComparison {
+    static func run(binaries: URL, work: URL, quick: Bool) throws {
+        let certificates = work.appendingPathComponent("tls").path
+        try makeCertificates(in: certificates)
+        print("## TLS: redis-benchmark --tls XADD wal * data <100 B>, 16 clients × 16 pipelined\n")
+        print("Redis `--tls-port` vs wald `--tls-listen`, the same certificate (EC P-256, TLS 1.3), no client certificates. "
+              + "The clear rows are the same load on each server's plain port. CPU = the server's CPU time per request.\n")
+        print("| pass | transport | Redis req/s | p50 ms | p99 ms | CPU µs | wald req/s | p50 ms | p99 ms | CPU µs | wald/Redis | CPU wald/Redis |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        let value = String(repeating: "x", count: 100)
+        for pass in [Pass.durable, .buffered] {
+            let redis = try Server.redisTLS(directory: work.appendingPathComponent("redis-tls-\(pass)").path, fsync: pass.redisFsync,
+                                            certificates: certificates)
+            let wald = try Server.waldTLS(binaries: binaries, directory: work.appendingPathComponent("wald-tls-\(pass)").path,
+                                          certificates: certificates, durability: pass == .durable ? "durable" : "buffered")
+            defer { redis.server.stop(); wald.server.stop() }
+            let requests = (pass == .buffered ? 400_000 : 200_000) / (quick ? 4 : 1)
+            for tls in [false, true] {
+                _ = try? Runner.run("/usr/bin/redis-cli", ["-p", "\(redis.server.port)", "flushall"])
+                let tlsArguments = tls ? ["--tls", "--cacert", certificates + "/ca.pem"] : []
+                let r: Measurement
+                let w: Measurement
+                do {
+                    r = try Runner.measured(server: redis.server, requests: requests) {
+                        try xadd(port: tls ? redis.tlsPort : redis.server.port, tls: tlsArguments, value: value, requests: requests)
+                    }
+                    w = try Runner.measured(server: wald.server, requests: requests) {
+                        try xadd(port: tls ? wald.tlsPort : wald.server.port, tls: tlsArguments, value: value, requests: requests)
+                    }
+                } catch {
+                    print("| \(pass) | \(tls ? "TLS" : "clear") | failed: \(error) |")
+                    continue
+                }
+                print(String(format: "| %@ | %@ | %.0f | %.3f | %.2f | %.2f | %.0f | %.3f | %.2f | %.2f | %.2f× | %.2f× |",
+                             "\(pass)", tls ? "TLS" : "clear", r.perSecond, r.p50Millis, r.p99Millis, r.serverMicros,
+                             w.perSecond, w.p50Millis, w.p99Millis, w.serverMicros, w.perSecond / max(r.perSecond, 1),
+                             w.serverMicros / max(r.serverMicros, 0.001)))
+                fflush(stdout)
+            }
+        }
+        print("")
+    }
+
+    private static func xadd(port: UInt16, tls: [String], value: String, requests: Int) throws -> Measurement {
+        let output = try Runner.run("/usr/bin/redis-benchmark", ["-p", "\(port)", "-c", "16", "-P", "16", "-n", "\(requests)", "--csv"]
+                                        + tls + ["XADD", "wal", "*", "data", value])
+        guard let line = output.split(separator: "\n").last(where: { $0.hasPrefix("\"XADD") }) else {
+            throw BenchError.failed("redis-benchmark printed: \(output.prefix(300))")
+        }
+        let fields = line.split(separator: ",").suffix(7).map { Double($0.replacingOccurrences(of: "\"", with: "")) ?? 0 }
+        guard fields.count == 7, fields[0] > 0 else { throw BenchError.failed("redis-benchmark printed: \(line.prefix(300))") }
+        return Measurement(perSecond: fields[0], p50Millis: fields[3], p99Millis: fields[5])
+    }
+
+    /// A CA and a server certificate for 127.0.0.1 and localhost (openssl command, EC P-256).
+    private static func makeCertificates(in directory: String) throws {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        try Data("subjectAltName=DNS:localhost,IP:127.0.0.1\n".utf8).write(to: URL(fileURLWithPath: directory + "/san.ext"))
+        let steps: [[String]] = [
+            ["req", "-x509"] + key + ["-keyout", directory + "/ca.key", "-out", directory + "/ca.pem", "-days", "2", "-subj", "/CN=bench CA"],
+            ["req"] + key + ["-keyout", directory + "/server.key", "-out", directory + "/server.csr", "-subj", "/CN=localhost"],
+            ["x509", "-req", "-in", directory + "/server.csr", "-CA", directory + "/ca.pem", "-CAkey", directory + "/ca.key",
+             "-CAcreateserial", "-out", directory + "/server.pem", "-days", "2", "-extfile", directory + "/san.ext"],
+        ]
+        for step in steps {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+            process.arguments = step
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try runWithSignalsUnblocked(process)
+            process.waitUntilExit()
+            guard process.terminationStatus == 0 else { throw BenchError.failed("openssl \(step.joined(separator: " ")) failed") }
+        }
     }
 }
 

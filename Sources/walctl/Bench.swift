@@ -41,6 +41,8 @@ struct Bench: AsyncParsableCommand {
     func run() async throws {
         let showProgress = !json && isatty(2) == 1
         let endpoint = try connection.endpoint
+        // The load generator drives raw sockets with poll(2); it has no TLS layer.
+        if connection.clientTLS != nil { Self.usageError("bench does not speak TLS; run it against a plain listener") }
         let duration = count == nil ? (self.duration ?? 10) : nil
         let amount = count.map { "\($0) appends" } ?? "\(StandardStreams.seconds(duration!)) s of appends"
         printError("bench: \(amount) of \(size)-byte records to \(endpoint); they stay in its log")

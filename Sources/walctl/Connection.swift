@@ -35,8 +35,32 @@ struct ServerOptions: ParsableArguments {
         valueName: "seconds"))
     var timeout: Double?
 
+    @Flag(name: .long, help: "Connect with TLS (the server's certificate is verified). Implied by the other --tls-* options.")
+    var tls = false
+
+    @Option(name: .long, help: ArgumentHelp("CAs the server's certificate must chain to (PEM). Default the system's.", valueName: "file"))
+    var tlsCaFile: String?
+
+    @Option(name: .long, help: ArgumentHelp("Client certificate (PEM), for a server that asks for one.", valueName: "file"))
+    var tlsCertFile: String?
+
+    @Option(name: .long, help: ArgumentHelp("The key of --tls-cert-file (PEM).", valueName: "file"))
+    var tlsKeyFile: String?
+
+    @Option(name: .long, help: ArgumentHelp("The name the server's certificate must carry. Default the host of --server.", valueName: "name"))
+    var tlsServerName: String?
+
     /// The options every network command takes, as typed (for moving them after the subcommand).
-    static let names: Set<String> = ["--server", "--unix", "--token", "--timeout", "--ha-etcd", "--ha-cluster"]
+    static let names: Set<String> = ["--server", "--unix", "--token", "--timeout", "--ha-etcd", "--ha-cluster", "--tls",
+                                     "--tls-ca-file", "--tls-cert-file", "--tls-key-file", "--tls-server-name"]
+    /// The names above that take no value.
+    static let flagNames: Set<String> = ["--tls"]
+
+    /// TLS settings when any --tls option is given.
+    var clientTLS: ClientTLS? {
+        guard tls || tlsCaFile != nil || tlsCertFile != nil || tlsKeyFile != nil || tlsServerName != nil else { return nil }
+        return ClientTLS(caFile: tlsCaFile, certificateFile: tlsCertFile, keyFile: tlsKeyFile, serverName: tlsServerName)
+    }
 
     static let environment = ProcessInfo.processInfo.environment
 
@@ -95,25 +119,34 @@ struct ServerOptions: ParsableArguments {
         if (resolvedHAEtcd == nil) != (resolvedHACluster == nil) {
             throw ValidationError("--ha-etcd and --ha-cluster go together (the etcd endpoints and the cluster's name)")
         }
+        if (tlsCertFile == nil) != (tlsKeyFile == nil) {
+            throw ValidationError("--tls-cert-file and --tls-key-file go together")
+        }
     }
 
     /// Connects (and authenticates) to the server, or to the leader when several addresses or
     /// an etcd cluster are given; a failure ends walctl with `walctl: error: …` and status 1.
     func connect() async -> WALClient {
         do {
-            let timeout = try resolvedTimeout
-            if let urls = resolvedHAEtcd, let cluster = resolvedHACluster {
-                let leader = try await ClusterView.leader(etcd: urls, cluster: cluster, timeout: timeout)
-                return try await WALClient.connect(leader, token: resolvedToken, timeout: timeout)
-            }
-            let candidates = try endpoints
-            if candidates.count == 1 {
-                return try await WALClient.connect(candidates[0], token: resolvedToken, timeout: timeout)
-            }
-            return try await connectToLeader(of: candidates, timeout: timeout)
+            return try await tryConnect()
         } catch {
             fail("\(error)")
         }
+    }
+
+    /// Connects (and authenticates), throwing what went wrong: to the server, or to the leader
+    /// when several addresses or an etcd cluster are given.
+    func tryConnect() async throws -> WALClient {
+        let timeout = try resolvedTimeout
+        if let urls = resolvedHAEtcd, let cluster = resolvedHACluster {
+            let leader = try await ClusterView.leader(etcd: urls, cluster: cluster, timeout: timeout)
+            return try await WALClient.connect(leader, token: resolvedToken, timeout: timeout, tls: clientTLS)
+        }
+        let candidates = try endpoints
+        if candidates.count == 1 {
+            return try await WALClient.connect(candidates[0], token: resolvedToken, timeout: timeout, tls: clientTLS)
+        }
+        return try await connectToLeader(of: candidates, timeout: timeout)
     }
 
     /// The first member that answers, or the leader it names (INFO's `leader`) when it is a follower.
@@ -121,11 +154,11 @@ struct ServerOptions: ParsableArguments {
         var lastError: (any Error)?
         for candidate in candidates {
             do {
-                let client = try await WALClient.connect(candidate, token: resolvedToken, timeout: timeout)
+                let client = try await WALClient.connect(candidate, token: resolvedToken, timeout: timeout, tls: clientTLS)
                 let info = try await client.info()
                 guard info.role == "follower", let named = info.leader, let leader = Endpoint(parsing: named),
                       leader != candidate else { return client }
-                if let moved = try? await WALClient.connect(leader, token: resolvedToken, timeout: timeout) {
+                if let moved = try? await WALClient.connect(leader, token: resolvedToken, timeout: timeout, tls: clientTLS) {
                     client.close()
                     return moved
                 }
@@ -147,7 +180,7 @@ struct ServerOptions: ParsableArguments {
             let name = argument.split(separator: "=", maxSplits: 1).first.map(String.init) ?? argument
             guard names.contains(name) else { break }
             leading.append(argument)
-            if !argument.contains("=") && index + 1 < arguments.count {
+            if !argument.contains("=") && !flagNames.contains(name) && index + 1 < arguments.count {
                 leading.append(arguments[index + 1])
                 index += 1
             }

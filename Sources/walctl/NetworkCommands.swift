@@ -225,7 +225,22 @@ struct Replay: AsyncParsableCommand {
         var identity: String?
         var backoff = Duration.milliseconds(100)
         while true {
-            let client = await connection.connect()
+            let client: WALClient
+            if identity != nil {
+                // Reconnecting: a server that is still restarting refuses the connection; try
+                // again with the same backoff instead of giving up at the first refusal.
+                do {
+                    client = try await connection.tryConnect()
+                } catch {
+                    guard Self.isConnectionLoss(error) else { fail("\(error)") }
+                    printError("cannot reconnect yet (\(error)); retrying in \(backoff)")
+                    try? await Task.sleep(for: backoff)
+                    backoff = min(backoff * 2, .seconds(5))
+                    continue
+                }
+            } else {
+                client = await connection.connect()
+            }
             defer { client.close() }
             if follow {
                 let info: ServerInfo

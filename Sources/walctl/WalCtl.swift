@@ -6,7 +6,7 @@ import WALProtocol
 @main
 struct WalCtl: AsyncParsableCommand {
     /// Commands that open a data directory directly (wald must not be running on it).
-    static let offlineCommands: [any ParsableCommand.Type] = [Dump.self, Verify.self, Repair.self]
+    static let offlineCommands: [any ParsableCommand.Type] = [Dump.self, Verify.self, Repair.self, HashToken.self]
     /// Commands that talk to a running wald. Add new ones here.
     static let networkCommands: [any ParsableCommand.Type] = [
         Append.self, Replay.self, Sync.self, Info.self, Ping.self, Truncate.self, Promote.self, Bench.self, Cluster.self,

@@ -13,6 +13,7 @@ import WALDaemon
 import WALEtcd
 import WALProtocol
 import WALServer
+import WALTLS
 
 struct Daemon: Sendable {
     let config: WaldConfig
@@ -44,6 +45,11 @@ struct Daemon: Sendable {
         // use, a name that does not resolve) leaves no directory and no segment behind.
         let activated = Systemd.listenFileDescriptors()
         var serverOptions = serverOptions(from: config)
+        do {
+            serverOptions.tls = try serverTLS(from: config)
+        } catch {
+            return fatal("\(error)", errno: EINVAL, logger: logger)
+        }
         let listeners: Listeners
         do {
             listeners = try bindListeners(activated: activated, options: serverOptions, environment: environment)
@@ -51,6 +57,7 @@ struct Daemon: Sendable {
             return fatal("\(error)", errno: (error as? SocketError)?.errno, logger: logger)
         }
         serverOptions.inheritedListeners = listeners.server
+        serverOptions.inheritedTLSListeners = listeners.tls
         if let problem = dataDirectoryProblem() {
             listeners.release()
             return fatal(problem, errno: ENOENT, logger: logger)
@@ -85,7 +92,21 @@ struct Daemon: Sendable {
         }
 
         serverOptions.metricsText = { MetricsHelp.annotate(registry.emitToString()) }
+        // How a follower (or a member under automatic failover) reaches its upstream.
+        let followTLS = config.followTLS ? ClientTLS(caFile: config.followTLSCAFile, certificateFile: config.followTLSCertFile,
+                                                     keyFile: config.followTLSKeyFile, serverName: config.followTLSServerName) : nil
+        if let followTLS {
+            // Read the files now: a missing one is a start-up error, not a retry loop.
+            do {
+                _ = try followTLS.makeContext()
+            } catch {
+                listeners.release()
+                try? await wal.close()
+                return fatal("follow_tls: \(error)", errno: EINVAL, logger: logger)
+            }
+        }
         var role = config.follow.map { ReplicationRole(upstream: $0.description) }
+        failover?.settings.tls = followTLS
         if let failover {
             role = ReplicationRole(highAvailability: HighAvailabilityStatus(
                 endpoints: failover.settings.endpoints, cluster: failover.settings.cluster, leaseTTL: failover.settings.leaseTTL))
@@ -100,15 +121,15 @@ struct Daemon: Sendable {
         var replicator: Replicator?
         if let upstream = config.follow, let role {
             let endpoint = Endpoint.tcp(host: upstream.host, port: upstream.port)
-            let follower = Replicator(wal: wal, server: server, upstream: endpoint, token: config.authToken, role: role,
-                                      logger: logger)
+            let follower = Replicator(wal: wal, server: server, upstream: endpoint, token: config.authToken, tls: followTLS,
+                                      role: role, logger: logger)
             role.setPromotionHandler {
                 await follower.stop()
                 logger.notice("promoted: no longer following; accepting appends", metadata: ["upstream": "\(upstream)"])
             }
             replicator = follower
         }
-        let metrics = MetricsEndpoint { server.metricsText() }
+        let metrics = MetricsEndpoint(text: { server.metricsText() }, token: config.metricsToken)
         var addresses: [String]
         do {
             addresses = try server.start()
@@ -155,7 +176,7 @@ struct Daemon: Sendable {
                 break
             }
             if signal == SIGHUP {
-                running = await reload(from: running, wal: wal, server: server, level: level, logger: logger)
+                running = await reload(from: running, wal: wal, server: server, metrics: metrics, level: level, logger: logger)
                 Systemd.notify("READY=1\n" + (await statusLine(wal: wal, server: server, addresses: addresses)))
                 continue
             }
@@ -209,13 +230,14 @@ struct Daemon: Sendable {
     /// The listening sockets, bound (or taken from systemd) before the log is opened.
     struct Listeners {
         var server: [Int32]
+        var tls: [Int32] = []
         var metrics: Int32?
         /// The unix socket file wald created itself (removed at exit; systemd's is systemd's).
         var unixSocket: String?
 
         /// Closes everything and removes the socket file: the start failed.
         func release() {
-            for fd in server { close(fd) }
+            for fd in server + tls { close(fd) }
             if let metrics { close(metrics) }
             removeUnixSocket()
         }
@@ -230,19 +252,23 @@ struct Daemon: Sendable {
         guard activated.isEmpty else {
             let passed = activated.filter { $0.name != "metrics" }
             try checkExplicitListen(matches: passed.map(\.fd), environment: environment)
-            return Listeners(server: passed.map(\.fd), metrics: activated.first { $0.name == "metrics" }?.fd)
+            // TLS listeners are wald's own even under socket activation.
+            let tls = try WALServer.bindTLS(options)
+            return Listeners(server: passed.map(\.fd), tls: tls, metrics: activated.first { $0.name == "metrics" }?.fd)
         }
         let fds = try WALServer.bind(options)
+        var tls: [Int32] = []
         var metricsFD: Int32?
-        if let address = config.metricsListen {
-            do {
+        do {
+            tls = try WALServer.bindTLS(options)
+            if let address = config.metricsListen {
                 metricsFD = try MetricsEndpoint.bind(SocketAddress(host: address.host, port: address.port))
-            } catch {
-                Listeners(server: fds, unixSocket: config.unixSocket).release()
-                throw error
             }
+        } catch {
+            Listeners(server: fds, tls: tls, unixSocket: config.unixSocket).release()
+            throw error
         }
-        return Listeners(server: fds, metrics: metricsFD, unixSocket: config.unixSocket)
+        return Listeners(server: fds, tls: tls, metrics: metricsFD, unixSocket: config.unixSocket)
     }
 
     /// With socket activation wald serves on the sockets systemd passes, whatever the config
@@ -292,7 +318,8 @@ struct Daemon: Sendable {
 
     /// SIGHUP: reads the configuration again and applies what can change while running.
     /// A configuration with errors is rejected and the running one stays in force.
-    private func reload(from running: WaldConfig, wal: WAL, server: WALServer, level: LogLevelSetting, logger: Logger) async -> WaldConfig {
+    private func reload(from running: WaldConfig, wal: WAL, server: WALServer, metrics: MetricsEndpoint, level: LogLevelSetting,
+                        logger: Logger) async -> WaldConfig {
         Systemd.notify("RELOADING=1\nMONOTONIC_USEC=\(Systemd.monotonicMicros())")
         let new: WaldConfig
         do {
@@ -321,6 +348,28 @@ struct Daemon: Sendable {
         applied.maxFollowerHoldBytes = new.maxFollowerHoldBytes
         applied.scrubInterval = new.scrubInterval
         applied.scrubBytesPerSecond = new.scrubBytesPerSecond
+        applied.tlsCertFile = new.tlsCertFile
+        applied.tlsKeyFile = new.tlsKeyFile
+        applied.tlsCAFile = new.tlsCAFile
+        applied.tlsClientAuth = new.tlsClientAuth
+        applied.idleTimeout = new.idleTimeout
+        applied.maxConnectionsPerAddress = new.maxConnectionsPerAddress
+        applied.users = new.users
+        applied.metricsToken = new.metricsToken
+        applied.certificateRoles = new.certificateRoles
+        // The certificate files are read again even when their names did not change: renewing
+        // a certificate in place and sending SIGHUP is how it is rotated.
+        let tls: TLSContext?
+        do {
+            tls = try serverTLS(from: applied)
+        } catch {
+            logger.error("configuration reload rejected; the running configuration stays in force", metadata: ["error": "\(error)"])
+            return running
+        }
+        if tls == nil && !(config.tlsListen.isEmpty) {
+            logger.error("configuration reload rejected: the TLS listeners need tls_cert_file and tls_key_file; the running configuration stays in force")
+            return running
+        }
         level.value = applied.logLevel
         do {
             try wal.update(walOptions(from: applied))
@@ -331,7 +380,11 @@ struct Daemon: Sendable {
         server.update(
             maxConnections: applied.maxConnections, maxFrameBytes: applied.maxFrameBytes, authToken: .some(applied.authToken),
             minSyncReplicas: applied.minSyncReplicas, syncReplicaTimeout: applied.syncReplicaTimeout,
-            maxFollowerHoldBytes: applied.maxFollowerHoldBytes)
+            maxFollowerHoldBytes: applied.maxFollowerHoldBytes, tls: .some(tls),
+            idleTimeout: .some(applied.idleTimeout == .zero ? nil : applied.idleTimeout),
+            maxConnectionsPerAddress: applied.maxConnectionsPerAddress,
+            users: access(from: applied).users, certificateRoles: access(from: applied).certificateRoles)
+        metrics.update(token: applied.metricsToken)
         logger.notice("configuration reloaded", metadata: ["changed": "\(changed.filter { !needsRestart.contains($0) })"])
         return applied
     }
@@ -404,8 +457,33 @@ struct Daemon: Sendable {
         options.maxFollowerHoldBytes = config.maxFollowerHoldBytes
         options.respStream = config.respStream
         options.respBuffered = config.respDurability == "buffered"
+        options.tlsListen = config.tlsListen.map { SocketAddress(host: $0.host, port: $0.port) }
+        options.idleTimeout = config.idleTimeout == .zero ? nil : config.idleTimeout
+        options.maxConnectionsPerAddress = config.maxConnectionsPerAddress
+        (options.users, options.certificateRoles) = access(from: config)
         options.logger = Logger(label: "wald.server")
         return options
+    }
+}
+
+extension Daemon {
+    /// The TLS listeners' context from the configured files, or nil when none are set. Throws
+    /// `TLSError` naming the file and the reason (unreadable, not PEM, the key not the
+    /// certificate's).
+    /// The users and certificate roles for the server (the loader already checked every role
+    /// name and hash, so nothing is dropped here).
+    func access(from config: WaldConfig) -> (users: [ServerUser], certificateRoles: [String: Role]) {
+        let users = config.users.compactMap { user -> ServerUser? in
+            guard let role = Role(rawValue: user.role), let hash = TokenHash(parsing: user.tokenHash) else { return nil }
+            return ServerUser(name: user.name, role: role, tokenHash: hash)
+        }
+        return (users, config.certificateRoles.compactMapValues { Role(rawValue: $0) })
+    }
+
+    func serverTLS(from config: WaldConfig) throws -> TLSContext? {
+        guard let certificate = config.tlsCertFile, let key = config.tlsKeyFile else { return nil }
+        return try TLSContext(serverCertificateFile: certificate, keyFile: key, caFile: config.tlsCAFile,
+                              clientAuth: TLSClientAuth(rawValue: config.tlsClientAuth) ?? .none)
     }
 }
 

@@ -36,6 +36,8 @@ final class FailoverCoordinator: Sendable {
         var leaseTTL: Duration
         var dataDirectory: String
         var token: String?
+        /// `follow_tls`: how a member reaches the leader it follows (nil: plain TCP).
+        var tls: ClientTLS? = nil
     }
 
     private struct State {
@@ -364,8 +366,8 @@ final class FailoverCoordinator: Sendable {
             logger.error("automatic failover: the leader's address is not HOST:PORT", metadata: ["address": "\(leader.address)"])
             return
         }
-        let replicator = Replicator(wal: wal, server: server, upstream: endpoint, token: settings.token, role: role,
-                                    logger: logger, minimumTerm: leader.term)
+        let replicator = Replicator(wal: wal, server: server, upstream: endpoint, token: settings.token, tls: settings.tls,
+                                    role: role, logger: logger, minimumTerm: leader.term)
         state.withLock {
             $0.replicator = replicator
             $0.following = (leader.address, leader.term)

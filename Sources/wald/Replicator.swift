@@ -14,6 +14,7 @@ final class Replicator: Sendable {
     private let server: WALServer
     private let upstream: Endpoint
     private let token: String?
+    private let tls: ClientTLS?
     private let role: ReplicationRole
     private let logger: Logger
     /// Under automatic failover: the term of the leader this follower was pointed at; an
@@ -21,13 +22,14 @@ final class Replicator: Sendable {
     private let minimumTerm: UInt64
     private let task = Mutex<Task<Void, Never>?>(nil)
 
-    init(wal: WAL, server: WALServer, upstream: Endpoint, token: String?, role: ReplicationRole, logger: Logger,
-         minimumTerm: UInt64 = 0) {
+    init(wal: WAL, server: WALServer, upstream: Endpoint, token: String?, tls: ClientTLS?, role: ReplicationRole,
+         logger: Logger, minimumTerm: UInt64 = 0) {
         self.minimumTerm = minimumTerm
         self.wal = wal
         self.server = server
         self.upstream = upstream
         self.token = token
+        self.tls = tls
         self.role = role
         self.logger = logger
     }
@@ -73,16 +75,18 @@ final class Replicator: Sendable {
     private func followOnce() async throws {
         let start = try await checkIdentity()
         try Task.checkCancellation()
-        let fd = try WALClient.connectSocket(upstream, token: token)
+        let (fd, session) = try WALClient.connectStream(upstream, token: token, tls: tls)
         role.setConnected(true)
-        logger.notice("following upstream", metadata: ["upstream": "\(upstream)", "from_lsn": "\(start)"])
-        try await server.follow(upstreamSocket: fd, from: start)
+        logger.notice("following upstream", metadata: [
+            "upstream": "\(upstream)", "from_lsn": "\(start)", "tls": "\(session?.protocolVersion ?? "off")",
+        ])
+        try await server.follow(upstreamSocket: fd, tls: session, from: start)
     }
 
     /// Makes sure we follow the same log and returns the LSN to stream from.
     private func checkIdentity() async throws -> LSN {
         // Bounded: an upstream that accepts and never answers must not hold the follower for ever.
-        let control = try await WALClient.connect(upstream, token: token, timeout: .seconds(10))
+        let control = try await WALClient.connect(upstream, token: token, timeout: .seconds(10), tls: tls)
         defer { control.close() }
         // stop() cancels this task: closing the connection ends a call waiting on an upstream
         // that stopped answering (a paused leader) at once, instead of after the timeout.

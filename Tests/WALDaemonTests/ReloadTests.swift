@@ -74,7 +74,9 @@ import Testing
 
     @Test func everyOptionIsClassified() {
         let restartOnly: Set<WaldOption> = [.listen, .unix, .dataDir, .segmentPrefix, .maxSegmentBytes, .metricsListen, .follow,
-                                            .respStream, .respDurability, .haEtcd, .haCluster, .advertise, .haLeaseTTL]
+                                            .respStream, .respDurability, .haEtcd, .haCluster, .advertise, .haLeaseTTL,
+                                            .tlsListen, .followTLS, .followTLSCAFile, .followTLSCertFile, .followTLSKeyFile,
+                                            .followTLSServerName]
         for option in WaldOption.allCases {
             #expect(option.isReloadable == !restartOnly.contains(option), "\(option)")
         }

@@ -31,7 +31,8 @@ final class WaldProcess: @unchecked Sendable {
         var args = ["--data-dir", self.dataDirectory]
         if !arguments.contains("--log-level") { args += ["--log-level", "warning"] }
         if !arguments.contains("--flush-interval") { args += ["--flush-interval", "5ms"] }
-        if !arguments.contains("--listen") { args += ["--listen", "127.0.0.1:0"] }
+        // A config file that sets its own listeners (`listen: []` for a TLS-only server) keeps them.
+        if !arguments.contains("--listen") && !arguments.contains("--config") { args += ["--listen", "127.0.0.1:0"] }
         // Small segments by default: every start zero-fills a segment and prepares the next.
         if !arguments.contains("--max-segment-bytes") { args += ["--max-segment-bytes", "1MiB"] }
         process.arguments = args + arguments

@@ -2,6 +2,7 @@
 // (in that order of precedence), reads each option's text through one ConfigReader, remembers which
 // layer answered so an error can name it, then parses, range-checks and cross-checks the values.
 import Configuration
+import Foundation
 import Logging
 import Synchronization
 
@@ -43,11 +44,13 @@ extension WaldConfig {
                 KeyMappingProvider(
                     upstream: EnvironmentVariablesProvider(
                         environmentVariables: environment,
-                        secretsSpecifier: .specific([WaldOption.authToken.environmentVariable])),
+                        secretsSpecifier: .specific(Set(WaldOption.allCases.filter(\.isSecret).map(\.environmentVariable)))),
                     keyMapper: { $0.prepending(["wald"]) })
             ),
         ]
         let configFile: Sourced<String>?
+        var accessUsers: [WaldUser] = []
+        var accessRoles: [String: String] = [:]
         if let path = flags.config {
             configFile = Sourced(value: path, source: .flag, text: path)
         } else if let path = environment[WaldOption.config.environmentVariable] {
@@ -61,10 +64,15 @@ extension WaldConfig {
                 throw .invalidValue(option: .config, source: configFile.source, value: path, expected: "expected a file path")
             }
             if try ConfigFileCheck.check(path: path) == .options {
+                (accessUsers, accessRoles) = try ConfigFileCheck.accessLists(path: path)
+                // The YAML provider takes only scalars and lists of scalars: it reads a copy
+                // without the structured access lists (removed as soon as it is read).
+                let options = try ConfigFileCheck.copyWithoutAccessLists(path: path)
+                defer { if let options { unlink(options) } }
                 do {
                     let provider = try await FileProvider<YAMLSnapshot>(
-                        parsingOptions: .init(secretsSpecifier: .specific([WaldOption.authToken.yamlKey])),
-                        filePath: .init(path))
+                        parsingOptions: .init(secretsSpecifier: .specific(Set(WaldOption.allCases.filter(\.isSecret).map(\.yamlKey)))),
+                        filePath: .init(options ?? path))
                     layers.append((.file(path), provider))
                 } catch {
                     throw .malformedFile(path: path, reason: "\(error)")
@@ -75,6 +83,8 @@ extension WaldConfig {
 
         var config = WaldConfig()
         config.configFile = configFile?.value
+        config.users = accessUsers
+        config.certificateRoles = accessRoles
 
         let listen = try await values.list(.listen, default: config.listen, parse: ListenAddress.parseBindable)
         config.listen = listen.value
@@ -112,6 +122,7 @@ extension WaldConfig {
         }
         config.maxFrameBytes = maxFrameBytes.value
         config.authToken = try await values.optional(.authToken, parse: authToken)
+        config.metricsToken = try await values.optional(.metricsToken, parse: authToken)
         config.logLevel = try await values.value(.logLevel, default: config.logLevel, parse: LogLevelText.parse).value
         config.slowSyncThreshold = try await values.value(
             .slowSyncThreshold, default: config.slowSyncThreshold, parse: DurationText.parse
@@ -162,6 +173,42 @@ extension WaldConfig {
             }
             return ttl
         }.value
+        let tlsListen = try await values.list(.tlsListen, default: config.tlsListen, parse: ListenAddress.parseBindable)
+        config.tlsListen = tlsListen.value
+        let tlsCert = try await values.value(.tlsCertFile, default: "", parse: nonEmpty)
+        config.tlsCertFile = tlsCert.source == .default ? nil : tlsCert.value
+        let tlsKey = try await values.value(.tlsKeyFile, default: "", parse: nonEmpty)
+        config.tlsKeyFile = tlsKey.source == .default ? nil : tlsKey.value
+        config.tlsCAFile = try await values.optional(.tlsCAFile, parse: nonEmpty)
+        let clientAuth = try await values.value(.tlsClientAuth, default: config.tlsClientAuth) { (text) throws(ValueError) in
+            guard ["none", "request", "require"].contains(text) else { throw ValueError("expected none, request or require") }
+            return text
+        }
+        config.tlsClientAuth = clientAuth.value
+        config.idleTimeout = try await values.value(.idleTimeout, default: config.idleTimeout, parse: DurationText.parse).value
+        config.maxConnectionsPerAddress = try await values.value(.maxConnectionsPerAddress, default: config.maxConnectionsPerAddress) {
+            (text) throws(ValueError) in try Count.parse(text, minimum: 1)
+        }.value
+        let followTLS = try await values.value(.followTLS, default: config.followTLS) { (text) throws(ValueError) in
+            switch text.lowercased() {
+            case "true", "yes", "on", "1": return true
+            case "false", "no", "off", "0": return false
+            default: throw ValueError("expected true or false")
+            }
+        }
+        config.followTLS = followTLS.value
+        var followTLSSet: [Sourced<String>] = []
+        for option in [WaldOption.followTLSCAFile, .followTLSCertFile, .followTLSKeyFile, .followTLSServerName] {
+            let value = try await values.value(option, default: "", parse: nonEmpty)
+            let set = value.source == .default ? nil : value.value
+            switch option {
+            case .followTLSCAFile: config.followTLSCAFile = set
+            case .followTLSCertFile: config.followTLSCertFile = set
+            case .followTLSKeyFile: config.followTLSKeyFile = set
+            default: config.followTLSServerName = set
+            }
+            followTLSSet.append(value)
+        }
 
         // Cross-checks. Blame the value the operator set, not a default it collides with.
         if !config.haEtcd.isEmpty {
@@ -187,11 +234,13 @@ extension WaldConfig {
                 option: .maxRecordBytes, source: maxRecordBytes.source, value: maxRecordBytes.text,
                 expected: "expected at most max_frame_bytes - \(frameOverheadBytes) = \(recordLimit)")
         }
-        if config.listen.isEmpty && config.unixSocket == nil {
+        if config.listen.isEmpty && config.unixSocket == nil && config.tlsListen.isEmpty {
             throw .invalidValue(
                 option: .listen, source: listen.source, value: listen.text,
-                expected: "expected at least one HOST:PORT when no unix socket is set")
+                expected: "expected at least one HOST:PORT when no unix socket and no tls_listen is set")
         }
+        try checkTLS(config, tlsListen: tlsListen, clientAuth: clientAuth, files: (tlsCert, tlsKey),
+                     followTLS: followTLS, followFiles: followTLSSet)
         return config
     }
 
@@ -215,6 +264,41 @@ extension WaldConfig {
             throw ValueError("expected a cluster name of 1 to 64 letters, digits, '.', '_' or '-'")
         }
         return text
+    }
+
+    /// TLS options that cannot work together. The files themselves are read when the daemon
+    /// makes its TLS context (at start and on SIGHUP), which reports a missing or mismatched one.
+    private static func checkTLS(
+        _ config: WaldConfig, tlsListen: Sourced<[ListenAddress]>, clientAuth: Sourced<String>,
+        files: (cert: Sourced<String>, key: Sourced<String>), followTLS: Sourced<Bool>, followFiles: [Sourced<String>]
+    ) throws(WaldConfigError) {
+        if !config.tlsListen.isEmpty && (config.tlsCertFile == nil || config.tlsKeyFile == nil) {
+            throw .invalidValue(option: .tlsListen, source: tlsListen.source, value: tlsListen.text,
+                                expected: "expected tls_cert_file and tls_key_file to be set as well (a TLS listener needs a certificate and its key)")
+        }
+        if (config.tlsCertFile == nil) != (config.tlsKeyFile == nil) {
+            let (option, given): (WaldOption, Sourced<String>) = config.tlsCertFile == nil ? (.tlsKeyFile, files.key) : (.tlsCertFile, files.cert)
+            throw .invalidValue(option: option, source: given.source, value: given.text,
+                                expected: "expected tls_cert_file and tls_key_file together")
+        }
+        if config.tlsClientAuth != "none" && config.tlsCAFile == nil {
+            throw .invalidValue(option: .tlsClientAuth, source: clientAuth.source, value: clientAuth.text,
+                                expected: "expected tls_ca_file to be set as well (the CAs client certificates must chain to)")
+        }
+        let options: [WaldOption] = [.followTLSCAFile, .followTLSCertFile, .followTLSKeyFile, .followTLSServerName]
+        if !config.followTLS, let index = followFiles.firstIndex(where: { $0.source != .default }) {
+            throw .invalidValue(option: options[index], source: followFiles[index].source, value: followFiles[index].text,
+                                expected: "expected follow_tls to be on as well (--follow-tls, follow_tls: true)")
+        }
+        if config.followTLS && config.follow == nil && config.haEtcd.isEmpty {
+            throw .invalidValue(option: .followTLS, source: followTLS.source, value: followTLS.text,
+                                expected: "expected follow (or ha_etcd) to be set as well (follow_tls says how to reach the upstream)")
+        }
+        if (config.followTLSCertFile == nil) != (config.followTLSKeyFile == nil) {
+            let index = config.followTLSCertFile == nil ? 2 : 1
+            throw .invalidValue(option: options[index], source: followFiles[index].source, value: followFiles[index].text,
+                                expected: "expected follow_tls_cert_file and follow_tls_key_file together")
+        }
     }
 
     private static func nonEmpty(_ text: String) throws(ValueError) -> String {
@@ -310,7 +394,7 @@ struct LayeredValues {
 
     private func text(_ option: WaldOption) async throws(WaldConfigError) -> Sourced<String>? {
         do {
-            let text = try await reader.fetchString(forKey: ConfigKey([option.yamlKey]), isSecret: option == .authToken)
+            let text = try await reader.fetchString(forKey: ConfigKey([option.yamlKey]), isSecret: option.isSecret)
             return text.map { Sourced(value: $0, source: source(of: option), text: $0) }
         } catch {
             throw .invalidValue(option: option, source: source(of: option), value: "", expected: "expected a single value")
@@ -342,7 +426,7 @@ struct LayeredValues {
     }
 
     private func shown(_ text: String, of option: WaldOption) -> String {
-        option == .authToken ? "<redacted>" : text
+        option.isSecret ? "<redacted>" : text
     }
 }
 

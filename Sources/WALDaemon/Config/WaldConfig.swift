@@ -74,6 +74,40 @@ public struct WaldConfig: Sendable, Equatable {
     /// The leader lease's time to live: whole seconds, at least 2 s (etcd's own minimum with its
     /// default election timeout, 1.5 s rounded up). Default 3 s.
     public var haLeaseTTL: Duration = .seconds(3)
+    /// TCP addresses served with TLS, beside `listen` or instead of it (`listen: []`). Default none.
+    /// Needs `tlsCertFile` and `tlsKeyFile`.
+    public var tlsListen: [ListenAddress] = []
+    /// The TLS listeners' certificate (PEM, chain after the leaf). Default none. Reloadable (SIGHUP
+    /// reads it again; new connections use it, open ones keep theirs).
+    public var tlsCertFile: String? = nil
+    /// The private key of `tlsCertFile` (unencrypted PEM). Default none. Reloadable.
+    public var tlsKeyFile: String? = nil
+    /// CAs that client certificates must chain to (PEM). Needed for `tlsClientAuth` request or
+    /// require. Default none. Reloadable.
+    public var tlsCAFile: String? = nil
+    /// `none`, `request` (a certificate, if sent, must verify) or `require`. Default `none`. Reloadable.
+    public var tlsClientAuth: String = "none"
+    /// A connection that sends nothing this long while the server owes it nothing is closed;
+    /// zero = never. Default 5 minutes. Reloadable.
+    public var idleTimeout: Duration = .seconds(300)
+    /// Most connections at once from one IP address. Default 64; at least 1. Reloadable.
+    public var maxConnectionsPerAddress: Int = 64
+    /// A follower reaches its upstream over TLS. Default false.
+    public var followTLS: Bool = false
+    /// CAs the upstream's certificate must chain to; default the system's. Needs `followTLS`.
+    public var followTLSCAFile: String? = nil
+    /// The follower's client certificate (mutual TLS). Needs `followTLSKeyFile`.
+    public var followTLSCertFile: String? = nil
+    /// The key of `followTLSCertFile`.
+    public var followTLSKeyFile: String? = nil
+    /// The name the upstream's certificate must carry; default the host of `follow`.
+    public var followTLSServerName: String? = nil
+    /// Scrapes of `metrics_listen` must send `Authorization: Bearer <token>`. Default none. Reloadable.
+    public var metricsToken: String? = nil
+    /// Named users (config file only, key `users`): AUTH with a user's token gives its role. Reloadable.
+    public var users: [WaldUser] = []
+    /// Verified client certificate CN → role (config file only, key `cert_roles`). Reloadable.
+    public var certificateRoles: [String: String] = [:]
     /// The YAML file the configuration was read from (`--config` or `WALD_CONFIG`), if any.
     public var configFile: String? = nil
 
@@ -83,6 +117,9 @@ public struct WaldConfig: Sendable, Equatable {
     public static let frameOverheadBytes = 16
     /// The smallest segment that holds a header and one record header.
     public static let minimumSegmentBytes = 128
+
+    /// File keys outside the option catalogue: structured access lists, with no flag or variable.
+    public static let accessKeys = ["users", "cert_roles"]
 
     /// All defaults.
     public init() {}
@@ -125,6 +162,19 @@ public struct WaldConfig: Sendable, Equatable {
         case .haCluster: haCluster == other.haCluster
         case .advertise: advertise == other.advertise
         case .haLeaseTTL: haLeaseTTL == other.haLeaseTTL
+        case .tlsListen: tlsListen == other.tlsListen
+        case .tlsCertFile: tlsCertFile == other.tlsCertFile
+        case .tlsKeyFile: tlsKeyFile == other.tlsKeyFile
+        case .tlsCAFile: tlsCAFile == other.tlsCAFile
+        case .tlsClientAuth: tlsClientAuth == other.tlsClientAuth
+        case .idleTimeout: idleTimeout == other.idleTimeout
+        case .maxConnectionsPerAddress: maxConnectionsPerAddress == other.maxConnectionsPerAddress
+        case .followTLS: followTLS == other.followTLS
+        case .followTLSCAFile: followTLSCAFile == other.followTLSCAFile
+        case .followTLSCertFile: followTLSCertFile == other.followTLSCertFile
+        case .followTLSKeyFile: followTLSKeyFile == other.followTLSKeyFile
+        case .followTLSServerName: followTLSServerName == other.followTLSServerName
+        case .metricsToken: metricsToken == other.metricsToken
         }
     }
 
@@ -161,6 +211,33 @@ public struct WaldConfig: Sendable, Equatable {
             "ha_cluster": "\(haCluster ?? "none")",
             "advertise": "\(advertise.map { "\($0)" } ?? "none")",
             "ha_lease_ttl": "\(DurationText.format(haLeaseTTL))",
+            "tls_listen": .array(tlsListen.map { "\($0)" }),
+            "tls_cert_file": "\(tlsCertFile ?? "none")",
+            "tls_key_file": "\(tlsKeyFile ?? "none")",
+            "tls_ca_file": "\(tlsCAFile ?? "none")",
+            "tls_client_auth": "\(tlsClientAuth)",
+            "idle_timeout": "\(DurationText.format(idleTimeout))",
+            "max_connections_per_address": "\(maxConnectionsPerAddress)",
+            "follow_tls": "\(followTLS)",
+            "follow_tls_ca_file": "\(followTLSCAFile ?? "none")",
+            "follow_tls_cert_file": "\(followTLSCertFile ?? "none")",
+            "follow_tls_key_file": "\(followTLSKeyFile ?? "none")",
+            "follow_tls_server_name": "\(followTLSServerName ?? "none")",
+            "metrics_token": metricsToken == nil ? "none" : "<redacted>",
         ]
+    }
+}
+
+/// One entry of the config file's `users:` list. `tokenHash` is `walctl hash-token`'s output.
+public struct WaldUser: Sendable, Equatable {
+    public var name: String
+    /// `read`, `append` or `admin`.
+    public var role: String
+    public var tokenHash: String
+
+    public init(name: String, role: String, tokenHash: String) {
+        self.name = name
+        self.role = role
+        self.tokenHash = tokenHash
     }
 }

@@ -95,6 +95,44 @@ public struct WaldFlags: ParsableArguments, Sendable {
 
     @Option(help: WaldOption.help(.haLeaseTTL, "Automatic failover: the leader lease's time to live, whole seconds, at least 2s (etcd's minimum with default settings). Default 3s.", valueName: "duration"))
     public var haLeaseTTL: String?
+    @Option(help: WaldOption.help(.tlsListen, "TCP address to serve with TLS; repeat for several. Needs --tls-cert-file and --tls-key-file. Default none.", valueName: "host:port"))
+    public var tlsListen: [String] = []
+
+    @Option(help: WaldOption.help(.tlsCertFile, "The TLS listeners' certificate chain (PEM). Default none.", valueName: "file"))
+    public var tlsCertFile: String?
+
+    @Option(help: WaldOption.help(.tlsKeyFile, "The private key of the TLS certificate (PEM). Default none.", valueName: "file"))
+    public var tlsKeyFile: String?
+
+    @Option(help: WaldOption.help(.tlsCAFile, "CAs that client certificates must chain to (PEM). Default none.", valueName: "file"))
+    public var tlsCAFile: String?
+
+    @Option(help: WaldOption.help(.tlsClientAuth, "Client certificates: none, request (verified if sent) or require. Default none.", valueName: "none|request|require"))
+    public var tlsClientAuth: String?
+
+    @Option(help: WaldOption.help(.idleTimeout, "Close a connection that sends nothing this long while owed nothing; 0 = never. Default 5m.", valueName: "duration"))
+    public var idleTimeout: String?
+
+    @Option(help: WaldOption.help(.maxConnectionsPerAddress, "Most connections at once from one IP address. Default 64.", valueName: "count"))
+    public var maxConnectionsPerAddress: String?
+
+    @Flag(help: WaldOption.flagHelp(.followTLS, "Reach the upstream of --follow over TLS. Default off."))
+    public var followTls = false
+
+    @Option(help: WaldOption.help(.followTLSCAFile, "CAs the upstream's certificate must chain to (PEM). Default the system's.", valueName: "file"))
+    public var followTlsCaFile: String?
+
+    @Option(help: WaldOption.help(.followTLSCertFile, "The follower's client certificate (PEM), for mutual TLS. Default none.", valueName: "file"))
+    public var followTlsCertFile: String?
+
+    @Option(help: WaldOption.help(.followTLSKeyFile, "The key of --follow-tls-cert-file (PEM). Default none.", valueName: "file"))
+    public var followTlsKeyFile: String?
+
+    @Option(help: WaldOption.help(.followTLSServerName, "The name the upstream's certificate must carry. Default the host of --follow.", valueName: "name"))
+    public var followTlsServerName: String?
+
+    @Option(help: WaldOption.help(.metricsToken, "Scrapes of --metrics-listen must send Authorization: Bearer <token>. Default none. Prefer the variable.", valueName: "token"))
+    public var metricsToken: String?
 
     public init() {}
 
@@ -102,6 +140,8 @@ public struct WaldFlags: ParsableArguments, Sendable {
     var configValues: [AbsoluteConfigKey: ConfigValue] {
         var values: [AbsoluteConfigKey: ConfigValue] = [:]
         if !listen.isEmpty { values[WaldOption.listen.configKey] = ConfigValue(.stringArray(listen), isSecret: false) }
+        if !tlsListen.isEmpty { values[WaldOption.tlsListen.configKey] = ConfigValue(.stringArray(tlsListen), isSecret: false) }
+        if followTls { values[WaldOption.followTLS.configKey] = ConfigValue(.string("true"), isSecret: false) }
         let single: [(WaldOption, String?)] = [
             (.unix, unix), (.dataDir, dataDir), (.config, config), (.segmentPrefix, segmentPrefix),
             (.maxSegmentBytes, maxSegmentBytes), (.maxSegments, maxSegments), (.retentionBytes, retentionBytes),
@@ -113,9 +153,14 @@ public struct WaldFlags: ParsableArguments, Sendable {
             (.respDurability, respDurability), (.scrubInterval, scrubInterval),
             (.scrubBytesPerSecond, scrubBytesPerSecond), (.haEtcd, haEtcd), (.haCluster, haCluster),
             (.advertise, advertise), (.haLeaseTTL, haLeaseTTL),
+            (.tlsCertFile, tlsCertFile), (.tlsKeyFile, tlsKeyFile),
+            (.tlsCAFile, tlsCAFile), (.tlsClientAuth, tlsClientAuth), (.idleTimeout, idleTimeout),
+            (.maxConnectionsPerAddress, maxConnectionsPerAddress), (.followTLSCAFile, followTlsCaFile),
+            (.followTLSCertFile, followTlsCertFile), (.followTLSKeyFile, followTlsKeyFile),
+            (.followTLSServerName, followTlsServerName), (.metricsToken, metricsToken),
         ]
         for case (let option, let value?) in single {
-            values[option.configKey] = ConfigValue(.string(value), isSecret: option == .authToken)
+            values[option.configKey] = ConfigValue(.string(value), isSecret: option.isSecret)
         }
         return values
     }
@@ -130,5 +175,10 @@ extension WaldOption {
     static func help(_ option: WaldOption, _ text: String, valueName: String) -> ArgumentHelp {
         ArgumentHelp("\(text) Env \(option.environmentVariable)" + (option.isFileKey ? ", file key \(option.yamlKey)." : "."),
                      valueName: valueName)
+    }
+
+    /// The same for a flag without a value (the variable and the file take true or false).
+    static func flagHelp(_ option: WaldOption, _ text: String) -> ArgumentHelp {
+        ArgumentHelp("\(text) Env \(option.environmentVariable)=true, file key \(option.yamlKey): true.")
     }
 }

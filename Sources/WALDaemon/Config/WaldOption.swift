@@ -32,6 +32,19 @@ public enum WaldOption: String, Sendable, CaseIterable, Hashable {
     case haCluster = "ha_cluster"
     case advertise
     case haLeaseTTL = "ha_lease_ttl"
+    case tlsListen = "tls_listen"
+    case tlsCertFile = "tls_cert_file"
+    case tlsKeyFile = "tls_key_file"
+    case tlsCAFile = "tls_ca_file"
+    case tlsClientAuth = "tls_client_auth"
+    case idleTimeout = "idle_timeout"
+    case maxConnectionsPerAddress = "max_connections_per_address"
+    case followTLS = "follow_tls"
+    case followTLSCAFile = "follow_tls_ca_file"
+    case followTLSCertFile = "follow_tls_cert_file"
+    case followTLSKeyFile = "follow_tls_key_file"
+    case followTLSServerName = "follow_tls_server_name"
+    case metricsToken = "metrics_token"
 
     /// The key in the YAML config file, e.g. `max_segment_bytes`.
     public var yamlKey: String { rawValue }
@@ -52,14 +65,23 @@ public enum WaldOption: String, Sendable, CaseIterable, Hashable {
         switch self {
         case .logLevel, .flushInterval, .maxSegments, .retentionBytes, .maxConnections, .maxRecordBytes,
             .maxFrameBytes, .maxBufferBytes, .authToken, .slowSyncThreshold, .minSyncReplicas, .syncReplicaTimeout,
-            .maxFollowerHoldBytes, .scrubInterval, .scrubBytesPerSecond, .config:
+            .maxFollowerHoldBytes, .scrubInterval, .scrubBytesPerSecond, .config, .tlsCertFile, .tlsKeyFile, .tlsCAFile,
+            .tlsClientAuth, .idleTimeout, .maxConnectionsPerAddress, .metricsToken:
             return true
         case .listen, .unix, .dataDir, .segmentPrefix, .maxSegmentBytes, .metricsListen, .follow, .respStream,
-             .respDurability, .haEtcd, .haCluster, .advertise, .haLeaseTTL:
+             .respDurability, .haEtcd, .haCluster, .advertise, .haLeaseTTL,
+             .tlsListen, .followTLS, .followTLSCAFile, .followTLSCertFile, .followTLSKeyFile,
+             .followTLSServerName:
             return false
         }
     }
 
     /// The YAML keys the config file may contain.
     public static let fileKeys: [String] = allCases.filter(\.isFileKey).map(\.yamlKey)
+
+    /// Options whose values are secrets: never logged, redacted in errors.
+    public var isSecret: Bool { self == .authToken || self == .metricsToken }
+
+    /// Options that take a list of addresses (repeated flags, a comma-separated variable, a YAML list).
+    public var isList: Bool { self == .listen || self == .tlsListen }
 }

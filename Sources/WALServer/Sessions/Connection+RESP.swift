@@ -99,7 +99,7 @@ extension Connection {
         // The hot path first, without building a String.
         if argument(bytes, 0, is: "XADD") { return xadd(bytes) }
         let name = text(bytes, 0).lowercased()
-        if options.authToken != nil && !authenticated && !["auth", "hello", "quit", "ping"].contains(name) {
+        if loop.authRequired && role == nil && !["auth", "hello", "quit", "ping"].contains(name) {
             resp.writer.error("Authentication required.", code: "NOAUTH", into: &output)
             return .done
         }
@@ -156,7 +156,7 @@ extension Connection {
             case "xrevrange": xrange(bytes, reverse: true)
             case "xread": xread(bytes)
             case "xinfo": xinfo(bytes)
-            case "xtrim": xtrim(bytes)
+            case "xtrim": if permits(.truncate, command: "xtrim") { xtrim(bytes) }
             default: waitReplicas(bytes)
             }
         default:
@@ -195,10 +195,7 @@ extension Connection {
     private func xadd(_ bytes: UnsafeRawBufferPointer) -> Outcome {
         let count = resp.arguments.count
         guard count >= 5 else { return arity("xadd") }
-        if options.authToken != nil && !authenticated {
-            resp.writer.error("Authentication required.", code: "NOAUTH", into: &output)
-            return .done
-        }
+        guard permits(.append, command: "xadd") else { return .done }
         guard checkKey(bytes, 1) else { return .done }
         var index = 2
         while index < count - 2 {
@@ -644,7 +641,7 @@ extension Connection {
                 return
             }
         }
-        if options.authToken != nil && !authenticated {
+        if loop.authRequired && role == nil {
             resp.writer.error("HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
                               code: "NOAUTH", into: &output)
             return
@@ -673,7 +670,7 @@ extension Connection {
     static let redisVersion = "7.0.0"
 
     private func auth(user: String, password: UnsafeRawBufferPointer) {
-        guard options.authToken != nil else {
+        guard loop.authRequired else {
             resp.writer.error("AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
                               into: &output)
             return
@@ -681,13 +678,16 @@ extension Connection {
         if authenticate(user: user, password: password) { resp.writer.simple("OK", into: &output) }
     }
 
-    /// Checks `default`'s password against the auth token; answers WRONGPASS when it fails.
+    /// Checks the password: `default` (or no user) is the auth token or any user's token; a
+    /// named user's must match that user's hash. Answers WRONGPASS when it fails.
     private func authenticate(user: String, password: UnsafeRawBufferPointer) -> Bool {
-        guard user == "default", loop.checkToken(password) else {
+        guard let (role, name) = loop.role(forToken: password, user: user == "default" ? nil : user) else {
             resp.writer.error("invalid username-password pair or user is disabled.", code: "WRONGPASS", into: &output)
+            authFailed()
             return false
         }
-        authenticated = true
+        self.role = role
+        userName = name
         return true
     }
 
@@ -786,7 +786,7 @@ extension Connection {
                      "", "# Clients", "connected_clients:\(loop.connections.count)", "",
                      "# Persistence", "aof_enabled:1", "wald_failed:\(status.failure == nil ? 0 : 1)", "",
                      "# Replication", "role:\(role.isFollower ? "slave" : "master")"]
-        if let upstream = role.upstream {
+        if let upstream = role.upstream, !hidesAddresses {
             let parts = upstream.split(separator: ":")
             lines += ["master_host:\(parts.dropLast().joined(separator: ":"))", "master_port:\(parts.last ?? "")",
                       "master_link_status:\(role.upstreamConnected ? "up" : "down")"]

@@ -195,13 +195,10 @@ extension Connection {
 
     /// Runs one decoded request. Barriers return `.wait` while replies are held.
     private func execute(_ request: Request) -> Outcome {
-        if options.authToken != nil && !authenticated {
-            switch request {
-            case .auth, .ping, .quit: break
-            default:
-                reply(.error(.unauthorized, "authenticate first with AUTH <token>"))
-                return .done
-            }
+        if case .ping = request {
+            // Anyone may PING (a health check before AUTH).
+        } else if let right = Right.needed(by: request), !permits(right) {
+            return .done
         }
         switch request {
         case .info, .replay, .truncate, .promote:
@@ -230,7 +227,7 @@ extension Connection {
                 reply(Self.errorResponse(error))
             }
         case .info:
-            reply(.info(json: loop.infoJSON()))
+            reply(.info(json: loop.infoJSON(hidingAddresses: hidesAddresses)))
         case .ping(let bytes):
             reply(.pong(bytes))
         case .truncate(let before):
@@ -248,11 +245,15 @@ extension Connection {
         case .feedback:
             reply(.error(.badRequest, "FEEDBACK is only valid on a follow stream"))
         case .auth(let token):
-            if token.withUnsafeBytes({ loop.checkToken($0) }) {
-                authenticated = true
+            if !loop.authRequired {
+                reply(.ok)
+            } else if let (role, name) = token.withUnsafeBytes({ loop.role(forToken: $0) }) {
+                self.role = role
+                userName = name
                 reply(.ok)
             } else {
                 reply(.error(.unauthorized, "wrong token"))
+                authFailed()
             }
         case .promote:
             if loop.replication.isHighAvailability {
@@ -290,10 +291,7 @@ extension Connection {
 
     /// Appends are refused on a follower and before AUTH (answered here); true when allowed.
     private func mayAppend() -> Bool {
-        if options.authToken != nil && !authenticated {
-            reply(.error(.unauthorized, "authenticate first with AUTH <token>"))
-            return false
-        }
+        guard permits(.append) else { return false }
         if let refusal = loop.replication.appendRefusal {
             reply(.error(.readOnly, refusal))
             return false

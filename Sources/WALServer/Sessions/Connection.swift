@@ -7,10 +7,15 @@
 // gates from the front. So replies keep request order while requests behind a held append
 // (a PING, a buffered append) are handled at once. Output a client does not read stops the
 // handling of its requests, and then its reads (backpressure).
+//
+// On a TLS listener the same connection reads and writes through a TLSSession (`transport`):
+// the handshake runs first, on the same sources, and must finish within
+// `tlsHandshakeTimeout`; requests then see decrypted bytes in the same input buffer.
 import Dispatch
 import DequeModule
 import WALCore
 import WALProtocol
+import WALTLS
 
 /// A held reply: bytes `start..<end` of a connection's output, sent once `lsn` is written or
 /// durable (and acknowledged by `replicas` followers).
@@ -52,6 +57,12 @@ final class Connection: @unchecked Sendable {
     let id: Int
     let fd: Int32
     let peer: String
+    /// The peer's address without the port (what `max_connections_per_address` counts).
+    let peerHost: String
+    /// The socket's bytes, in clear or through TLS.
+    var transport: Transport
+    /// The last time bytes arrived (what `idle_timeout` measures).
+    var lastRead = ContinuousClock.now
     /// Strong (a weak or unowned reference costs every retain of the loop a slow path); the
     /// loop forgets the connection when it closes.
     let loop: ServerLoop
@@ -73,12 +84,20 @@ final class Connection: @unchecked Sendable {
     var gates: Deque<Gate> = []
     /// Registered in `loop.gated` (kept in step with `gates` being non-empty).
     private var isGated = false
-    var authenticated = false
+    /// What this connection may do: set by AUTH or a mapped client certificate; nil before
+    /// (then only AUTH, PING and QUIT are served when authentication is configured).
+    var role: Role?
+    /// Who authenticated (a user's name, `default` for the auth token, `cn:NAME` for a certificate).
+    var userName: String?
+    /// Wrong tokens sent on this connection (see `authFailed`).
+    var failedAuths = 0
     var blocked: Blocker?
     var stream: Stream?
     /// A barrier request (INFO, REPLAY, TRUNCATE, PROMOTE) waits for the held replies before it.
     var waitingForGates = false
     var readSuspended = false
+    /// A read of bytes held inside TLS is queued on the loop.
+    private var tlsReadQueued = false
     var writeArmed = false
     /// A stream pump is queued on the loop.
     var pumpScheduled = false
@@ -92,10 +111,12 @@ final class Connection: @unchecked Sendable {
     var closing = false
     var closed = false
 
-    init(id: Int, fd: Int32, peer: String, loop: ServerLoop) {
+    init(id: Int, fd: Int32, peer: String, peerHost: String, tls: TLSSession? = nil, loop: ServerLoop) {
         self.id = id
         self.fd = fd
         self.peer = peer
+        self.peerHost = peerHost
+        transport = Transport(fd: fd, tls: tls)
         self.loop = loop
         readSource = DispatchSource.makeReadSource(fileDescriptor: fd, queue: loop.queue)
         writeSource = DispatchSource.makeWriteSource(fileDescriptor: fd, queue: loop.queue)
@@ -112,6 +133,34 @@ final class Connection: @unchecked Sendable {
         writeSource.setEventHandler { [self] in handleWritable() }
         writeSource.setCancelHandler(handler: cancelHandler)
         readSource.resume()
+        if transport.isTLS {
+            // A client that never finishes its handshake holds a slot only this long.
+            loop.queue.asyncAfter(deadline: .now() + options.tlsHandshakeTimeout.dispatchInterval) { [weak self] in
+                guard let self, !self.closed, self.transport.isHandshaking else { return }
+                self.loop.logger.info("TLS handshake timed out", metadata: ["peer": "\(self.peer)", "id": "\(self.id)"])
+                self.close()
+            }
+        }
+    }
+
+    /// Runs the TLS handshake as far as the socket allows; false while it is not done (or failed).
+    private func advanceHandshake() -> Bool {
+        switch transport.handshake() {
+        case .done:
+            if transport.wantsWritable == false, sent >= sendLimit { disarmWrite() }
+            loop.tlsHandshakeDone(self)
+            return true
+        case .waiting:
+            if transport.wantsWritable { armWrite() } else { disarmWrite() }
+            return false
+        case .failed:
+            loop.logger.info("TLS handshake failed", metadata: [
+                "peer": "\(peer)", "id": "\(id)", "reason": "\(transport.failure ?? "unknown")",
+            ])
+            loop.metrics.tlsHandshakeFailed()
+            close()
+            return false
+        }
     }
 
     var options: ServerOptions { loop.options }
@@ -124,27 +173,42 @@ final class Connection: @unchecked Sendable {
     private var inputLimit: Int { options.maxFrameBytes + 4 + InputBuffer.initialCapacity }
 
     private func handleReadable() {
+        tlsReadQueued = false
         guard !closed, !stopReading else { return }
+        if transport.isHandshaking && !advanceHandshake() { return }
         // Read on until EAGAIN: a reset that arrives with the last bytes is reported only once
         // (EPOLLHUP), so stopping early would leave the connection open, and counted, forever.
         reading: for _ in 0..<16 {
             let space = input.freeSpace(minimum: wantedRead, limit: inputLimit)
             if space.count == 0 { break }
-            switch SocketCalls.read(fd, into: space) {
+            switch transport.read(into: space) {
             case .bytes(let n):
                 input.didRead(n)
+                lastRead = .now
             case .wouldBlock:
+                if transport.wantsWritable { armWrite() }
                 break reading
             case .endOfFile:
                 endOfInput = true
                 stopReading = true
                 break reading
             case .failed:
+                if let reason = transport.failure {
+                    loop.logger.info("TLS connection failed", metadata: ["peer": "\(peer)", "id": "\(id)", "reason": "\(reason)"])
+                }
                 close()
                 return
             }
         }
         service()
+        readPendingTLS()
+    }
+
+    /// Decrypted bytes held inside TLS raise no read event: read them on a later turn.
+    private func readPendingTLS() {
+        guard transport.pending > 0, !tlsReadQueued, !closed, !stopReading, !readSuspended else { return }
+        tlsReadQueued = true
+        loop.queue.async { [self] in handleReadable() }
     }
 
     /// Bytes the next read should have room for: the rest of a partly read binary frame, or 16 KiB.
@@ -221,6 +285,7 @@ final class Connection: @unchecked Sendable {
         guard readSuspended, !closed else { return }
         readSuspended = false
         readSource.resume()
+        readPendingTLS()
     }
 
     // MARK: Writing
@@ -237,7 +302,7 @@ final class Connection: @unchecked Sendable {
         guard !closed else { return }
         let limit = sendLimit
         while sent < limit {
-            let outcome = output.withUnsafeBytes { SocketCalls.write(fd, UnsafeRawBufferPointer(rebasing: $0[sent..<limit])) }
+            let outcome = output.withUnsafeBytes { transport.write(UnsafeRawBufferPointer(rebasing: $0[sent..<limit])) }
             switch outcome {
             case .wrote(let n): sent += n
             case .wouldBlock: break
@@ -253,7 +318,7 @@ final class Connection: @unchecked Sendable {
         } else if sent >= 64 * 1024 {
             compactOutput()
         }
-        if sent < sendLimit { armWrite() } else { disarmWrite() }
+        if sent < sendLimit || transport.wantsWritable { armWrite() } else { disarmWrite() }
     }
 
     /// Drops the written prefix of the output (gates move down with it).
@@ -281,6 +346,16 @@ final class Connection: @unchecked Sendable {
 
     private func handleWritable() {
         guard !closed else { return }
+        if transport.isHandshaking {
+            // The handshake waited to write; once done, requests may already be waiting.
+            if advanceHandshake() { handleReadable() }
+            return
+        }
+        if transport.wantsWritable {
+            // A TLS read waited for the socket to take bytes: read again.
+            handleReadable()
+            if closed { return }
+        }
         sendOutput()
         if stream != nil { pumpStream() }
         service()
@@ -436,6 +511,7 @@ final class Connection: @unchecked Sendable {
     func close() {
         guard !closed else { return }
         closed = true
+        transport.shutdown()
         if readSuspended { readSuspended = false; readSource.resume() }
         if !writeArmed { writeArmed = true; writeSource.resume() }
         readSource.cancel()
