@@ -160,7 +160,7 @@ private func connectFailure(_ endpoint: Endpoint, tls: ClientTLS) async -> Strin
             (["--tls-listen", "127.0.0.1:0", "--tls-cert-file", certificates.certificate("server"),
               "--tls-key-file", certificates.key("server"), "--tls-client-auth", "require"], "tls_ca_file"),
             (["--tls-client-auth", "sometimes"], "expected none, request or require"),
-            (["--follow-tls"], "expected follow to be set"),
+            (["--follow-tls"], "expected follow (or ha_etcd) to be set"),
             (["--follow-tls-ca-file", certificates.ca, "--follow", "127.0.0.1:1"], "follow_tls to be on"),
         ]
         for (arguments, says) in cases {
