@@ -83,7 +83,7 @@ let package = Package(
         // `make bench-compare`: wald vs Redis AOF and a raw fdatasync loop, side by side.
         .executableTarget(name: "wal-bench-compare", dependencies: ["WALClient"]),
         // `make bench-failover`: leader kills under load against etcd and three walds.
-        .executableTarget(name: "wal-bench-failover", dependencies: ["WALClient", "WALTestEtcd"]),
+        .executableTarget(name: "wal-bench-failover", dependencies: ["WALClient", "WALTestSupport"]),
         // Test helper: appends durable records and prints each acknowledged LSN (crash tests SIGKILL it).
         .executableTarget(name: "wal-stress", dependencies: ["WALCore"]),
         // `make fuzz`: the libFuzzer targets (binary, text, recovery, session) in one binary; in an
@@ -101,7 +101,7 @@ let package = Package(
             dependencies: ["WALServer", "WALCore", "WALProtocol", "WALSync", .product(name: "Logging", package: "swift-log")]
         ),
         // Start the real wald binary and speak the documented protocol to it.
-        .testTarget(name: "WaldEndToEndTests", dependencies: ["WALClient", "WALSync"]),
+        .testTarget(name: "WaldEndToEndTests", dependencies: ["WALClient", "WALSync", "WALTestSupport"]),
         // The daemon's configuration: flags > WALD_* environment > YAML file > defaults.
         .target(
             name: "WALDaemon",
@@ -125,22 +125,23 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
-        // Starts, stops, restarts and kills a real one-member etcd for tests (any test target may depend on it).
-        .target(name: "WALTestEtcd", dependencies: ["WALClient"], path: "Tests/WALTestEtcd"),
-        // WALEtcd against a real etcd started by WALTestEtcd.
+        // What tests share: starting children (posix_spawn), a real one-member etcd, a wald cluster under
+        // automatic failover and its ledger (any test target, and wal-bench-failover, may depend on it).
+        .target(name: "WALTestSupport", dependencies: ["WALClient"], path: "Tests/WALTestSupport"),
+        // WALEtcd against a real etcd started by WALTestSupport.
         .testTarget(
             name: "WALEtcdTests",
             dependencies: [
-                "WALEtcd", "WALTestEtcd",
+                "WALEtcd", "WALTestSupport",
                 // Only to read etcd's /metrics (open watchers) through the client's own HTTPClient.
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
         // Automatic failover end to end: a real etcd and three real walds, SIGKILLed and SIGSTOPped.
-        .testTarget(name: "FailoverTests", dependencies: ["WALClient", "WALEtcd", "WALTestEtcd", "WALSync"]),
+        .testTarget(name: "FailoverTests", dependencies: ["WALClient", "WALEtcd", "WALTestSupport", "WALSync"]),
         // The systemd units offline (verify, security score), `make install`, and wald under `systemd --user`.
-        .testTarget(name: "SystemdUnitTests"),
+        .testTarget(name: "SystemdUnitTests", dependencies: ["WALTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

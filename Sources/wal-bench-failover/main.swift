@@ -6,7 +6,7 @@
 // appends) says how many were lost. Usage: wal-bench-failover [KILLS] [TTL like 3s].
 import Foundation
 import WALClient
-import WALTestEtcd
+import WALTestSupport
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -8,7 +8,7 @@ import Synchronization
 import Testing
 import WALClient
 import WALEtcd
-import WALTestEtcd
+import WALTestSupport
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -3,6 +3,7 @@
 // starts wald, `systemctl status` shows its STATUS= line, and a stalled fdatasync (WALD_TEST_FAULT_FILE)
 // makes the watchdog restart it while the socket keeps accepting.
 import Foundation
+import WALTestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -255,31 +256,8 @@ final class SpawnedProcess {
     private var exited = false
 
     init(_ path: String, _ arguments: [String], environment: [String: String], output: String) throws {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        // Start with no signal blocked and default dispositions, whatever this test process set up.
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var noSignals = sigset_t()
-        sigemptyset(&noSignals)
-        var allSignals = sigset_t()
-        sigfillset(&allSignals)
-        posix_spawnattr_setsigmask(&attributes, &noSignals)
-        posix_spawnattr_setsigdefault(&attributes, &allSignals)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-
-        let argv = ([path] + arguments).map { strdup($0) } + [nil]
-        let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer { (argv + envp).forEach { free($0) } }
-        var child: pid_t = 0
-        let result = posix_spawn(&child, path, &actions, &attributes, argv, envp)
-        guard result == 0 else { throw HarnessError("posix_spawn \(path): errno \(result)") }
-        pid = child
+        // posix_spawn, not Process (see WALTestSupport/Spawn.swift).
+        pid = try spawnChild(path, arguments, environment: environment, stdout: output)
     }
 
     var isRunning: Bool {

@@ -1,11 +1,11 @@
-// EtcdClient against a real etcd (Debian's etcd-server 3.4), one fresh etcd per test, started by WALTestEtcd.
+// EtcdClient against a real etcd (Debian's etcd-server 3.4), one fresh etcd per test, started by WALTestSupport.
 // No mocks: what is pinned here is etcd's behaviour through the JSON gateway as much as the client's.
 import AsyncHTTPClient
 import Foundation
 import NIOCore
 import Synchronization
 import Testing
-import WALTestEtcd
+import WALTestSupport
 
 @testable import WALEtcd
 

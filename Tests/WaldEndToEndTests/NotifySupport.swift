@@ -4,6 +4,7 @@
 // any environment, stdout and stderr in files, directly or behind a launcher (`sh` for
 // WATCHDOG_PID, `systemd-socket-activate`).
 import Foundation
+import WALTestSupport
 import Synchronization
 import Testing
 #if canImport(Glibc)
@@ -202,30 +203,8 @@ final class NotifiedWald: @unchecked Sendable {
         var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("WALD_") && !inherited.contains($0.key) }
         env.merge(environment) { $1 }
 
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, stdoutPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-        posix_spawn_file_actions_addopen(&actions, 2, stderrPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-        // No signal blocked and default dispositions: a child spawned from a Dispatch worker
-        // would otherwise inherit libdispatch's mask, SIGTERM included.
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var noSignals = sigset_t()
-        sigemptyset(&noSignals)
-        var allSignals = sigset_t()
-        sigfillset(&allSignals)
-        posix_spawnattr_setsigmask(&attributes, &noSignals)
-        posix_spawnattr_setsigdefault(&attributes, &allSignals)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        let cArguments = ([executable] + argv).map { strdup($0) } + [nil]
-        let cEnvironment = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer { (cArguments + cEnvironment).forEach { free($0) } }
-        var child: pid_t = 0
-        let result = posix_spawn(&child, executable, &actions, &attributes, cArguments, cEnvironment)
-        guard result == 0 else { throw NotifyTestError.setup("posix_spawn \(executable): errno \(result)") }
+        // posix_spawn, not Process (see WALTestSupport/Spawn.swift).
+        let child = try spawnChild(executable, argv, environment: env, stdout: stdoutPath, stderr: stderrPath)
         pid = child
     }
 

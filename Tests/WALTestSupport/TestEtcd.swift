@@ -228,33 +228,10 @@ public final class TestEtcd: Sendable {
     }
 }
 
-/// posix_spawn with stdin from /dev/null, stdout and stderr appended to `output`, no signal blocked.
+/// Starts etcd (or anything) with the test process's environment, ETCD* variables removed.
 public func spawn(_ executable: String, _ arguments: [String], output: String) throws -> pid_t {
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-    posix_spawn_file_actions_adddup2(&actions, 1, 2)
-    // A child spawned from a Dispatch worker would otherwise inherit libdispatch's signal mask.
-    var attributes = posix_spawnattr_t()
-    posix_spawnattr_init(&attributes)
-    defer { posix_spawnattr_destroy(&attributes) }
-    var noSignals = sigset_t()
-    sigemptyset(&noSignals)
-    var allSignals = sigset_t()
-    sigfillset(&allSignals)
-    posix_spawnattr_setsigmask(&attributes, &noSignals)
-    posix_spawnattr_setsigdefault(&attributes, &allSignals)
-    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-    let cArguments = ([executable] + arguments).map { strdup($0) } + [nil]
     let environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("ETCD") }
-    let cEnvironment = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
-    defer { (cArguments + cEnvironment).forEach { free($0) } }
-    var child: pid_t = 0
-    let result = posix_spawn(&child, executable, &actions, &attributes, cArguments, cEnvironment)
-    guard result == 0 else { throw TestEtcdError.setup("posix_spawn \(executable): errno \(result)") }
-    return child
+    return try spawnChild(executable, arguments, environment: environment, stdout: output)
 }
 
 /// A loopback port that refuses connections for as long as this object lives: bound (so no one else,
