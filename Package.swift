@@ -127,12 +127,12 @@ let package = Package(
         ),
         // What tests share: starting children (posix_spawn), a real one-member etcd, a wald cluster under
         // automatic failover and its ledger (any test target, and wal-bench-failover, may depend on it).
-        .target(name: "WALTestSupport", dependencies: ["WALClient"], path: "Tests/WALTestSupport"),
+        .target(name: "WALTestSupport", dependencies: ["WALClient", "WALSync"], path: "Tests/WALTestSupport"),
         // WALEtcd against a real etcd started by WALTestSupport.
         .testTarget(
             name: "WALEtcdTests",
             dependencies: [
-                "WALEtcd", "WALTestSupport",
+                "WALEtcd", "WALTestSupport", "WALSync",
                 // Only to read etcd's /metrics (open watchers) through the client's own HTTPClient.
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),

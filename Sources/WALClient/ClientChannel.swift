@@ -9,6 +9,7 @@
 import Synchronization
 import WALProtocol
 import WALTLS
+import WALSync
 
 /// How a client reaches a wald over TLS (walctl `--tls`, a follower's `--follow-tls`).
 public struct ClientTLS: Sendable {
@@ -43,9 +44,9 @@ final class ClientChannel: Sendable {
     let fd: Int32
     let tls: TLSSession?
     /// Serialises the OpenSSL calls on `tls` (see the file comment).
-    private let lock = Mutex(())
+    private let lock = WALMutex(())
     /// How long `receive` waits before failing with EAGAIN (like SO_RCVTIMEO); nil = for ever.
-    private let receiveTimeout = Mutex<Duration?>(nil)
+    private let receiveTimeout = WALMutex<Duration?>(nil)
 
     /// A plain channel over a connected socket.
     init(fd: Int32) {

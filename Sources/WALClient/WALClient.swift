@@ -4,6 +4,7 @@
 import Foundation
 import Synchronization
 import WALProtocol
+import WALSync
 
 /// What a client call can fail with. Server errors carry the protocol's error code.
 public enum WALClientError: Error, Equatable, Sendable, CustomStringConvertible {
@@ -86,8 +87,8 @@ public final class WALClient: Sendable {
     /// How long a call may wait for its reply (and a connect for the connection); nil = no limit.
     public let timeout: Duration?
     private let channel: ClientChannel
-    private let state = Mutex(State())
-    private let writeLock = Mutex(())
+    private let state = WALMutex(State())
+    private let writeLock = WALMutex(())
 
     /// Connects, and authenticates when `token` is given. With a `timeout`, connecting and every
     /// reply (each record of a replay; not the wait for new records of a follow stream) must

@@ -8,6 +8,7 @@
 import Foundation
 import Synchronization
 import WALProtocol
+import WALSync
 
 public final class WALClusterClient: Sendable {
     private struct State {
@@ -21,7 +22,7 @@ public final class WALClusterClient: Sendable {
     private let token: String?
     private let timeout: Duration?
     private let failoverTimeout: Duration
-    private let state = Mutex(State())
+    private let state = WALMutex(State())
 
     /// - Parameters:
     ///   - endpoints: the members' addresses (at least one); the leader is found among them.

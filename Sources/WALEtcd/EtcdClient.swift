@@ -14,6 +14,7 @@ import Synchronization
 
 #if canImport(Glibc)
 import Glibc
+import WALSync
 #endif
 
 /// A client of one etcd cluster, through the JSON gateway that every etcd 3.4 member serves on its client URL.
@@ -36,8 +37,8 @@ public final class EtcdClient: Sendable {
     let http: HTTPClient
     let group: MultiThreadedEventLoopGroup
     /// Index into `endpoints` of the last endpoint that answered; requests start there.
-    let preferred = Mutex<Int>(0)
-    let isShutDown = Mutex<Bool>(false)
+    let preferred = WALMutex<Int>(0)
+    let isShutDown = WALMutex<Bool>(false)
 
     /// The largest response body accepted (a range over many keys); more is reported as malformed.
     static let maxResponseBytes = 64 << 20

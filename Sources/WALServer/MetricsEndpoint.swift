@@ -4,13 +4,14 @@
 // (Prometheus's `authorization` / `bearer_token`), compared in constant time; else 401.
 import Dispatch
 import Synchronization
+import WALSync
 
 public final class MetricsEndpoint: Sendable {
     private let queue = DispatchQueue(label: "wald.metrics")
     private let text: @Sendable () -> String
-    private let state = Mutex<[Source]>([])
+    private let state = WALMutex<[Source]>([])
     /// The bearer token scrapes must send; nil = none. Reloadable (`update(token:)`).
-    private let token = Mutex<String?>(nil)
+    private let token = WALMutex<String?>(nil)
 
     private struct Source: @unchecked Sendable {
         // @unchecked: DispatchSource is thread-safe but not annotated; stored under `state`.
@@ -82,8 +83,8 @@ public final class MetricsEndpoint: Sendable {
     private func serve(_ fd: Int32) {
         let box = Source(source: DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue))
         let reader = box.source
-        let request = Mutex<[UInt8]>([])
-        let done = Mutex(false)
+        let request = WALMutex<[UInt8]>([])
+        let done = WALMutex(false)
         let finish: @Sendable (String, String) -> Void = { status, body in
             guard done.withLock({ d in defer { d = true }; return !d }) else { return }
             let head = "HTTP/1.1 \(status)\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n"

@@ -4,6 +4,7 @@
 import Dispatch
 import Synchronization
 import WALCore
+import WALSync
 
 /// Whether this server is a follower, and of whom; under automatic failover also the term,
 /// the leader, and the write lease that fences a primary. Shared with the daemon's replicator
@@ -20,7 +21,7 @@ public final class ReplicationRole: Sendable {
         var fenceReason: String?
     }
 
-    private let state: Mutex<State>
+    private let state: WALMutex<State>
     /// Until when (DispatchTime uptime, ns) this server may acknowledge appends: `UInt64.max`
     /// without automatic failover; under it, the end of the leader lease minus a margin, 0 when
     /// it holds none. Read on every acknowledgement, so an atomic rather than the mutex.
@@ -28,13 +29,13 @@ public final class ReplicationRole: Sendable {
 
     /// `upstream` nil = a primary.
     public init(upstream: String?) {
-        state = Mutex(State(upstream: upstream))
+        state = WALMutex(State(upstream: upstream))
     }
 
     /// Under automatic failover: starts fenced (no lease, no upstream) until the coordinator
     /// knows who leads.
     public init(highAvailability: HighAvailabilityStatus) {
-        state = Mutex(State(upstream: nil, ha: highAvailability, fenceReason: "not the leader: looking for the leader in etcd"))
+        state = WALMutex(State(upstream: nil, ha: highAvailability, fenceReason: "not the leader: looking for the leader in etcd"))
         writeLeaseEnd.store(0, ordering: .releasing)
     }
 

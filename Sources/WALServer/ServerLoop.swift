@@ -15,6 +15,7 @@ import Synchronization
 import WALCore
 import WALProtocol
 import WALTLS
+import WALSync
 
 final class ServerLoop: @unchecked Sendable {
     // @unchecked Sendable: every `var` below, and every Connection, is touched only on
@@ -31,7 +32,7 @@ final class ServerLoop: @unchecked Sendable {
     /// Open connections, readable from any thread.
     let openConnections = Atomic<Int>(0)
     /// The options, for threads other than the loop (the loop reads `options`).
-    let sharedOptions: Mutex<ServerOptions>
+    let sharedOptions: WALMutex<ServerOptions>
 
     var options: ServerOptions
     var connections: [Int: Connection] = [:]
@@ -73,7 +74,7 @@ final class ServerLoop: @unchecked Sendable {
         self.wal = wal
         self.version = version
         self.options = options
-        sharedOptions = Mutex(options)
+        sharedOptions = WALMutex(options)
         logger = options.logger
         replication = options.replication
         let durable = wal.durableLSN

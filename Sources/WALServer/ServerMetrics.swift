@@ -2,6 +2,7 @@
 // backend; without one these are no-ops).
 import CoreMetrics
 import Synchronization
+import WALSync
 
 final class ServerMetrics: Sendable {
     private let connections = Gauge(label: "wald_connections")
@@ -10,7 +11,7 @@ final class ServerMetrics: Sendable {
     private let idleClosed = Counter(label: "wald_connections_idle_closed_total")
     private let replayGauge = Gauge(label: "wald_replay_streams")
     private let followGauge = Gauge(label: "wald_follow_streams")
-    private let streams = Mutex((replay: 0, follow: 0))
+    private let streams = WALMutex((replay: 0, follow: 0))
 
     func connectionCount(_ count: Int) { connections.record(count) }
     func connectionRejected() { rejected.increment() }

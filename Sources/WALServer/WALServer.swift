@@ -10,12 +10,13 @@ import WALProtocol
 import WALTLS
 #if canImport(Glibc)
 import Glibc
+import WALSync
 #endif
 
 /// Serves a `WAL` over the wald protocol (binary and text on the same port).
 public final class WALServer: Sendable {
     private let loop: ServerLoop
-    private let listeners = Mutex<[Listener]>([])
+    private let listeners = WALMutex<[Listener]>([])
 
     private struct Listener: @unchecked Sendable {
         // @unchecked: DispatchSource is thread-safe but not annotated Sendable; listeners are

@@ -3,13 +3,24 @@
 // On Linux, Synchronization.Mutex locks through raw futex syscalls inside the (uninstrumented)
 // standard library, so TSan learns no happens-before edge from it and reports every access it
 // guards as a race (Tests/Sanitizers/tsan-mutex-repro.swift shows one on a correct program).
-// pthread_mutex_lock/unlock are intercepted by TSan. Each module that uses Mutex declares
-// `typealias Mutex = TSanVisibleMutex` under `#if WALD_TSAN` (a module's own declaration
-// shadows the imported one), so ordinary builds keep the stdlib Mutex and its cost.
+// pthread_mutex_lock/unlock are intercepted by TSan. Every module locks with `WALMutex`, defined
+// here once: under `-DWALD_TSAN` this class, otherwise the stdlib Mutex, so ordinary builds keep its
+// cost (as swift-system switches its syscalls with one ENABLE_MOCKING flag). A public `Mutex`
+// alias would be ambiguous beside Synchronization's in every module that imports both.
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
+#endif
+import Synchronization
+
+#if WALD_TSAN
+/// The mutex wald's modules use: under `make test-tsan`, one ThreadSanitizer can see.
+public typealias WALMutex<Value: ~Copyable> = TSanVisibleMutex<Value>
+#else
+/// The mutex wald's modules use: `Synchronization.Mutex` (a futex), or under `make test-tsan`
+/// (`-DWALD_TSAN`) `TSanVisibleMutex`, the same API over a pthread mutex TSan can see.
+public typealias WALMutex<Value: ~Copyable> = Synchronization.Mutex<Value>
 #endif
 
 /// The subset of `Synchronization.Mutex` that wald uses, with the same signatures.

@@ -2,6 +2,7 @@
 // reference loop, process memory from /proc, and a monotonic clock.
 import Foundation
 import Synchronization
+import WALSync
 
 /// Seconds elapsed while running `body`.
 func measure(_ body: () async throws -> Void) async rethrows -> Double {
@@ -101,7 +102,7 @@ func fileSystemType(of path: String) -> String {
 /// Returns seconds per round trip minus seconds per plain 100 µs sleep on one thread.
 func handoffCost(count: Int) async -> Double {
     final class Handoff: Sendable {
-        let state = Mutex<(pending: CheckedContinuation<Void, Never>?, stop: Bool)>((nil, false))
+        let state = WALMutex<(pending: CheckedContinuation<Void, Never>?, stop: Bool)>((nil, false))
         let wakeup = DispatchSemaphore(value: 0)
 
         func run() {

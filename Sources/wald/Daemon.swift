@@ -14,6 +14,7 @@ import WALEtcd
 import WALProtocol
 import WALServer
 import WALTLS
+import WALSync
 
 struct Daemon: Sendable {
     let config: WaldConfig
@@ -506,7 +507,7 @@ final class SignalWatcher: Sendable {
     /// Not a signal: `requestRestart` was called.
     static let restart: Int32 = -1
     private let continuation: AsyncStream<Int32>.Continuation
-    private let reason = Mutex<String?>(nil)
+    private let reason = WALMutex<String?>(nil)
 
     /// Ends the signal loop as SIGTERM does, but asks for a restart afterwards.
     func requestRestart(_ why: String) {

@@ -27,6 +27,7 @@ import WALClient
 import WALCore
 import WALEtcd
 import WALServer
+import WALSync
 
 final class FailoverCoordinator: Sendable {
     struct Settings: Sendable {
@@ -67,7 +68,7 @@ final class FailoverCoordinator: Sendable {
     /// Restarts the process (graceful stop, then exec of the same command): how a member whose
     /// log must be cut rejoins.
     private let restart: @Sendable (String) -> Void
-    private let state = Mutex(State())
+    private let state = WALMutex(State())
     private let failovers = Counter(label: "wald_failovers_total")
     private let termGauge = Gauge(label: "wald_term")
     private let renewTimer = Timer(label: "wald_lease_renew_duration_seconds")

@@ -8,10 +8,11 @@ import Foundation
 import Logging
 import Metrics
 import Synchronization
+import WALSync
 
 final class LogLevelSetting: Sendable {
-    private let level: Mutex<Logger.Level>
-    init(_ level: Logger.Level) { self.level = Mutex(level) }
+    private let level: WALMutex<Logger.Level>
+    init(_ level: Logger.Level) { self.level = WALMutex(level) }
     var value: Logger.Level {
         get { level.withLock { $0 } }
         set { level.withLock { $0 = newValue } }

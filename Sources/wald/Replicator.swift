@@ -8,6 +8,7 @@ import Synchronization
 import WALClient
 import WALCore
 import WALServer
+import WALSync
 
 final class Replicator: Sendable {
     private let wal: WAL
@@ -20,7 +21,7 @@ final class Replicator: Sendable {
     /// Under automatic failover: the term of the leader this follower was pointed at; an
     /// upstream whose INFO shows a lower term is refused (a deposed leader).
     private let minimumTerm: UInt64
-    private let task = Mutex<Task<Void, Never>?>(nil)
+    private let task = WALMutex<Task<Void, Never>?>(nil)
 
     init(wal: WAL, server: WALServer, upstream: Endpoint, token: String?, tls: ClientTLS?, role: ReplicationRole,
          logger: Logger, minimumTerm: UInt64 = 0) {

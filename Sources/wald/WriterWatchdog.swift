@@ -6,6 +6,7 @@
 import Logging
 import Synchronization
 import WALCore
+import WALSync
 
 struct WriterWatchdog: Sendable {
     let wal: WAL
@@ -20,7 +21,7 @@ struct WriterWatchdog: Sendable {
 
     /// Shared between the ping loop and the probe task in flight.
     private final class Probe: Sendable {
-        let state = Mutex(ProbeState())
+        let state = WALMutex(ProbeState())
     }
 
     /// Runs until cancelled; returns early after triggering the watchdog for a failed WAL.

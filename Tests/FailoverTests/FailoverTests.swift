@@ -52,6 +52,7 @@ import Glibc
         let acked = ledger.acked
         let lost = acked.filter { onDisk[$0.key] != $0.value }
         #expect(lost.isEmpty, "\(lost.count) acknowledged records lost or changed, e.g. LSN \(lost.keys.sorted().prefix(5))")
+        #expect(ledger.lost(against: onDisk) == 0)
         #expect(ledger.conflicts.isEmpty, "\(ledger.conflicts.prefix(3))")
         #expect(acked.count > 500)
         // Each former leader cut what it alone held, or had nothing to cut; none kept serving it.

@@ -8,6 +8,7 @@ import Logging
 import Synchronization
 import Testing
 @testable import WALCore
+import WALSync
 
 @Suite struct GroupCommitTests {
     @Test func concurrentDurableAppendsGetDenseLSNsAndAllSurvive() async throws {
@@ -85,7 +86,7 @@ import Testing
             var stalled = false
             var waiter: CheckedContinuation<Void, Never>?
         }
-        private let state = Mutex(State())
+        private let state = WALMutex(State())
         private let release = DispatchSemaphore(value: 0)
 
         func arm(path: String) { state.withLock { $0.path = path } }
@@ -177,12 +178,12 @@ import Testing
 }
 
 final class SyncCount: Sendable {
-    let value = Mutex(0)
+    let value = WALMutex(0)
 }
 
 /// Completions the sync thread delivered, in order, for a test to wait on.
 final class Deliveries: Sendable {
-    private let state = Mutex<(seen: [GroupCommit.Completion], waiter: (Int, CheckedContinuation<Void, Never>)?)>(([], nil))
+    private let state = WALMutex<(seen: [GroupCommit.Completion], waiter: (Int, CheckedContinuation<Void, Never>)?)>(([], nil))
 
     func deliver(_ completion: GroupCommit.Completion) {
         let resume = state.withLock { s -> CheckedContinuation<Void, Never>? in
@@ -271,7 +272,7 @@ final class Deliveries: Sendable {
         stall.arm(path: path)
         commit.wrote(through: 1, sync: true)
         await stall.waitUntilStalled()
-        let order = Mutex<[String]>([])
+        let order = WALMutex<[String]>([])
         commit.enqueue(token: 7) {
             order.withLock { $0.append("job 7") }
             return .init(completion: .job(token: 7, result: .success(.done)))

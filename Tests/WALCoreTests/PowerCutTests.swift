@@ -8,6 +8,7 @@
 import Synchronization
 import Testing
 @testable import WALCore
+import WALSync
 
 /// What the test knows about a log: every record ever appended (by LSN) and what the WAL
 /// promised was durable.
@@ -262,8 +263,8 @@ func simulatedOptions<G: RandomNumberGenerator>(_ io: SimulatedFileIO, _ rng: in
             var rng: SplitMix64
             var cut: (io: SimulatedFileIO, durable: LSN, first: LSN)?
         }
-        let state: Mutex<State>
-        init(syncsLeft: Int, seed: UInt64) { state = Mutex(State(syncsLeft: syncsLeft, rng: SplitMix64(seed: seed))) }
+        let state: WALMutex<State>
+        init(syncsLeft: Int, seed: UInt64) { state = WALMutex(State(syncsLeft: syncsLeft, rng: SplitMix64(seed: seed))) }
     }
 
     static func concurrentTrial(seed: UInt64) async throws {

@@ -5,6 +5,7 @@ import Foundation
 import Synchronization
 import Testing
 @testable import WALCore
+import WALSync
 
 /// A log on real files whose records all have `payloadSize` bytes, so offsets are computable.
 struct FixedLog {
@@ -694,7 +695,7 @@ func reason(_ error: WALError?) -> String {
             io.flipBit("/g/" + SegmentName.make(prefix: "wal-", firstLSN: LSN(first)),
                        at: 64 + (damagedLSN - first) * 124 + 24 + 5, bit: 1)
 
-            let survivors = Mutex<[SimulatedFileIO]>([])
+            let survivors = WALMutex<[SimulatedFileIO]>([])
             io.setSyncHook {
                 survivors.withLock { list in
                     var rng = SplitMix64(seed: UInt64(list.count + 1))

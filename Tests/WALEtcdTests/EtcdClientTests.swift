@@ -8,6 +8,7 @@ import Testing
 import WALTestSupport
 
 @testable import WALEtcd
+import WALSync
 
 /// Runs `body` with a fresh etcd and a client of it; kills etcd and shuts the client down afterwards.
 func withEtcd<T>(
@@ -29,7 +30,7 @@ func withEtcd<T>(
 /// Consumes a watch in a task of its own and hands its events out one at a time, with a timeout.
 final class WatchRecorder: Sendable {
     private final class State: Sendable {
-        let value = Mutex<(events: [EtcdWatchEvent], error: EtcdError?, ended: Bool)>(([], nil, false))
+        let value = WALMutex<(events: [EtcdWatchEvent], error: EtcdError?, ended: Bool)>(([], nil, false))
     }
     private let state = State()
     private let task: Task<Void, Never>

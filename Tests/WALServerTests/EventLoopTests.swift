@@ -13,6 +13,7 @@ import Testing
 import WALCore
 import WALProtocol
 import WALServer
+import WALSync
 
 @Suite(.serialized) struct EventLoopTests {
     @Test(.timeLimit(.minutes(1)))
@@ -266,7 +267,7 @@ final class WatchedFileIO: FileIO {
     }
 
     private let base: any FileIO
-    private let state = Mutex<(stall: Bool, stalled: Int, calls: Calls)>((false, 0, Calls()))
+    private let state = WALMutex<(stall: Bool, stalled: Int, calls: Calls)>((false, 0, Calls()))
 
     init(base: any FileIO) { self.base = base }
 

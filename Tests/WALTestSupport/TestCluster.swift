@@ -7,6 +7,7 @@ import Synchronization
 import WALClient
 #if canImport(Glibc)
 import Glibc
+import WALSync
 #endif
 
 /// Directory holding the built executables (next to the test bundle or the benchmark).
@@ -20,7 +21,7 @@ public final class Member: Sendable {
     public let dataDirectory: String
     public let logPath: String
     public let arguments: [String]
-    private let pid = Mutex<pid_t?>(nil)
+    private let pid = WALMutex<pid_t?>(nil)
 
     public var address: String { "127.0.0.1:\(port)" }
     public var endpoint: Endpoint { .tcp(host: "127.0.0.1", port: UInt16(port)) }
@@ -142,10 +143,11 @@ public struct ClusterError: Error, CustomStringConvertible {
 
 /// What clients were told: LSN → payload of every acknowledged append.
 public final class Ledger: Sendable {
-    private let state = Mutex<(acked: [UInt64: [UInt8]], conflicts: [String], failures: Int)>(([:], [], 0))
+    private let state = WALMutex<(acked: [UInt64: [UInt8]], conflicts: [String], failures: Int, replaced: [(UInt64, [UInt8])])>(
+        ([:], [], 0, []))
 
     /// When each acknowledgement arrived and from which member (for failover timings).
-    private let arrivals = Mutex<[(at: ContinuousClock.Instant, from: String)]>([])
+    private let arrivals = WALMutex<[(at: ContinuousClock.Instant, from: String)]>([])
 
     /// The first acknowledgement at or after `instant` from a member other than `excluded`.
     public func firstAcknowledgement(after instant: ContinuousClock.Instant, excluding excluded: String) -> ContinuousClock.Instant? {
@@ -157,6 +159,7 @@ public final class Ledger: Sendable {
         state.withLock { s in
             if let earlier = s.acked[lsn], earlier != payload {
                 s.conflicts.append("LSN \(lsn) acknowledged for two payloads")
+                s.replaced.append((lsn, earlier))
             }
             s.acked[lsn] = payload
         }
@@ -166,12 +169,20 @@ public final class Ledger: Sendable {
 
     public init() {}
 
-    private let stopFlag = Mutex(false)
+    private let stopFlag = WALMutex(false)
     /// Tells the load to stop.
     public func stop() { stopFlag.withLock { $0 = true } }
     public var stopped: Bool { stopFlag.withLock { $0 } }
 
     public var acked: [UInt64: [UInt8]] { state.withLock { $0.acked } }
+
+    /// Acknowledgements that `log` (LSN → payload, what a member holds) does not hold: every one
+    /// whose LSN names another payload or none, counting both of an LSN acknowledged twice.
+    public func lost(against log: [UInt64: [UInt8]]) -> Int {
+        state.withLock { s in
+            s.acked.filter { log[$0.key] != $0.value }.count + s.replaced.filter { log[$0.0] != $0.1 }.count
+        }
+    }
     public var conflicts: [String] { state.withLock { $0.conflicts } }
     public var failures: Int { state.withLock { $0.failures } }
 }

@@ -10,6 +10,7 @@ import Synchronization
 
 #if canImport(Glibc)
 import Glibc
+import WALSync
 #endif
 
 public enum TestEtcdError: Error, CustomStringConvertible {
@@ -36,7 +37,7 @@ public final class TestEtcd: Sendable {
     public let directory: String
     public let executable: String
     /// The running child's pid, nil while stopped. Reaped under this lock.
-    private let child = Mutex<pid_t?>(nil)
+    private let child = WALMutex<pid_t?>(nil)
 
     /// Starts etcd and waits until `/health` answers true (a leader is elected).
     ///

@@ -7,6 +7,7 @@ import Testing
 import WALClient
 #if canImport(Glibc)
 import Glibc
+import WALSync
 #endif
 
 /// SplitMix64: seeded, so a failing run can be repeated with the seed it prints.
@@ -87,8 +88,8 @@ func expectLog(_ records: [ReplayedRecord], holds acked: [UInt64: [UInt8]], _ co
 
 /// Acknowledged (LSN → payload) pairs, collected from many tasks.
 final class AckLog: Sendable {
-    private let acks = Mutex<[UInt64: [UInt8]]>([:])
-    private let duplicates = Mutex<[UInt64]>([])
+    private let acks = WALMutex<[UInt64: [UInt8]]>([:])
+    private let duplicates = WALMutex<[UInt64]>([])
 
     /// Records a batch acknowledged at `first`; an LSN acknowledged twice is remembered.
     func add(first: UInt64, _ records: [[UInt8]]) {
@@ -107,8 +108,8 @@ final class AckLog: Sendable {
 
 /// A value shared between tasks.
 final class Locked<Value: Sendable>: Sendable {
-    private let value: Mutex<Value>
-    init(_ initial: Value) { value = Mutex(initial) }
+    private let value: WALMutex<Value>
+    init(_ initial: Value) { value = WALMutex(initial) }
     func withLock<R: Sendable>(_ body: (inout Value) -> R) -> R { value.withLock { body(&$0) } }
     var current: Value { value.withLock { $0 } }
 }
@@ -118,7 +119,7 @@ final class Locked<Value: Sendable>: Sendable {
 /// so a hang becomes a failure instead of a stuck test run. Dispatch, not a Task, because a
 /// blocked cooperative pool would also block a watchdog task.
 final class Watchdog: Sendable {
-    private let state = Mutex<(cancelled: Bool, fired: Bool)>((false, false))
+    private let state = WALMutex<(cancelled: Bool, fired: Bool)>((false, false))
 
     init(seconds: Double, action: @escaping @Sendable () -> Void) {
         DispatchQueue.global().asyncAfter(deadline: .now() + seconds) { [self] in
@@ -140,9 +141,9 @@ final class Watchdog: Sendable {
 final class BackgroundWriter: Sendable {
     private let client: WALClient
     private let acks = AckLog()
-    private let failure = Mutex<String?>(nil)
+    private let failure = WALMutex<String?>(nil)
     private let stopping = Atomic<Bool>(false)
-    private let task = Mutex<Task<Void, Never>?>(nil)
+    private let task = WALMutex<Task<Void, Never>?>(nil)
     let tag: String
 
     private init(client: WALClient, tag: String) {

@@ -9,6 +9,7 @@ import Synchronization
 import Testing
 #if canImport(Glibc)
 import Glibc
+import WALSync
 #endif
 
 /// One datagram received on NOTIFY_SOCKET.
@@ -44,7 +45,7 @@ enum NotifyTestError: Error, CustomStringConvertible {
 final class NotifySocket: Sendable {
     let path: String
     private let fd: Int32
-    private let received = Mutex<[NotifyMessage]>([])
+    private let received = WALMutex<[NotifyMessage]>([])
     private let stopping = Atomic<Bool>(false)
     private let finished = Atomic<Bool>(false)
 
@@ -179,7 +180,7 @@ final class NotifiedWald: @unchecked Sendable {
     let dataDirectory: String
     let stdoutPath: String
     let stderrPath: String
-    private let exit = Mutex<Int32?>(nil)
+    private let exit = WALMutex<Int32?>(nil)
 
     init(launcher: WaldLauncher, arguments: [String], environment: [String: String],
          dataDirectory: String, stdoutPath: String, stderrPath: String) throws {

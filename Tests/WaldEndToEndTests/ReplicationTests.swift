@@ -6,6 +6,7 @@ import Testing
 import WALClient
 #if canImport(Glibc)
 import Glibc
+import WALSync
 #endif
 
 private func endpoint(_ wald: WaldProcess) -> Endpoint { .tcp(host: "127.0.0.1", port: wald.port) }
@@ -30,8 +31,8 @@ private func eventually(_ what: String, seconds: Double = 30, _ condition: () as
 
 /// Acknowledged (LSN, payload) pairs, shared by concurrent writers.
 private final class Ledger: Sendable {
-    let records = Mutex<[UInt64: [UInt8]]>([:])
-    let stopped = Mutex(false)
+    let records = WALMutex<[UInt64: [UInt8]]>([:])
+    let stopped = WALMutex(false)
     func add(_ lsn: UInt64, _ payload: [UInt8]) { records.withLock { $0[lsn] = payload } }
     var all: [UInt64: [UInt8]] { records.withLock { $0 } }
     var isStopped: Bool { stopped.withLock { $0 } }

@@ -7,11 +7,12 @@ import Foundation
 import Synchronization
 import Testing
 import WALClient
+import WALSync
 
 final class TestCertificates: Sendable {
     let directory: String
 
-    private static let made = Mutex<TestCertificates?>(nil)
+    private static let made = WALMutex<TestCertificates?>(nil)
 
     /// The run's certificates (made on first use).
     static func shared() throws -> TestCertificates {

@@ -8,6 +8,7 @@
 import Synchronization
 #if canImport(Glibc)
 import Glibc
+import WALSync
 #endif
 
 public final class SimulatedFileIO: FileIO {
@@ -48,7 +49,7 @@ public final class SimulatedFileIO: FileIO {
         var syncDelayHook: (@Sendable (_ path: String) -> Void)?
     }
 
-    private let state = Mutex(State())
+    private let state = WALMutex(State())
 
     public init() {}
 

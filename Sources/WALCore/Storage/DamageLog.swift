@@ -4,6 +4,7 @@
 import CoreMetrics
 import Logging
 import Synchronization
+import WALSync
 
 /// One damaged place in the log.
 public struct DamageReport: Sendable, Equatable {
@@ -16,7 +17,7 @@ public struct DamageReport: Sendable, Equatable {
 }
 
 final class DamageLog: Sendable {
-    private let reports = Mutex<[DamageReport]>([])
+    private let reports = WALMutex<[DamageReport]>([])
     private let logger: Logger
     private let gauge = Gauge(label: "wald_damaged_places")
 

@@ -18,6 +18,7 @@ import Dispatch
 import DequeModule
 import Logging
 import Synchronization
+import WALSync
 
 final class GroupCommit: Sendable {
     /// The file the next sync flushes.
@@ -84,7 +85,7 @@ final class GroupCommit: Sendable {
         var slowSyncNanos: UInt64
     }
 
-    private let mailbox: Mutex<Mailbox>
+    private let mailbox: WALMutex<Mailbox>
     private let wakeup = DispatchSemaphore(value: 0)
     private let finished = DispatchSemaphore(value: 0)
     private let io: any FileIO
@@ -96,7 +97,7 @@ final class GroupCommit: Sendable {
         let deliver: @Sendable (Completion) -> Void
     }
 
-    private let delivery: Mutex<Delivery>
+    private let delivery: WALMutex<Delivery>
     private let syncTimer = CoreMetrics.Timer(label: "wald_fsync_duration_seconds")
     private let recordsPerSync = Recorder(label: "wald_records_per_fsync")
 
@@ -106,8 +107,8 @@ final class GroupCommit: Sendable {
          deliver: @escaping @Sendable (Completion) -> Void) {
         self.io = io
         self.logger = logger
-        delivery = Mutex(Delivery(deliver: deliver))
-        mailbox = Mutex(Mailbox(target: target, written: durable, synced: durable, requested: durable,
+        delivery = WALMutex(Delivery(deliver: deliver))
+        mailbox = WALMutex(Mailbox(target: target, written: durable, synced: durable, requested: durable,
                                 slowSyncNanos: nanoseconds(slowSyncThreshold)))
         // A queue of its own that this one block occupies for the log's life: a thread, parked
         // on `wakeup` whenever there is nothing to sync.

@@ -9,6 +9,7 @@ import Logging
 import Synchronization
 #if canImport(Glibc)
 import Glibc
+import WALSync
 #endif
 
 /// How far scrubbing has got, for INFO.
@@ -35,7 +36,7 @@ final class Scrubber: Sendable {
     }
 
     private let queue = DispatchQueue(label: "wald.wal.scrub", qos: .background)
-    private let state: Mutex<State>
+    private let state: WALMutex<State>
     private let budget: ReadBudget
     private let io: any FileIO
     private let directory: String
@@ -46,7 +47,7 @@ final class Scrubber: Sendable {
     private let passes = Counter(label: "wald_scrub_passes_total")
 
     init(options: WALOptions, catalog: SegmentCatalog, damage: DamageLog) {
-        state = Mutex(State(interval: options.scrubInterval, rate: options.scrubBytesPerSecond))
+        state = WALMutex(State(interval: options.scrubInterval, rate: options.scrubBytesPerSecond))
         budget = ReadBudget(bytesPerSecond: options.scrubBytesPerSecond)
         io = ThrottledFileIO(base: options.io, budget: budget)
         directory = options.directory
@@ -164,9 +165,9 @@ final class ReadBudget: Sendable {
         var stopped = false
     }
 
-    private let state: Mutex<State>
+    private let state: WALMutex<State>
 
-    init(bytesPerSecond: Int) { state = Mutex(State(rate: bytesPerSecond)) }
+    init(bytesPerSecond: Int) { state = WALMutex(State(rate: bytesPerSecond)) }
 
     func setRate(_ bytesPerSecond: Int) {
         state.withLock { s in

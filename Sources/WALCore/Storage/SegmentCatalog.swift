@@ -1,6 +1,7 @@
 // The list of segment files and the holds on them, shared between the writer (which adds
 // and deletes segments) and readers (which look up where an LSN lives).
 import Synchronization
+import WALSync
 
 /// One segment file of the log.
 public struct SegmentInfo: Equatable, Sendable {
@@ -17,10 +18,10 @@ final class SegmentCatalog: Sendable {
         var nextHoldID = 1
     }
 
-    private let state: Mutex<State>
+    private let state: WALMutex<State>
 
     init(logID: LogID, generation: UInt32, segments: [SegmentInfo]) {
-        state = Mutex(State(logID: logID, generation: generation, segments: segments))
+        state = WALMutex(State(logID: logID, generation: generation, segments: segments))
     }
 
     /// The log's identity (changes only when an empty follower adopts its primary's).

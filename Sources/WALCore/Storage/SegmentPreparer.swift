@@ -3,6 +3,7 @@
 // happens on the append path unless appends outrun the preparer.
 import Dispatch
 import Synchronization
+import WALSync
 
 final class SegmentPreparer: Sendable {
     /// A created, zero-filled (when preallocating) and fdatasynced temp file.
@@ -15,7 +16,7 @@ final class SegmentPreparer: Sendable {
     private let path: String
     private let size: Int
     private let queue = DispatchQueue(label: "wald.wal.prepare")
-    private let pending = Mutex<(Result<Prepared, IOError>?, started: Bool)>((nil, false))
+    private let pending = WALMutex<(Result<Prepared, IOError>?, started: Bool)>((nil, false))
     private let ready = DispatchSemaphore(value: 0)
 
     /// `path` is the temp file's name; `size` the bytes of zeros to write (0 = no preallocation).

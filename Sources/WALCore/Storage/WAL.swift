@@ -13,6 +13,7 @@ import Dispatch
 import DequeModule
 import Logging
 import Synchronization
+import WALSync
 
 /// A segmented, checksummed write-ahead log in one directory.
 ///
@@ -36,9 +37,9 @@ public final class WAL: Sendable {
     private let lock: IOHandle
     private let preparer: SegmentPreparer
     private let directory: String
-    private let state: Mutex<Writer>
-    private let delivery = Mutex<Delivery?>(nil)
-    private let timer = Mutex<FlushTimer?>(nil)
+    private let state: WALMutex<Writer>
+    private let delivery = WALMutex<Delivery?>(nil)
+    private let timer = WALMutex<FlushTimer?>(nil)
     private let housekeeping = DispatchQueue(label: "wald.wal.housekeeping")
     private let damageLog: DamageLog
     private let scrubber: Scrubber
@@ -128,7 +129,7 @@ public final class WAL: Sendable {
                 io.close(file)
             }
         }
-        state = Mutex(writer)
+        state = WALMutex(writer)
         // Strong references to `self` here and in the timer and housekeeping closures: a weak
         // one gives the object a side table, and every retain and release of it then takes
         // the runtime's slow path (seen at 11 % of the loop's CPU). `close()` breaks the cycles.

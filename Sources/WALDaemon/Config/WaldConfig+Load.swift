@@ -5,6 +5,7 @@ import Configuration
 import Foundation
 import Logging
 import Synchronization
+import WALSync
 
 extension WaldConfig {
     /// A byte size where 0 means unlimited, saying so when the text does not parse.
@@ -433,7 +434,7 @@ struct LayeredValues {
 /// Records, per key, the index of the provider that supplied the value or threw, as the
 /// ConfigReader reports each access: the reader itself only returns the value.
 private final class AnsweringLayer: AccessReporter {
-    private let answered = Mutex<[AbsoluteConfigKey: Int]>([:])
+    private let answered = WALMutex<[AbsoluteConfigKey: Int]>([:])
 
     func report(_ event: AccessEvent) {
         let index = event.providerResults.firstIndex { result in
