@@ -333,31 +333,7 @@ struct Daemon: Sendable {
         for key in needsRestart {
             logger.warning("option changed in the configuration but needs a restart to take effect", metadata: ["option": "\(key)"])
         }
-        var applied = running
-        applied.logLevel = new.logLevel
-        applied.flushInterval = new.flushInterval
-        applied.maxSegments = new.maxSegments
-        applied.retentionBytes = new.retentionBytes
-        applied.maxRecordBytes = new.maxRecordBytes
-        applied.maxBufferBytes = new.maxBufferBytes
-        applied.maxConnections = new.maxConnections
-        applied.maxFrameBytes = new.maxFrameBytes
-        applied.authToken = new.authToken
-        applied.slowSyncThreshold = new.slowSyncThreshold
-        applied.minSyncReplicas = new.minSyncReplicas
-        applied.syncReplicaTimeout = new.syncReplicaTimeout
-        applied.maxFollowerHoldBytes = new.maxFollowerHoldBytes
-        applied.scrubInterval = new.scrubInterval
-        applied.scrubBytesPerSecond = new.scrubBytesPerSecond
-        applied.tlsCertFile = new.tlsCertFile
-        applied.tlsKeyFile = new.tlsKeyFile
-        applied.tlsCAFile = new.tlsCAFile
-        applied.tlsClientAuth = new.tlsClientAuth
-        applied.idleTimeout = new.idleTimeout
-        applied.maxConnectionsPerAddress = new.maxConnectionsPerAddress
-        applied.users = new.users
-        applied.metricsToken = new.metricsToken
-        applied.certificateRoles = new.certificateRoles
+        let applied = running.applyingReloadable(from: new)
         // The certificate files are read again even when their names did not change: renewing
         // a certificate in place and sending SIGHUP is how it is rotated.
         let tls: TLSContext?

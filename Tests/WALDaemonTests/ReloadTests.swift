@@ -72,6 +72,22 @@ import Testing
         #expect(result.needsRestart == ["data_dir"])
     }
 
+    /// SIGHUP applies exactly the reloadable options: after applying, what still differs from
+    /// the new configuration is what needs a restart, and nothing else.
+    @Test func applyingAReloadTakesEveryReloadableOptionAndNoOther() async throws {
+        let new = try await load([
+            "--listen", "127.0.0.1:1", "--data-dir", "/elsewhere", "--max-segment-bytes", "1MiB", "--follow", "127.0.0.1:2",
+            "--flush-interval", "1s", "--max-connections", "7", "--log-level", "debug", "--min-sync-replicas", "2",
+            "--scrub-interval", "1h", "--idle-timeout", "1m", "--max-connections-per-address", "3", "--auth-token", "t",
+            "--metrics-token", "m", "--retention-bytes", "1GiB", "--slow-sync-threshold", "2s",
+        ])
+        let applied = WaldConfig().applyingReloadable(from: new)
+        let left = applied.reloadable(from: new)
+        #expect(left.changed == left.needsRestart)
+        #expect(Set(left.changed) == ["listen", "data_dir", "max_segment_bytes", "follow"])
+        #expect(applied.flushInterval == .seconds(1) && applied.maxConnections == 7 && applied.authToken == "t")
+    }
+
     @Test func everyOptionIsClassified() {
         let restartOnly: Set<WaldOption> = [.listen, .unix, .dataDir, .segmentPrefix, .maxSegmentBytes, .metricsListen, .follow,
                                             .respStream, .respDurability, .haEtcd, .haCluster, .advertise, .haLeaseTTL,

@@ -132,52 +132,86 @@ public struct WaldConfig: Sendable, Equatable {
     }
 
     private func sameValue(of option: WaldOption, as other: WaldConfig) -> Bool {
-        switch option {
-        case .listen: listen == other.listen
-        case .unix: unixSocket == other.unixSocket
-        case .dataDir: dataDirectory == other.dataDirectory
-        case .config: configFile == other.configFile
-        case .segmentPrefix: segmentPrefix == other.segmentPrefix
-        case .maxSegmentBytes: maxSegmentBytes == other.maxSegmentBytes
-        case .maxSegments: maxSegments == other.maxSegments
-        case .retentionBytes: retentionBytes == other.retentionBytes
-        case .maxRecordBytes: maxRecordBytes == other.maxRecordBytes
-        case .flushInterval: flushInterval == other.flushInterval
-        case .maxBufferBytes: maxBufferBytes == other.maxBufferBytes
-        case .maxConnections: maxConnections == other.maxConnections
-        case .maxFrameBytes: maxFrameBytes == other.maxFrameBytes
-        case .authToken: authToken == other.authToken
-        case .logLevel: logLevel == other.logLevel
-        case .slowSyncThreshold: slowSyncThreshold == other.slowSyncThreshold
-        case .metricsListen: metricsListen == other.metricsListen
-        case .follow: follow == other.follow
-        case .minSyncReplicas: minSyncReplicas == other.minSyncReplicas
-        case .syncReplicaTimeout: syncReplicaTimeout == other.syncReplicaTimeout
-        case .maxFollowerHoldBytes: maxFollowerHoldBytes == other.maxFollowerHoldBytes
-        case .respStream: respStream == other.respStream
-        case .respDurability: respDurability == other.respDurability
-        case .scrubInterval: scrubInterval == other.scrubInterval
-        case .scrubBytesPerSecond: scrubBytesPerSecond == other.scrubBytesPerSecond
-        case .haEtcd: haEtcd == other.haEtcd
-        case .haCluster: haCluster == other.haCluster
-        case .advertise: advertise == other.advertise
-        case .haLeaseTTL: haLeaseTTL == other.haLeaseTTL
-        case .tlsListen: tlsListen == other.tlsListen
-        case .tlsCertFile: tlsCertFile == other.tlsCertFile
-        case .tlsKeyFile: tlsKeyFile == other.tlsKeyFile
-        case .tlsCAFile: tlsCAFile == other.tlsCAFile
-        case .tlsClientAuth: tlsClientAuth == other.tlsClientAuth
-        case .idleTimeout: idleTimeout == other.idleTimeout
-        case .maxConnectionsPerAddress: maxConnectionsPerAddress == other.maxConnectionsPerAddress
-        case .followTLS: followTLS == other.followTLS
-        case .followTLSCAFile: followTLSCAFile == other.followTLSCAFile
-        case .followTLSCertFile: followTLSCertFile == other.followTLSCertFile
-        case .followTLSKeyFile: followTLSKeyFile == other.followTLSKeyFile
-        case .followTLSServerName: followTLSServerName == other.followTLSServerName
-        case .metricsToken: metricsToken == other.metricsToken
-        }
+        Self.field(option).same(self, other)
     }
 
+    /// The running configuration with every option a running daemon can apply
+    /// (`WaldOption.isReloadable`) taken from `new`, and the file-only access lists (`users`,
+    /// `cert_roles`), which are reloadable too. What SIGHUP applies.
+    public func applyingReloadable(from new: WaldConfig) -> WaldConfig {
+        var applied = self
+        for option in WaldOption.allCases where option.isReloadable {
+            Self.field(option).copy(from: new, into: &applied)
+        }
+        applied.users = new.users
+        applied.certificateRoles = new.certificateRoles
+        return applied
+    }
+
+    /// Where each option's value lives: the one per-option table that comparing (`reloadable`)
+    /// and applying (`applyingReloadable`) a configuration read.
+    private static func field(_ option: WaldOption) -> any ConfigField {
+        switch option {
+        case .listen: Field(\.listen)
+        case .unix: Field(\.unixSocket)
+        case .dataDir: Field(\.dataDirectory)
+        case .config: Field(\.configFile)
+        case .segmentPrefix: Field(\.segmentPrefix)
+        case .maxSegmentBytes: Field(\.maxSegmentBytes)
+        case .maxSegments: Field(\.maxSegments)
+        case .retentionBytes: Field(\.retentionBytes)
+        case .maxRecordBytes: Field(\.maxRecordBytes)
+        case .flushInterval: Field(\.flushInterval)
+        case .maxBufferBytes: Field(\.maxBufferBytes)
+        case .maxConnections: Field(\.maxConnections)
+        case .maxFrameBytes: Field(\.maxFrameBytes)
+        case .authToken: Field(\.authToken)
+        case .logLevel: Field(\.logLevel)
+        case .slowSyncThreshold: Field(\.slowSyncThreshold)
+        case .metricsListen: Field(\.metricsListen)
+        case .follow: Field(\.follow)
+        case .minSyncReplicas: Field(\.minSyncReplicas)
+        case .syncReplicaTimeout: Field(\.syncReplicaTimeout)
+        case .maxFollowerHoldBytes: Field(\.maxFollowerHoldBytes)
+        case .respStream: Field(\.respStream)
+        case .respDurability: Field(\.respDurability)
+        case .scrubInterval: Field(\.scrubInterval)
+        case .scrubBytesPerSecond: Field(\.scrubBytesPerSecond)
+        case .haEtcd: Field(\.haEtcd)
+        case .haCluster: Field(\.haCluster)
+        case .advertise: Field(\.advertise)
+        case .haLeaseTTL: Field(\.haLeaseTTL)
+        case .tlsListen: Field(\.tlsListen)
+        case .tlsCertFile: Field(\.tlsCertFile)
+        case .tlsKeyFile: Field(\.tlsKeyFile)
+        case .tlsCAFile: Field(\.tlsCAFile)
+        case .tlsClientAuth: Field(\.tlsClientAuth)
+        case .idleTimeout: Field(\.idleTimeout)
+        case .maxConnectionsPerAddress: Field(\.maxConnectionsPerAddress)
+        case .followTLS: Field(\.followTLS)
+        case .followTLSCAFile: Field(\.followTLSCAFile)
+        case .followTLSCertFile: Field(\.followTLSCertFile)
+        case .followTLSKeyFile: Field(\.followTLSKeyFile)
+        case .followTLSServerName: Field(\.followTLSServerName)
+        case .metricsToken: Field(\.metricsToken)
+        }
+    }
+}
+
+/// One option's stored property in `WaldConfig`.
+private protocol ConfigField {
+    func same(_ a: WaldConfig, _ b: WaldConfig) -> Bool
+    func copy(from source: WaldConfig, into target: inout WaldConfig)
+}
+
+private struct Field<Value: Equatable>: ConfigField {
+    let path: WritableKeyPath<WaldConfig, Value>
+    init(_ path: WritableKeyPath<WaldConfig, Value>) { self.path = path }
+    func same(_ a: WaldConfig, _ b: WaldConfig) -> Bool { a[keyPath: path] == b[keyPath: path] }
+    func copy(from source: WaldConfig, into target: inout WaldConfig) { target[keyPath: path] = source[keyPath: path] }
+}
+
+extension WaldConfig {
     /// Every option as log metadata (YAML keys), the auth token redacted: log it once at startup.
     public var loggingMetadata: Logger.Metadata {
         func size(_ bytes: Int) -> Logger.MetadataValue { "\(bytes)" }
