@@ -250,15 +250,15 @@ func loadError(
         }
     }
 
-    @Test func readmeCarriesTheSameTableAsTheDocs() throws {
+    /// One table: the README points at docs/config-table.md and carries no copy of its rows.
+    @Test func readmeLinksTheOptionTableInsteadOfCopyingIt() throws {
         let root = URL(fileURLWithPath: Self.samplePath).deletingLastPathComponent().deletingLastPathComponent()
         let table = try String(contentsOfFile: root.appendingPathComponent("docs/config-table.md").path, encoding: .utf8)
         let readme = try String(contentsOfFile: root.appendingPathComponent("README.md").path, encoding: .utf8)
         let rows = table.split(separator: "\n").filter { $0.hasPrefix("| `--") }
         #expect(rows.count == WaldOption.allCases.count)
-        for row in rows {
-            #expect(readme.contains(row), "README.md lacks the row: \(row)")
-        }
+        #expect(readme.contains("(docs/config-table.md)"))
+        #expect(!readme.split(separator: "\n").contains { $0.hasPrefix("| `--") })
     }
 }
 
