@@ -172,7 +172,7 @@ final class ServerLoop: @unchecked Sendable {
             for connection in streaming.values where connection.isFollowing { connection.pumpStream() }
             for connection in Array(respWaits.values) { connection.checkRESPWait() }
         case .refused(let epoch, let lsns, let error):
-            let response = Connection.errorResponse(error)
+            let response = Response.failure(error)
             for connection in gated.values { connection.refuse(epoch: epoch, lsns: lsns, with: response) }
             releaseGates()
         case .failed(let error):

@@ -251,7 +251,7 @@ extension Connection {
                                   into: &output)
             }
         } catch {
-            writeRESPError(Self.errorResponse(error))
+            writeRESPError(Response.failure(error))
         }
         return .done
     }
@@ -535,7 +535,7 @@ extension Connection {
                 resp.writer.integer(Int(clamping: first - firstBefore), into: &output)
             }
         } catch {
-            writeRESPError(Self.errorResponse(error))
+            writeRESPError(Response.failure(error))
         }
     }
 

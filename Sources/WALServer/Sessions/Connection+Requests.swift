@@ -113,7 +113,7 @@ extension Connection {
                                                     durable: !parsed.buffered, expectedLSN: parsed.expectedLSN)
                 holdAppended(accepted, count: parsed.count, buffered: parsed.buffered)
             } catch {
-                reply(Self.errorResponse(error))
+                reply(Response.failure(error))
             }
         case Opcode.ping.rawValue:
             BinaryCodec.encodePong(body, into: &output)
@@ -216,7 +216,7 @@ extension Connection {
                 let accepted = try records.withContiguousRecords { try wal.acceptOnLoop($0, durable: !buffered, expectedLSN: expected) }
                 holdAppended(accepted, count: records.count, buffered: buffered)
             } catch {
-                reply(Self.errorResponse(error))
+                reply(Response.failure(error))
             }
         case .sync:
             do {
@@ -224,7 +224,7 @@ extension Connection {
                 hold(.durable(replicas: 0), lsn: target, epoch: wal.epochOnLoop) { encode(.synced(durableLSN: target), into: &$0) }
                 loop.scheduleFlush()
             } catch {
-                reply(Self.errorResponse(error))
+                reply(Response.failure(error))
             }
         case .info:
             reply(.info(json: loop.infoJSON(hidingAddresses: hidesAddresses)))
@@ -240,7 +240,7 @@ extension Connection {
                     reply(.truncated(firstLSN: first))
                 }
             } catch {
-                reply(Self.errorResponse(error))
+                reply(Response.failure(error))
             }
         case .feedback:
             reply(.error(.badRequest, "FEEDBACK is only valid on a follow stream"))
@@ -281,7 +281,7 @@ extension Connection {
             do {
                 reader = try wal.reader(from: from)
             } catch {
-                reply(Self.errorResponse(error))
+                reply(Response.failure(error))
                 return .done
             }
             if follow { startFollowing(reader, maxCount: maxCount) } else { startReplay(reader, maxCount: maxCount) }
@@ -342,27 +342,12 @@ extension Connection {
                 reply(.truncated(firstLSN: first))
             }
         case .failure(let error):
-            if mode == .resp { writeRESPError(Self.errorResponse(error)) } else { reply(Self.errorResponse(error)) }
+            if mode == .resp { writeRESPError(Response.failure(error)) } else { reply(Response.failure(error)) }
         }
         respTrimFrom = nil
         service()
     }
 
-    /// The reply for a failed call.
-    static func errorResponse(_ error: any Error) -> Response {
-        guard let error = error as? WALError else { return .error(.unavailable, "\(error)") }
-        switch error {
-        case .recordTooLarge: return .error(.tooLarge, error.description)
-        case .emptyBatch, .invalidOptions: return .error(.badRequest, error.description)
-        case .outOfRange(let lsn, let first, let last):
-            return .error(.outOfRange, "LSN \(lsn) is out of range; the first available LSN is \(first) and the last is \(last)")
-        case .noSpace: return .error(.noSpace, error.description)
-        case .conflict: return .error(.conflict, error.description)
-        case .corruption: return .error(.corruption, error.description)
-        case .closed, .failed, .io, .locked, .exhausted, .notASegmentFile, .notALog:
-            return .error(.unavailable, error.description)
-        }
-    }
 }
 
 extension Array where Element == ArraySlice<UInt8> {

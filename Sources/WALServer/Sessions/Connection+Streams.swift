@@ -98,7 +98,7 @@ extension Connection {
                 }
             }
         } catch {
-            reply(Self.errorResponse(error))
+            reply(Response.failure(error))
             endStream()
             if case .follow = stream {
                 closeGracefully()
