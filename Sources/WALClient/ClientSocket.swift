@@ -62,7 +62,7 @@ public enum Endpoint: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-enum ClientSocket {
+package enum ClientSocket {
     /// TCP keepalive after this long idle, probes this far apart, and this many unanswered
     /// before the kernel resets the connection: a peer that vanished (power lost, a NAT that
     /// forgot the flow) is noticed within about 25 s, even by a follow stream that only waits.
@@ -84,7 +84,7 @@ enum ClientSocket {
     }
 
     /// Connects, within `timeout` when one is given (a peer that drops SYNs must not hang us).
-    static func connect(_ endpoint: Endpoint, timeout: Duration? = nil) throws(WALClientError) -> Int32 {
+    package static func connect(_ endpoint: Endpoint, timeout: Duration? = nil) throws(WALClientError) -> Int32 {
         switch endpoint {
         case .tcp(let host, let port):
             var hints = addrinfo()
@@ -141,7 +141,7 @@ enum ClientSocket {
     }
 
     /// Sends all bytes; false when the connection is gone.
-    static func sendAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
+    package static func sendAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
         var sent = 0
         while sent < bytes.count {
             let n = bytes.withUnsafeBytes { send(fd, $0.baseAddress! + sent, bytes.count - sent, Int32(MSG_NOSIGNAL)) }
@@ -155,7 +155,7 @@ enum ClientSocket {
     }
 
     /// Blocking read; 0 at end of stream, -1 on error.
-    static func receive(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer) -> Int {
+    package static func receive(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer) -> Int {
         while true {
             let n = recv(fd, buffer.baseAddress, buffer.count, 0)
             if n < 0 && errno == EINTR { continue }
@@ -201,7 +201,7 @@ enum ClientSocket {
     static var timedOut: Bool { errno == EAGAIN || errno == EWOULDBLOCK }
 
     static func shutdownBoth(_ fd: Int32) { _ = Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
-    static func close(_ fd: Int32) { _ = Glibc.close(fd) }
+    package static func close(_ fd: Int32) { _ = Glibc.close(fd) }
 }
 
 extension WALClient {

@@ -4,6 +4,7 @@
 #if canImport(Glibc)
 @preconcurrency import Glibc
 #endif
+import WALClient
 import WALProtocol
 
 public struct LoadResult: Sendable {
