@@ -54,7 +54,7 @@ release: deps
 # WALEtcdTests (a real etcd per test, lease TTLs of 2 s) have their own group: inside the first one, the
 # power-cut trials stalled them for over 2 s between a lease grant and its renewal (4 of 25 failed in one run).
 # Every group runs even if an earlier one failed; the target fails if any did.
-TEST_GROUPS := 'WALCoreTests|WALProtocolTests|WALServerTests|WALDaemonTests' WALEtcdTests WaldEndToEndTests FailoverTests SystemdUnitTests
+TEST_GROUPS := 'WALCoreTests|WALProtocolTests|WALServerTests|WALConfigTests' WALEtcdTests WaldEndToEndTests FailoverTests SystemdUnitTests
 test: test-deps
 	$(SWIFT) build --build-tests
 	@status=0; for group in $(TEST_GROUPS); do \

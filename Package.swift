@@ -62,7 +62,7 @@ let package = Package(
         .executableTarget(
             name: "wald",
             dependencies: [
-                "WALCore", "WALServer", "WALClient", "WALDaemon", "CSystemd", "WALSync", "WALEtcd", "WALTLS",
+                "WALCore", "WALServer", "WALClient", "WALConfig", "CSystemd", "WALSync", "WALEtcd", "WALTLS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -104,7 +104,7 @@ let package = Package(
         .testTarget(name: "WaldEndToEndTests", dependencies: ["WALClient", "WALSync", "WALTestSupport"]),
         // The daemon's configuration: flags > WALD_* environment > YAML file > defaults.
         .target(
-            name: "WALDaemon",
+            name: "WALConfig",
             dependencies: [
                 "WALSync", "WALTLS",
                 .product(name: "Configuration", package: "swift-configuration"),
@@ -114,7 +114,7 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
-        .testTarget(name: "WALDaemonTests", dependencies: ["WALDaemon"]),
+        .testTarget(name: "WALConfigTests", dependencies: ["WALConfig"]),
         // etcd v3 client over etcd's JSON gateway (/v3/...): leases, KV, transactions, watches. No consensus here.
         .target(
             name: "WALEtcd",

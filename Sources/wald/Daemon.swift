@@ -9,7 +9,7 @@ import Prometheus
 import Synchronization
 import WALClient
 import WALCore
-import WALDaemon
+import WALConfig
 import WALEtcd
 import WALProtocol
 import WALServer

@@ -1,7 +1,7 @@
 // The wald daemon's command line: resolve the configuration, then hand over to Daemon.
 import ArgumentParser
 import Foundation
-import WALDaemon
+import WALConfig
 import WALProtocol
 
 @main

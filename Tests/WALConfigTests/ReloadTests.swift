@@ -1,7 +1,7 @@
 // reloadable(from:): which changed options a SIGHUP can apply and which need a restart.
 import Testing
 
-@testable import WALDaemon
+@testable import WALConfig
 
 @Suite struct ReloadTests {
     @Test func identicalConfigsChangeNothing() {

@@ -2,7 +2,7 @@
 import Logging
 import Testing
 
-@testable import WALDaemon
+@testable import WALConfig
 
 @Suite struct ByteSizeTests {
     @Test(arguments: [

@@ -4,7 +4,7 @@ import Foundation
 import Logging
 import Testing
 
-@testable import WALDaemon
+@testable import WALConfig
 
 /// A YAML file in a fresh temporary directory, removed when the test ends.
 final class TemporaryConfigFile {
