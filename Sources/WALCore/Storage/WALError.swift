@@ -1,8 +1,5 @@
 // Every way a WAL call can fail, with what the caller needs to act on it.
 
-/// A log sequence number: records are numbered densely from 1.
-public typealias LSN = UInt64
-
 public enum WALError: Error, Equatable, Sendable, CustomStringConvertible {
     /// A record is larger than `maxRecordBytes`; nothing was written.
     case recordTooLarge(size: Int, limit: Int)
