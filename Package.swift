@@ -44,11 +44,12 @@ let package = Package(
         .target(name: "WALTLS", dependencies: ["COpenSSL"]),
         // Wire codec shared by server, client and CLI: bytes in, messages out (no I/O).
         .target(name: "WALProtocol"),
-        // Listeners and connections on Dispatch sources; the only place with socket syscalls.
+        // Listeners and connections on Dispatch sources, and replication (Replication/: the role and write
+        // lease, the follower's replicator and its stream in, follow streams out).
         .target(
             name: "WALServer",
             dependencies: [
-                "WALCore", "WALProtocol", "WALSync", "WALTLS",
+                "WALCore", "WALProtocol", "WALSync", "WALTLS", "WALClient",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "DequeModule", package: "swift-collections"),

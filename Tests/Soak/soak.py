@@ -210,7 +210,10 @@ class Node:
     def start(self, timeout=60.0):
         for attempt in range(20):
             log = open(self.log_path, "ab")
-            args = [self.wald, "--listen", f"{HOST}:{self.port}", "--data-dir", self.data_dir] + self.extra
+            # Every client, reader, follower and verifier comes from 127.0.0.1: more than the
+            # default max_connections_per_address (64), which is meant for many hosts.
+            args = [self.wald, "--listen", f"{HOST}:{self.port}", "--data-dir", self.data_dir,
+                    "--max-connections-per-address", "1024"] + self.extra
             proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
                                     start_new_session=True)
             log.close()

@@ -1,16 +1,15 @@
 // A follower's replication: check that the upstream holds the same log (adopting the
 // upstream's identity when ours is empty), then hand a connected socket to the server's event
 // loop, which streams the upstream's records into the WAL under their LSNs and sends FEEDBACK
-// after each fdatasync (WALServer/UpstreamStream.swift). Reconnects with backoff; refuses a
+// after each fdatasync (UpstreamStream.swift, beside this file). Reconnects with backoff; refuses a
 // foreign, diverged or ahead log without touching it.
 import Logging
 import Synchronization
 import WALClient
 import WALCore
-import WALServer
 import WALSync
 
-final class Replicator: Sendable {
+public final class Replicator: Sendable {
     private let wal: WAL
     private let server: WALServer
     private let upstream: Endpoint
@@ -23,7 +22,10 @@ final class Replicator: Sendable {
     private let minimumTerm: UInt64
     private let task = WALMutex<Task<Void, Never>?>(nil)
 
-    init(wal: WAL, server: WALServer, upstream: Endpoint, token: String?, tls: ClientTLS?, role: ReplicationRole,
+    /// Follows `upstream` into `wal` through `server`'s loop once `start()` is called; `token`
+    /// authenticates, `tls` (nil: plain TCP) says how to reach it, `minimumTerm` refuses a
+    /// deposed leader under automatic failover.
+    public init(wal: WAL, server: WALServer, upstream: Endpoint, token: String?, tls: ClientTLS?, role: ReplicationRole,
          logger: Logger, minimumTerm: UInt64 = 0) {
         self.minimumTerm = minimumTerm
         self.wal = wal
@@ -35,13 +37,13 @@ final class Replicator: Sendable {
         self.logger = logger
     }
 
-    func start() {
+    public func start() {
         let loop = Task { await run() }
         task.withLock { $0 = loop }
     }
 
     /// Stops following (PROMOTE or shutdown) and waits until no more records are appended.
-    func stop() async {
+    public func stop() async {
         let loop = task.withLock { $0 }
         loop?.cancel()
         await server.stopFollowing()
@@ -140,14 +142,14 @@ final class Replicator: Sendable {
     }
 }
 
-enum ReplicationError: Error, CustomStringConvertible {
+public enum ReplicationError: Error, CustomStringConvertible {
     case foreignLog(local: String, upstream: String)
     case ahead(local: LSN, upstream: LSN)
     case diverged(lsn: LSN)
     case generation(local: UInt32, upstream: UInt32)
     case staleTerm(upstream: UInt64, seen: UInt64)
 
-    var description: String {
+    public var description: String {
         switch self {
         case .foreignLog(let local, let upstream):
             "refusing to follow: the local log \(local) is not the upstream's log \(upstream) (local data left untouched)"
