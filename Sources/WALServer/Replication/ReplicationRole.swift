@@ -1,6 +1,8 @@
 // Replication state the server needs: whether this server follows an upstream (and is then
-// read-only to clients), and which followers have acknowledged what (for INFO, for holding
-// segments they still need, and for synchronous replication).
+// read-only to clients), under automatic failover its term, leader and write lease (the deadline
+// after which no append is acknowledged: docs/replication.md, "Fencing"), and which followers
+// have acknowledged what (for INFO, for holding segments they still need, and for synchronous
+// replication).
 import Dispatch
 import Synchronization
 import WALCore
