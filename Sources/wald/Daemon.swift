@@ -89,6 +89,7 @@ struct Daemon: Sendable {
             wal = try await WAL.open(options)
         } catch {
             listeners.release()
+            await failover?.etcd.shutdown()  // async-http-client traps on a client dropped without shutdown
             return fatal("cannot open the log in \(config.dataDirectory): \(error)", errno: errnoOf(error), logger: logger)
         }
 
@@ -103,6 +104,7 @@ struct Daemon: Sendable {
             } catch {
                 listeners.release()
                 try? await wal.close()
+                await failover?.etcd.shutdown()
                 return fatal("follow_tls: \(error)", errno: EINVAL, logger: logger)
             }
         }
@@ -140,6 +142,7 @@ struct Daemon: Sendable {
         } catch {
             try? await wal.close()
             listeners.removeUnixSocket()
+            await failover?.etcd.shutdown()
             return fatal("cannot listen: \(error)", errno: (error as? SocketError)?.errno, logger: logger)
         }
         if !activated.isEmpty {

@@ -226,6 +226,41 @@ import Glibc
         #expect(try walctl(["cluster", "--ha-etcd", cluster.etcd.clientURL]).status == 64)
     }
 
+    /// A start that fails after the etcd client exists (here: the data directory is locked by
+    /// another wald) exits 1 naming why; it trapped in async-http-client's deinit (exit 132).
+    @Test(.timeLimit(.minutes(1)))
+    func aStartThatFailsUnderAutomaticFailoverExitsOneNamingWhy() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("wald-ha-locked-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let data = directory + "/data"
+        // The holder runs without --ha-etcd: it only holds the data directory's lock.
+        let process = Process()
+        process.executableURL = buildProductsDirectory().appendingPathComponent("wald")
+        process.arguments = ["--listen", "127.0.0.1:0", "--data-dir", data]
+        process.standardOutput = Pipe()
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        defer { process.terminate(); process.waitUntilExit() }
+        let deadline = ContinuousClock.now + .seconds(20)
+        while !FileManager.default.fileExists(atPath: data + "/LOCK") && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        let second = Process()
+        second.executableURL = buildProductsDirectory().appendingPathComponent("wald")
+        second.arguments = ["--listen", "127.0.0.1:0", "--data-dir", data, "--ha-etcd", "http://127.0.0.1:1",
+                            "--ha-cluster", "t", "--advertise", "127.0.0.1:1"]
+        let err = Pipe()
+        second.standardOutput = FileHandle.nullDevice
+        second.standardError = err
+        try second.run()
+        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        second.waitUntilExit()
+        #expect(second.terminationStatus == 1, "\(stderr.suffix(1500))")
+        #expect(stderr.contains("is locked by another process"), "\(stderr.suffix(1500))")
+    }
+
     @Test func theLeaderIsReadFromARefusal() {
         #expect(WALClusterClient.leader(inRefusal: "this server is a read-only follower of 10.0.0.1:7070; append there (leader=10.0.0.1:7070)")
                 == .tcp(host: "10.0.0.1", port: 7070))
