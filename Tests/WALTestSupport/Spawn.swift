@@ -14,19 +14,35 @@ public struct SpawnError: Error, CustomStringConvertible {
 /// posix_spawn `executable` with `arguments` and exactly `environment`: stdin from /dev/null,
 /// stdout appended to the file `stdout`, stderr to the file `stderr` (or with stdout when nil),
 /// no signal blocked and every disposition at its default. Returns the child's pid.
-/// Throws `SpawnError` naming the errno when posix_spawn fails.
+/// Throws `SpawnError` naming the errno when a file cannot be opened or posix_spawn fails.
 public func spawnChild(_ executable: String, _ arguments: [String], environment: [String: String], stdout: String,
                        stderr: String? = nil) throws -> pid_t {
+    let out = open(stdout, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+    guard out >= 0 else { throw SpawnError(description: "open \(stdout): errno \(errno)") }
+    defer { close(out) }
+    var err = out
+    if let stderr {
+        err = open(stderr, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        guard err >= 0 else { throw SpawnError(description: "open \(stderr): errno \(errno)") }
+    }
+    defer { if err != out { close(err) } }
+    return try spawnChild(executable, arguments, environment: environment, inputFD: nil, outputFD: out, errorFD: err)
+}
+
+/// As above with descriptors: the child's stdin is `inputFD` (nil: /dev/null), its stdout
+/// `outputFD` and its stderr `errorFD` (each dup2'ed; the caller keeps and closes its own).
+public func spawnChild(_ executable: String, _ arguments: [String], environment: [String: String], inputFD: Int32?,
+                       outputFD: Int32, errorFD: Int32) throws -> pid_t {
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, stdout, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-    if let stderr {
-        posix_spawn_file_actions_addopen(&actions, 2, stderr, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+    if let inputFD {
+        posix_spawn_file_actions_adddup2(&actions, inputFD, 0)
     } else {
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
     }
+    posix_spawn_file_actions_adddup2(&actions, outputFD, 1)
+    posix_spawn_file_actions_adddup2(&actions, errorFD, 2)
     var attributes = posix_spawnattr_t()
     posix_spawnattr_init(&attributes)
     defer { posix_spawnattr_destroy(&attributes) }
@@ -44,4 +60,31 @@ public func spawnChild(_ executable: String, _ arguments: [String], environment:
     let result = posix_spawn(&child, executable, &actions, &attributes, cArguments, cEnvironment)
     guard result == 0 else { throw SpawnError(description: "posix_spawn \(executable): errno \(result)") }
     return child
+}
+
+/// How a child ended: its exit status, or the signal that killed it.
+public struct ChildExit: Sendable {
+    public let status: Int32
+    public let exitedNormally: Bool
+    public let timedOut: Bool
+}
+
+/// Waits for `pid` (ours) to end, SIGKILLing it after `timeout` seconds. Polls waitpid(pid,
+/// WNOHANG) every 5 ms: only this pid is reaped, never another's child.
+public func waitForChild(_ pid: pid_t, timeout: Double) -> ChildExit {
+    let deadline = ContinuousClock.now + .milliseconds(Int64(timeout * 1000))
+    var killed = false
+    var status: Int32 = 0
+    while true {
+        let result = waitpid(pid, &status, WNOHANG)
+        if result == pid { break }
+        if result < 0 && errno != EINTR { return ChildExit(status: -1, exitedNormally: false, timedOut: killed) }
+        if !killed && ContinuousClock.now >= deadline {
+            kill(pid, SIGKILL)
+            killed = true
+        }
+        usleep(5_000)
+    }
+    let signaled = (status & 0x7f) != 0
+    return ChildExit(status: signaled ? status & 0x7f : (status >> 8) & 0xff, exitedNormally: !signaled, timedOut: killed)
 }

@@ -2,6 +2,7 @@
 // name their writer, reading a whole log back, a background writer that proves the server
 // keeps serving, a watchdog for awaits that could hang, and running the built executables.
 import Foundation
+import WALTestSupport
 import Synchronization
 import Testing
 import WALClient
@@ -260,25 +261,26 @@ func runProgram(_ path: String, _ arguments: [String], timeout: Double = 60, sta
         try? FileManager.default.removeItem(atPath: outPath)
         try? FileManager.default.removeItem(atPath: errPath)
     }
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: path)
-    process.arguments = arguments
-    process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("WALD_") && !$0.key.hasPrefix("WALCTL_") }
+    // posix_spawn and waitpid on this pid, not Foundation's Process: its waitUntilExit never
+    // returned for an openssl child that had exited, with both cooperative threads blocked
+    // (one in waitUntilExit, one on the lock around it), and the suite hung.
+    let environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("WALD_") && !$0.key.hasPrefix("WALCTL_") }
         .merging(environment) { $1 }
-    process.standardOutput = standardOutput ?? FileHandle(forWritingAtPath: outPath)
-    process.standardError = standardError ?? FileHandle(forWritingAtPath: errPath)
-    process.standardInput = standardInput ?? FileHandle.nullDevice
-    try process.run()
-    let pid = process.processIdentifier
-    let watchdog = Watchdog(seconds: timeout) { kill(pid, SIGKILL) }
-    process.waitUntilExit()
-    watchdog.cancel()
+    let out = standardOutput.map { $0.fileDescriptor } ?? open(outPath, O_WRONLY | O_APPEND | O_CLOEXEC)
+    let err = standardError.map { $0.fileDescriptor } ?? open(errPath, O_WRONLY | O_APPEND | O_CLOEXEC)
+    defer {
+        if standardOutput == nil { close(out) }
+        if standardError == nil { close(err) }
+    }
+    let pid = try spawnChild(path, arguments, environment: environment, inputFD: standardInput?.fileDescriptor,
+                             outputFD: out, errorFD: err)
+    let exit = waitForChild(pid, timeout: timeout)
     return ToolResult(
-        status: process.terminationStatus,
-        exitedNormally: process.terminationReason == .exit,
+        status: exit.status,
+        exitedNormally: exit.exitedNormally,
         stdout: (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "",
         stderr: (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "",
-        timedOut: watchdog.fired)
+        timedOut: exit.timedOut)
 }
 
 /// Everything the server sends on `fd` until it closes the connection, or until nothing
