@@ -781,3 +781,20 @@ func reason(_ error: WALError?) -> String {
         #expect(!names.contains { $0.contains(".broken") })
     }
 }
+
+/// `ha-term`: read back what was written; garbage is corruption naming the file, and a failed
+/// read changes nothing in the directory.
+@Suite struct TermFileTests {
+    @Test func aWrittenTermReadsBackAndGarbageIsCorruption() throws {
+        let dir = TempDirectory("term")
+        try FileManager.default.createDirectory(atPath: dir.path, withIntermediateDirectories: true)
+        #expect(try TermFile.read(directory: dir.path) == 0)
+        try TermFile.write(7, directory: dir.path)
+        #expect(try TermFile.read(directory: dir.path) == 7)
+        for garbage in ["", "7", "x\n", "-1\n", "18446744073709551616\n"] {
+            FileManager.default.createFile(atPath: dir.path + "/ha-term", contents: Data(garbage.utf8))
+            #expect(throws: WALError.self) { try TermFile.read(directory: dir.path) }
+            #expect(FileManager.default.contents(atPath: dir.path + "/ha-term") == Data(garbage.utf8))
+        }
+    }
+}
