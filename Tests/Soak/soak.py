@@ -648,6 +648,42 @@ class Soak:
             await asyncio.sleep(0.5)
         return False, time.monotonic() - started, target
 
+    async def stall_report(self):
+        """What a CI log needs to tell a stalled stream from a dead node: every node's positions,
+        the TCP queues between the nodes (bytes stuck in a receive queue: the reader stopped
+        reading; in a send queue: the peer stopped; none: nobody sent) and each log's tail."""
+        out = []
+        for node in self.nodes:
+            try:
+                c = await Conn.open(node.port)
+                try:
+                    i = await c.info()
+                finally:
+                    c.close()
+                keep = ("role", "first_lsn", "last_lsn", "durable_lsn", "connections", "followers", "upstream")
+                out.append(f"stall: {node.name} info " + json.dumps({k: i.get(k) for k in keep if k in i}))
+            except Exception as exc:
+                out.append(f"stall: {node.name} info FAILED {exc!r}")
+        pids = {str(n.pid): n.name for n in self.nodes if n.pid}
+        try:
+            ss = subprocess.run(["ss", "-tnpH", "state", "established"], capture_output=True, text=True,
+                                timeout=10).stdout.splitlines()
+            for line in ss:
+                parts = line.split()
+                owner = next((name for pid, name in pids.items() if f"pid={pid}," in line), None)
+                if owner and len(parts) >= 4:
+                    out.append(f"stall: tcp {owner} {parts[2]} <-> {parts[3]} recv_q={parts[0]} send_q={parts[1]}")
+        except Exception as exc:
+            out.append(f"stall: ss FAILED {exc!r}")
+        for node in self.nodes:
+            try:
+                with open(node.log_path, errors="replace") as f:
+                    tail = [l.rstrip()[:300] for l in f if l.strip()][-12:]
+                out.extend(f"stall: {node.name}.log | {l}" for l in tail)
+            except OSError as exc:
+                out.append(f"stall: {node.name}.log unreadable {exc!r}")
+        return out
+
     async def verify(self, node):
         """Replays all of `node` and checks it against the ledger."""
         result = collections.Counter()
@@ -888,7 +924,9 @@ async def main_async(args, work):
         load_started = time.monotonic()
         await soak.run_load()
         load_seconds = time.monotonic() - load_started
-        caught_up, catch_seconds, target = await soak.catch_up()
+        caught_up, catch_seconds, target = await soak.catch_up(args.catch_up_timeout)
+        if not caught_up:
+            lines.extend(await soak.stall_report())
         rss_end = soak.primary.rss_kib() or 0
         results = {}
         for node in soak.nodes:
@@ -972,6 +1010,8 @@ def main():
     p.add_argument("--clients", type=int, default=64)
     p.add_argument("--replay-readers", type=int, default=2)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--catch-up-timeout", type=float, default=180.0,
+                   help="seconds the followers get to reach the primary's last LSN after the load")
     p.add_argument("--warmup", type=float, default=None, help="seconds before faults and the RSS baseline")
     p.add_argument("--faults", default="kill_primary,kill_follower,sigstop,slow_reader,cut_mid_frame",
                    help="comma-separated fault kinds to choose from")

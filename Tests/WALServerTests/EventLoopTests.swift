@@ -3,7 +3,7 @@
 // in request order across a sync completion; a stalled fdatasync holds back only durable acks;
 // follow streams and appends share the loop; a client that stops reading stalls nobody else;
 // rotation under load never runs fdatasync (or any fsync) on the loop; a refused append leaves
-// nothing behind.
+// nothing behind; a stream waiting for room goes on whoever makes the room.
 import Dispatch
 import Foundation
 import Glibc
@@ -203,6 +203,47 @@ import WALSync
         try await harness.stop()
     }
 
+    /// The soak's stall: a follow stream that stopped at a half-full output waits for room. A
+    /// FEEDBACK read in the same turn as the room appeared sent the whole output itself and
+    /// disarmed the write event, and nothing pumped the stream again until the next durable
+    /// event: after the last append, never. The client here answers every read with FEEDBACK
+    /// at once, so the server often sees both in one turn.
+    @Test(.timeLimit(.minutes(1)))
+    func aFollowStreamReachesTheEndWhileItsClientSendsFeedback() async throws {
+        let harness = try await LoopHarness.start(maxOutputBytes: 32 * 1024)
+        defer { harness.cleanup() }
+        let writer = try harness.connect()
+        let payload = ArraySlice([UInt8](repeating: 4, count: 2000))
+        for _ in 0..<30 {
+            for _ in 0..<100 { writer.send(.append(records: [payload], buffered: false)) }
+            _ = try writer.receive(100)
+        }
+        // Appends have stopped: only a stream's own pumps can bring its follower to LSN 3000.
+        // Ten followers one after the other: the turn that shows the stall is a race.
+        for round in 0..<10 {
+            let follower = try harness.connect()
+            follower.send(.replay(from: 1, maxCount: 0, follow: true))
+            var next: UInt64 = 1
+            while next <= 3000 {
+                let replies: [Response]
+                do {
+                    replies = try follower.receiveOnce()
+                } catch {
+                    throw HarnessError("follower \(round) stalled at LSN \(next) of 3000: \(error)")
+                }
+                for reply in replies {
+                    guard case .record(let lsn, let body) = reply, lsn == next, body == payload else {
+                        throw HarnessError("expected record \(next), got \(reply)")
+                    }
+                    next += 1
+                }
+                follower.send(.feedback(durableLSN: next - 1))
+            }
+            #expect(next == 3001)
+        }
+        try await harness.stop()
+    }
+
     @Test(.timeLimit(.minutes(1)))
     func anAppendRefusedForLackOfSpaceNeverAppearsAndItsLSNGoesToTheNext() async throws {
         let io = SimulatedFileIO()
@@ -333,7 +374,7 @@ struct LoopHarness {
     let directory: String
 
     static func start(io base: (any FileIO)? = nil, segmentBytes: Int = 16 << 20, preallocate: Bool = true,
-                      maxFollowerHoldBytes: Int = 1 << 30) async throws -> LoopHarness {
+                      maxFollowerHoldBytes: Int = 1 << 30, maxOutputBytes: Int? = nil) async throws -> LoopHarness {
         let directory = base == nil ? FileManager.default.temporaryDirectory.appendingPathComponent("wald-loop-\(UUID())").path : "/wal"
         let io = WatchedFileIO(base: base ?? PosixFileIO())
         var options = WALOptions(directory: directory)
@@ -345,6 +386,7 @@ struct LoopHarness {
         var serverOptions = ServerOptions()
         serverOptions.listen = []
         serverOptions.maxFollowerHoldBytes = maxFollowerHoldBytes
+        if let maxOutputBytes { serverOptions.maxOutputBytes = maxOutputBytes }
         serverOptions.logger = options.logger
         let server = WALServer(wal: wal, options: serverOptions)
         var plain = options
@@ -407,6 +449,20 @@ final class TestClient {
         var count: Int32 = 0
         _ = ioctl(fd, UInt(FIONREAD), &count)
         return Int(count) + buffer.count
+    }
+
+    /// One read(2) (blocking until something arrives), then every whole frame buffered.
+    func receiveOnce() throws -> [Response] {
+        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+        let n = read(fd, &chunk, chunk.count)
+        guard n > 0 else { throw HarnessError("read returned \(n) (errno \(errno))") }
+        buffer.append(contentsOf: chunk[0..<n])
+        var responses: [Response] = []
+        while let (frame, used) = try BinaryCodec.nextFrame(in: buffer[...]) {
+            responses.append(try BinaryCodec.decodeResponse(frame))
+            buffer.removeFirst(used)
+        }
+        return responses
     }
 
     /// Reads `count` response frames.

@@ -861,13 +861,7 @@ extension Connection {
             return
         }
         sendOutput()
-        if !pumpScheduled && outputPending < options.maxOutputBytes / 2 {
-            pumpScheduled = true
-            loop.queue.async { [self] in
-                pumpScheduled = false
-                pumpStream()
-            }
-        }
+        continueStream()
     }
 }
 

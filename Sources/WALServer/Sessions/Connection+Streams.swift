@@ -1,8 +1,10 @@
 // REPLAY and FOLLOW streams, on the loop. A stream is pumped one chunk (at most 256 KiB of
-// records) at a time while the connection's output has room, then yields to other events;
-// the write source pumps it again as the client reads, and a follow stream is pumped by each
-// durable event. Reads come from the segment files through a LogReader (from the page cache
-// in the common case: a cold read blocks the loop for one disk read of at most a window).
+// records) at a time while the connection's output is less than half full, then yields to
+// other events; once the output is half full, whatever sends it below half again (the write
+// event as the client reads, or a follower's FEEDBACK read in the same turn) queues the next
+// pump, and a follow stream that caught up is pumped by each durable event. Reads come from
+// the segment files through a LogReader (from the page cache in the common case: a cold read
+// blocks the loop for one disk read of at most a window).
 import WALCore
 import WALProtocol
 
@@ -72,7 +74,10 @@ extension Connection {
     /// Encodes one chunk of records when the output has room, and sends it.
     func pumpStream() {
         guard !closed, let stream else { return }
-        guard outputPending < options.maxOutputBytes / 2 else { return }  // the write source pumps again
+        guard outputPending < options.maxOutputBytes / 2 else {
+            streamWaitsForRoom = true  // sendOutput pumps again once the output is below half
+            return
+        }
         let cursor: StreamCursor
         switch stream {
         case .replay(let c), .follow(let c): cursor = c
@@ -117,13 +122,28 @@ extension Connection {
             return
         }
         sendOutput()
-        // More may be there: come back after the other events waiting on the loop.
-        if count > 0 && !pumpScheduled && outputPending < options.maxOutputBytes / 2 {
-            pumpScheduled = true
-            loop.queue.async { [self] in
-                pumpScheduled = false
-                pumpStream()
-            }
+        // More may be there: come back after the other events waiting on the loop, or once
+        // the output has room again.
+        if count > 0 { continueStream() }
+    }
+
+    /// After a chunk: pump again on a later turn when the output has room, else when
+    /// `sendOutput` brings it below half.
+    func continueStream() {
+        if outputPending < options.maxOutputBytes / 2 {
+            schedulePump()
+        } else {
+            streamWaitsForRoom = true
+        }
+    }
+
+    /// Queues one pump on the loop (after the events already waiting), at most one at a time.
+    func schedulePump() {
+        guard !pumpScheduled, !closed else { return }
+        pumpScheduled = true
+        loop.queue.async { [self] in
+            pumpScheduled = false
+            pumpStream()
         }
     }
 

@@ -101,6 +101,12 @@ final class Connection: @unchecked Sendable {
     var writeArmed = false
     /// A stream pump is queued on the loop.
     var pumpScheduled = false
+    /// The stream stopped because the output was at least half full: whatever `sendOutput`
+    /// brings it below half (the write event, or the service pass of a FEEDBACK read in the
+    /// same turn) queues the next pump. Before, only the write event pumped: a FEEDBACK pass
+    /// that sent everything disarmed the write event, and the follow stream waited for the
+    /// next durable event (none once appends stopped: the soak's followers stalled).
+    var streamWaitsForRoom = false
     /// `service` is running (an event it causes asks for another pass instead of recursing).
     private var servicing = false
     private var serviceAgain = false
@@ -319,6 +325,10 @@ final class Connection: @unchecked Sendable {
             compactOutput()
         }
         if sent < sendLimit || transport.wantsWritable { armWrite() } else { disarmWrite() }
+        if streamWaitsForRoom && outputPending < options.maxOutputBytes / 2 {
+            streamWaitsForRoom = false
+            schedulePump()
+        }
     }
 
     /// Drops the written prefix of the output (gates move down with it).
