@@ -72,8 +72,8 @@ import Glibc
         let direct = try await WALClient.connect(old.endpoint, timeout: .seconds(30))
         defer { direct.close() }
         try await direct.append(Array("before the pause".utf8))
-        old.signal(SIGSTOP)
-        // Sent while it is stopped: it waits in the socket until SIGCONT.
+        try await old.pause()
+        // Sent once it is stopped: it waits in the socket until SIGCONT.
         let pending = Task { try await direct.append(Array("sent to the paused leader".utf8)) }
         let new = try await cluster.waitForLeader(excluding: old)
         // (A client trying the paused member first would wait out its timeout: a pause looks like a slow server.)
@@ -89,7 +89,7 @@ import Glibc
         old.signal(SIGCONT)
         do {
             let stale = try await pending.value
-            Issue.record("the resumed old leader acknowledged LSN \(stale) after \(new.address) was elected")
+            Issue.record("the resumed old leader acknowledged LSN \(stale) after \(new.address) (which gave LSN \(lsn)) was elected\n\(cluster.logs())")
         } catch let error as WALClientError {
             // Refused (READ_ONLY naming the new leader, or UNAVAILABLE), or the connection closed as it rejoins.
             switch error {
@@ -161,7 +161,7 @@ import Glibc
             defer { client.close() }
             try await client.append(Array("everyone has this".utf8))
             _ = try await cluster.waitForConvergence()
-            laggard.signal(SIGSTOP)
+            try await laggard.pause()
             var last: UInt64 = 0
             for index in 0..<50 { last = try await client.append(Array("only two have this \(index)".utf8)) }
             leader.kill9()

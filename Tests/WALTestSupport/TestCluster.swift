@@ -44,6 +44,26 @@ public final class Member: Sendable {
         pid.withLock { if let child = $0 { _ = kill(child, number) } }
     }
 
+    /// SIGSTOP, then waits (up to 10 s) until every thread of the process is stopped: kill(2)
+    /// returns before a loaded machine has stopped them all, and until then the member may
+    /// still read, write and answer (the group stop reaches its threads one by one).
+    public func pause() async throws {
+        signal(SIGSTOP)
+        guard let child = pid.withLock({ $0 }) else { return }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < deadline {
+            let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(child)/task")) ?? []
+            let states = tasks.compactMap { task -> Character? in
+                guard let stat = try? String(contentsOfFile: "/proc/\(child)/task/\(task)/stat", encoding: .utf8),
+                      let close = stat.lastIndex(of: ")") else { return nil }
+                return stat[stat.index(close, offsetBy: 2)...].first
+            }
+            if !states.isEmpty && states.allSatisfy({ $0 == "T" || $0 == "t" }) { return }
+            try await Task.sleep(for: .milliseconds(1))
+        }
+        throw ClusterError("\(address) (pid \(child)) did not stop within 10 s of SIGSTOP")
+    }
+
     /// SIGKILL and reap.
     public func kill9() {
         let child = pid.withLock { p -> pid_t? in defer { p = nil }; return p }
