@@ -1,6 +1,9 @@
 // Faults injected through the I/O layer: a failing fdatasync, a full disk at pwrite and at
 // segment preparation, and the calls the engine must refuse (too large, empty, locked).
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 @testable import WALCore
 
 /// The WALError `body` throws, or nil (recording an issue) when it throws something else or nothing.
@@ -55,6 +58,27 @@ func bytes(_ count: Int, _ value: UInt8) -> [UInt8] { [UInt8](repeating: value, 
         #expect(isFailed(await walError { try await wal.truncate(before: 1) }))
         #expect(isFailed(await walError { try await wal.waitForDurable(beyond: 1) }))
         // Closing a failed log is allowed (it releases the lock) and does not throw.
+        try await wal.close()
+    }
+
+    /// The failed state keeps the failed call: its C function, file and errno (an operator
+    /// tells EIO from ENOSPC from EROFS; wald's exit status carries the errno to systemd).
+    @Test func theFailedStateKeepsTheFailedCallAndItsErrno() async throws {
+        let io = SimulatedFileIO()
+        let wal = try await WAL.open(quiet(smallOptions("/wal", io: io, segmentBytes: 8192)))
+        try await wal.append([1])
+        io.failSync(errno: EROFS)
+        let first = await walError { try await wal.append([2]) }
+        let later = await walError { try await wal.append([3]) }
+        for error in [first, later] {
+            guard case .failed(_, let cause?) = error else {
+                Issue.record("expected .failed with a cause, got \(String(describing: error))")
+                continue
+            }
+            #expect(cause.operation == "fdatasync")
+            #expect(cause.errno == EROFS)
+            #expect(cause.path.hasPrefix("/wal/"))
+        }
         try await wal.close()
     }
 

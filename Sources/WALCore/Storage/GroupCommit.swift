@@ -235,7 +235,7 @@ final class GroupCommit: Sendable {
                     } catch {
                         logger.critical("fdatasync failed; the WAL is now failed", metadata: ["error": "\(error)"])
                         mailbox.withLock { $0.failed = true }
-                        deliverNow(.syncFailed(.failed(reason: "fdatasync of \(target.path) failed: \(error)")))
+                        deliverNow(.syncFailed(.failed(reason: "fdatasync of \(target.path) failed: \(error)", cause: error as? IOError)))
                         continue
                     }
                     record(nanos: nanoseconds(ContinuousClock.now - started), records: records, path: target.path)

@@ -8,8 +8,9 @@ public enum WALError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The WAL was closed.
     case closed
     /// An earlier fsync (or write) failed; nothing more can be made durable. Reopen the
-    /// directory: recovery decides what survived.
-    case failed(reason: String)
+    /// directory: recovery decides what survived. `cause` is the failed call (its errno and
+    /// C function) when the failure was a system call's.
+    case failed(reason: String, cause: IOError? = nil)
     /// The file system is full; nothing of the failed call was written. Free space (for example
     /// with `truncate(before:)`) and retry.
     case noSpace(path: String)
@@ -42,7 +43,7 @@ public enum WALError: Error, Equatable, Sendable, CustomStringConvertible {
             "record of \(size) bytes exceeds max_record_bytes (\(limit)); nothing was written"
         case .emptyBatch: "append of zero records"
         case .closed: "the WAL is closed"
-        case .failed(let reason): "the WAL is in its failed state and accepts no writes until reopened: \(reason)"
+        case .failed(let reason, _): "the WAL is in its failed state and accepts no writes until reopened: \(reason)"
         case .noSpace(let path): "no space left on device writing \(path); free space (e.g. truncate) and retry"
         case .locked(let dir): "\(dir) is locked by another process (LOCK file held); stop it first"
         case .corruption(let file, let offset, let lsn, let reason):

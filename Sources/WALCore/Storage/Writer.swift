@@ -340,7 +340,7 @@ struct Writer: ~Copyable {
                 refuseAfterFailedWrite(of: end, error: .noSpace(path: activePath), &fx)
                 return
             } catch {
-                fail(.failed(reason: "write to \(activePath) failed: \(error)"), &fx)
+                fail(.failed(reason: "write to \(activePath) failed: \(error)", cause: error as? IOError), &fx)
                 return
             }
             writeOffset += end
@@ -437,7 +437,7 @@ struct Writer: ~Copyable {
                 try commit.syncForJob(old)
             } catch {
                 return GroupCommit.JobOutcome(
-                    completion: .job(token: job, result: .failure(.failed(reason: "fdatasync of \(old.path) failed at rotation: \(error)"))),
+                    completion: .job(token: job, result: .failure(.failed(reason: "fdatasync of \(old.path) failed at rotation: \(error)", cause: error as? IOError))),
                     syncFailed: true)
             }
             let installed: Result<GroupCommit.Installed, WALError>
@@ -460,7 +460,7 @@ struct Writer: ~Copyable {
                 } catch {
                     io.close(prepared.handle)
                     return GroupCommit.JobOutcome(
-                        completion: .job(token: job, result: .failure(.failed(reason: "installing segment for LSN \(firstLSN) failed: \(error)"))),
+                        completion: .job(token: job, result: .failure(.failed(reason: "installing segment for LSN \(firstLSN) failed: \(error)", cause: error as? IOError))),
                         syncedThrough: through, syncFailed: true)
                 }
             }
@@ -486,7 +486,7 @@ struct Writer: ~Copyable {
                 try commit.syncForJob(target)
             } catch {
                 return GroupCommit.JobOutcome(
-                    completion: .job(token: job, result: .failure(.failed(reason: "could not erase a failed append from \(target.path): \(error)"))),
+                    completion: .job(token: job, result: .failure(.failed(reason: "could not erase a failed append from \(target.path): \(error)", cause: error as? IOError))),
                     syncFailed: true)
             }
             return GroupCommit.JobOutcome(completion: .job(token: job, result: .success(.synced(through: through))),
@@ -509,7 +509,7 @@ struct Writer: ~Copyable {
             let (target, through) = commit.syncPoint
             do { try commit.syncForJob(target) } catch {
                 return GroupCommit.JobOutcome(
-                    completion: .job(token: job, result: .failure(.failed(reason: "fdatasync of \(target.path) failed: \(error)"))),
+                    completion: .job(token: job, result: .failure(.failed(reason: "fdatasync of \(target.path) failed: \(error)", cause: error as? IOError))),
                     syncFailed: true)
             }
             return GroupCommit.JobOutcome(completion: .job(token: job, result: .success(.synced(through: through))),
@@ -686,9 +686,13 @@ struct Writer: ~Copyable {
     /// Enters the failed state: every waiter and every later call fails with `error`.
     mutating func fail(_ error: WALError, _ fx: inout Effects) {
         guard failure == nil else { return }
-        let reason = if case .failed(let reason) = error { reason } else { error.description }
+        let (reason, cause): (String, IOError?) = switch error {
+        case .failed(let reason, let cause): (reason, cause)
+        case .io(let cause): (error.description, cause)
+        default: (error.description, nil)
+        }
         logger.critical("WAL entered its failed state", metadata: ["reason": "\(reason)"])
-        let failed = WALError.failed(reason: reason)
+        let failed = WALError.failed(reason: reason, cause: cause)
         failure = failed
         failedGauge.record(1)
         failAll(with: failed, &fx)
