@@ -28,10 +28,13 @@ let package = Package(
         .target(name: "CCRC32C"),
         // The pthread-backed Mutex that `make test-tsan` swaps in, because TSan cannot see the stdlib one.
         .target(name: "WALSync"),
+        // The one syscall layer: SystemError (errno and the C function's name), the EINTR rule,
+        // sockets (server and client), descriptors and directories, and the one address type.
+        .target(name: "WALSystem"),
         .target(
             name: "WALCore",
             dependencies: [
-                "CCRC32C", "WALSync",
+                "CCRC32C", "WALSync", "WALSystem",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "DequeModule", package: "swift-collections"),
@@ -49,21 +52,21 @@ let package = Package(
         .target(
             name: "WALServer",
             dependencies: [
-                "WALCore", "WALProtocol", "WALSync", "WALTLS", "WALClient",
+                "WALCore", "WALProtocol", "WALSync", "WALSystem", "WALTLS", "WALClient",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "DequeModule", package: "swift-collections"),
             ]
         ),
         // Async Swift client for the binary protocol (walctl and the end-to-end tests use it).
-        .target(name: "WALClient", dependencies: ["WALProtocol", "WALSync", "WALTLS"]),
+        .target(name: "WALClient", dependencies: ["WALProtocol", "WALSync", "WALSystem", "WALTLS"]),
         // libsystemd (notify, watchdog, socket activation), from Debian's libsystemd-dev.
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
         // The daemon.
         .executableTarget(
             name: "wald",
             dependencies: [
-                "WALCore", "WALServer", "WALClient", "WALConfig", "CSystemd", "WALSync", "WALEtcd", "WALTLS",
+                "WALCore", "WALServer", "WALClient", "WALConfig", "CSystemd", "WALSync", "WALSystem", "WALEtcd", "WALTLS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -73,7 +76,7 @@ let package = Package(
         .executableTarget(
             name: "walctl",
             dependencies: [
-                "WALCore", "WALClient", "WALEtcd", "WALTLS",
+                "WALCore", "WALClient", "WALEtcd", "WALSystem", "WALTLS",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
@@ -107,7 +110,7 @@ let package = Package(
         .target(
             name: "WALConfig",
             dependencies: [
-                "WALSync", "WALTLS",
+                "WALSync", "WALSystem", "WALTLS",
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -115,7 +118,7 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
-        .testTarget(name: "WALConfigTests", dependencies: ["WALConfig"]),
+        .testTarget(name: "WALConfigTests", dependencies: ["WALConfig", "WALSystem"]),
         // etcd v3 client over etcd's JSON gateway (/v3/...): leases, KV, transactions, watches. No consensus here.
         .target(
             name: "WALEtcd",

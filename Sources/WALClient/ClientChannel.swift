@@ -1,4 +1,4 @@
-// A client connection's byte stream: the blocking socket of ClientSocket, or TLS over it. With
+// A client connection's byte stream: a blocking socket (WALSystem's Sockets), or TLS over it. With
 // TLS the socket is made non-blocking and every wait is a poll(2) outside the lock, because one
 // SSL object must never run SSL_read (the reader thread) and SSL_write (a caller) at once: each
 // OpenSSL call holds `lock` for a single non-blocking step only, so a reader waiting for data
@@ -10,6 +10,7 @@ import Synchronization
 import WALProtocol
 import WALTLS
 import WALSync
+import WALSystem
 
 /// How a client reaches a wald over TLS (walctl `--tls`, a follower's `--follow-tls`).
 public struct ClientTLS: Sendable {
@@ -82,7 +83,7 @@ final class ClientChannel: Sendable {
                 throw .connectionFailed(reason)
             }
             let left = deadline - ContinuousClock.now
-            guard left > .zero, Self.wait(fd, events: events, for: left) != 0 else {
+            guard left > .zero, Sockets.wait(fd, events: events, for: left) != 0 else {
                 Glibc.close(fd)
                 throw .timedOut("the TLS handshake did not finish within \(WALClient.seconds(timeout)) s")
             }
@@ -92,13 +93,13 @@ final class ClientChannel: Sendable {
     /// Connects to `endpoint` (within `timeout`), then runs the TLS handshake when `tls` is
     /// given (within `timeout`, or 10 s).
     static func connect(_ endpoint: Endpoint, timeout: Duration?, tls: ClientTLS?) throws(WALClientError) -> ClientChannel {
-        let fd = try ClientSocket.connect(endpoint, timeout: timeout)
+        let fd = try WALClient.openSocket(endpoint, timeout: timeout)
         guard let tls else { return ClientChannel(fd: fd) }
         let context: TLSContext
         do {
             context = try tls.makeContext()
         } catch {
-            ClientSocket.close(fd)
+            Sockets.close(fd)
             throw error
         }
         return try ClientChannel(fd: fd, context: context, serverName: tls.serverName ?? endpoint.host,
@@ -107,7 +108,7 @@ final class ClientChannel: Sendable {
 
     func setReceiveTimeout(_ interval: Duration) {
         if tls == nil {
-            ClientSocket.setReceiveTimeout(fd, interval)
+            Sockets.setReceiveTimeout(fd, interval)
         } else {
             receiveTimeout.withLock { $0 = interval }
         }
@@ -115,14 +116,14 @@ final class ClientChannel: Sendable {
 
     /// Sends all bytes; false when the connection is gone.
     func sendAll(_ bytes: [UInt8]) -> Bool {
-        guard let tls else { return ClientSocket.sendAll(fd, bytes) }
+        guard let tls else { return Sockets.sendAll(fd, bytes) }
         var sent = 0
         while sent < bytes.count {
             let outcome = lock.withLock { _ in bytes.withUnsafeBytes { tls.write(UnsafeRawBufferPointer(rebasing: $0[sent...])) } }
             switch outcome {
             case .bytes(let n): sent += n
-            case .wantWrite: if Self.wait(fd, events: Int16(POLLOUT), for: nil) < 0 { return false }
-            case .wantRead: if Self.wait(fd, events: Int16(POLLIN), for: nil) < 0 { return false }
+            case .wantWrite: if Sockets.wait(fd, events: Int16(POLLOUT), for: nil) < 0 { return false }
+            case .wantRead: if Sockets.wait(fd, events: Int16(POLLIN), for: nil) < 0 { return false }
             case .closed, .failed: return false
             }
         }
@@ -132,7 +133,7 @@ final class ClientChannel: Sendable {
     /// Blocking read: the byte count, 0 at end of stream, -1 on error (errno EAGAIN when the
     /// receive timeout passed, as with SO_RCVTIMEO).
     func receive(into buffer: UnsafeMutableRawBufferPointer) -> Int {
-        guard let tls else { return ClientSocket.receive(fd, into: buffer) }
+        guard let tls else { return Sockets.receive(fd, into: buffer) }
         let timeout = receiveTimeout.withLock { $0 }
         while true {
             let outcome = lock.withLock { _ in tls.read(into: buffer) }
@@ -146,7 +147,7 @@ final class ClientChannel: Sendable {
             case .wantRead: events = Int16(POLLIN)
             case .wantWrite: events = Int16(POLLOUT)
             }
-            let ready = Self.wait(fd, events: events, for: timeout)
+            let ready = Sockets.wait(fd, events: events, for: timeout)
             if ready == 0 {
                 errno = EAGAIN
                 return -1
@@ -155,23 +156,5 @@ final class ClientChannel: Sendable {
         }
     }
 
-    func shutdownBoth() { ClientSocket.shutdownBoth(fd) }
-
-    /// poll(2) for `events` (retrying EINTR): 1 ready (or hung up), 0 timed out, -1 failed.
-    private static func wait(_ fd: Int32, events: Int16, for timeout: Duration?) -> Int32 {
-        let deadline = timeout.map { ContinuousClock.now + $0 }
-        while true {
-            var millis: Int32 = -1
-            if let deadline {
-                let left = deadline - ContinuousClock.now
-                if left <= .zero { return 0 }
-                millis = Int32(clamping: left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000 + 1)
-            }
-            var pfd = pollfd(fd: fd, events: events, revents: 0)
-            let ready = poll(&pfd, 1, millis)
-            if ready < 0 && errno == EINTR { continue }
-            if ready == 0 && deadline != nil { continue }
-            return ready < 0 ? -1 : 1
-        }
-    }
+    func shutdownBoth() { Sockets.shutdownBoth(fd) }
 }

@@ -124,7 +124,7 @@ public final class WALClient: Sendable {
         thread.start()
     }
 
-    deinit { ClientSocket.close(channel.fd) }
+    deinit { Sockets.close(channel.fd) }
 
     /// Closes the connection; outstanding calls fail with `.connectionClosed`.
     public func close() {
@@ -314,7 +314,7 @@ public final class WALClient: Sendable {
         var failure = WALClientError.connectionClosed
         reading: while true {
             let n = channel.receive(into: buffer)
-            if n < 0 && ClientSocket.timedOut {
+            if n < 0 && Sockets.lastReceiveTimedOut {
                 if let expired = replyDeadlinePassed() {
                     failure = expired
                     break

@@ -5,6 +5,7 @@
 import Dispatch
 import Synchronization
 import WALSync
+import WALSystem
 
 public final class MetricsEndpoint: Sendable {
     private let queue = DispatchQueue(label: "wald.metrics")
@@ -47,30 +48,30 @@ public final class MetricsEndpoint: Sendable {
 
     /// Binds `address` (before the daemon opens its log: see `WALServer.bind`); pass the
     /// descriptor to `start(address:inherited:)`.
-    public static func bind(_ address: SocketAddress) throws -> Int32 {
-        try SocketCalls.listenTCP(address)
+    public static func bind(_ address: Endpoint) throws -> Int32 {
+        try Sockets.listen(address)
     }
 
     /// Listens on `address`, or on `inherited` (a socket-activated or pre-bound fd). Returns the bound address.
     @discardableResult
-    public func start(address: SocketAddress?, inherited: Int32? = nil) throws -> String {
+    public func start(address: Endpoint?, inherited: Int32? = nil) throws -> String {
         let fd: Int32
         if let inherited {
-            SocketCalls.setNonBlocking(inherited)
+            Sockets.setNonBlocking(inherited)
             fd = inherited
         } else if let address {
-            fd = try SocketCalls.listenTCP(address)
+            fd = try Sockets.listen(address)
         } else {
             return ""
         }
         let listener = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
         listener.setEventHandler { [self] in
-            while let (client, _) = SocketCalls.accept(fd) { serve(client) }
+            while let (client, _) = Sockets.accept(fd) { serve(client) }
         }
-        listener.setCancelHandler { SocketCalls.close(fd) }
+        listener.setCancelHandler { Sockets.close(fd) }
         state.withLock { $0.append(Source(source: listener)) }
         listener.resume()
-        return SocketCalls.localAddress(fd)
+        return Sockets.localAddress(fd)
     }
 
     public func stop() {
@@ -89,13 +90,13 @@ public final class MetricsEndpoint: Sendable {
             guard done.withLock({ d in defer { d = true }; return !d }) else { return }
             let head = "HTTP/1.1 \(status)\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n"
             let bytes = Array((head + body).utf8)
-            SocketCalls.setBlocking(fd)
-            _ = bytes.withUnsafeBytes { SocketCalls.write(fd, $0) }
+            Sockets.setBlocking(fd)
+            _ = bytes.withUnsafeBytes { Sockets.write(fd, $0) }
             box.source.cancel()
         }
         reader.setEventHandler { [self, box] in
             var chunk = [UInt8](repeating: 0, count: 4096)
-            let outcome = chunk.withUnsafeMutableBytes { SocketCalls.read(fd, into: $0) }
+            let outcome = chunk.withUnsafeMutableBytes { Sockets.read(fd, into: $0) }
             switch outcome {
             case .bytes(let n):
                 let complete = request.withLock { r -> [UInt8]? in
@@ -120,7 +121,7 @@ public final class MetricsEndpoint: Sendable {
                 box.source.cancel()
             }
         }
-        reader.setCancelHandler { SocketCalls.close(fd) }
+        reader.setCancelHandler { Sockets.close(fd) }
         reader.resume()
         queue.asyncAfter(deadline: .now() + 5) { finish("408 Request Timeout", "") }
     }

@@ -4,14 +4,15 @@ import Logging
 import WALCore
 import WALProtocol
 import WALTLS
+import WALSystem
 
 public struct ServerOptions: Sendable {
     /// TCP addresses to listen on. Default 127.0.0.1:7070.
-    public var listen: [SocketAddress] = [SocketAddress(host: "127.0.0.1", port: 7070)]
+    public var listen: [Endpoint] = [.tcp(host: "127.0.0.1", port: 7070)]
     /// A unix socket path to listen on as well (mode 0660). Default none.
     public var unixSocket: String?
     /// TCP addresses served with TLS (`tls`); beside `listen` or instead of it. Default none.
-    public var tlsListen: [SocketAddress] = []
+    public var tlsListen: [Endpoint] = []
     /// TLS listening sockets already bound (by the daemon, before it opens the log).
     public var inheritedTLSListeners: [Int32] = []
     /// The certificate, key and client-certificate policy of the TLS listeners; needed when

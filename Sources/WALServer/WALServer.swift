@@ -12,6 +12,7 @@ import WALTLS
 import Glibc
 import WALSync
 #endif
+import WALSystem
 
 /// Serves a `WAL` over the wald protocol (binary and text on the same port).
 public final class WALServer: Sendable {
@@ -34,16 +35,16 @@ public final class WALServer: Sendable {
     }
 
     /// Binds every address of `options.listen` and `options.unixSocket`, all or none: throws
-    /// `SocketError` (a port in use, a name that does not resolve) with nothing left bound or
+    /// `SystemError` (a port in use, a name that does not resolve) with nothing left bound or
     /// created. A daemon binds before it opens its log, so a failed start leaves nothing behind,
     /// and hands the descriptors over as `inheritedListeners`.
     public static func bind(_ options: ServerOptions) throws -> [Int32] {
         var fds: [Int32] = []
         do {
-            for address in options.listen { fds.append(try SocketCalls.listenTCP(address)) }
-            if let path = options.unixSocket { fds.append(try SocketCalls.listenUnix(path)) }
+            for address in options.listen { fds.append(try Sockets.listen(address)) }
+            if let path = options.unixSocket { fds.append(try Sockets.listenUnix(path)) }
         } catch {
-            for fd in fds { SocketCalls.close(fd) }
+            for fd in fds { Sockets.close(fd) }
             if let path = options.unixSocket, fds.count > options.listen.count { unlink(path) }
             throw error
         }
@@ -54,20 +55,20 @@ public final class WALServer: Sendable {
     public static func bindTLS(_ options: ServerOptions) throws -> [Int32] {
         var fds: [Int32] = []
         do {
-            for address in options.tlsListen { fds.append(try SocketCalls.listenTCP(address)) }
+            for address in options.tlsListen { fds.append(try Sockets.listen(address)) }
         } catch {
-            for fd in fds { SocketCalls.close(fd) }
+            for fd in fds { Sockets.close(fd) }
             throw error
         }
         return fds
     }
 
     /// The address a listening descriptor is bound to (`127.0.0.1:7070`, `unix:/path`).
-    public static func localAddress(_ fd: Int32) -> String { SocketCalls.localAddress(fd) }
+    public static func localAddress(_ fd: Int32) -> String { Sockets.localAddress(fd) }
 
     /// Binds every configured address (or adopts inherited listeners) and starts accepting.
     /// Returns the bound addresses (`127.0.0.1:7070`, `unix:/path`, and `tls=127.0.0.1:7443`
-    /// for TLS listeners), with real port numbers. Throws `SocketError` when an address cannot
+    /// for TLS listeners), with real port numbers. Throws `SystemError` when an address cannot
     /// be bound (nothing stays bound then), `TLSError` when TLS listeners have no certificate.
     @discardableResult
     public func start() throws -> [String] {
@@ -82,7 +83,7 @@ public final class WALServer: Sendable {
             fds = try Self.bind(options)
         } else {
             for fd in options.inheritedListeners {
-                SocketCalls.setNonBlocking(fd)
+                Sockets.setNonBlocking(fd)
                 fds.append(fd)
             }
         }
@@ -90,12 +91,12 @@ public final class WALServer: Sendable {
             do {
                 tlsFDs = try Self.bindTLS(options)
             } catch {
-                for fd in fds { SocketCalls.close(fd) }
+                for fd in fds { Sockets.close(fd) }
                 throw error
             }
         } else {
             for fd in options.inheritedTLSListeners {
-                SocketCalls.setNonBlocking(fd)
+                Sockets.setNonBlocking(fd)
                 tlsFDs.append(fd)
             }
         }
@@ -104,8 +105,8 @@ public final class WALServer: Sendable {
             let source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: loop.queue)
             let loop = self.loop
             source.setEventHandler { Self.acceptAll(listener: fd, tls: tls, loop: loop) }
-            source.setCancelHandler { SocketCalls.close(fd) }
-            let address = SocketCalls.localAddress(fd)
+            source.setCancelHandler { Sockets.close(fd) }
+            let address = Sockets.localAddress(fd)
             listeners.withLock { $0.append(Listener(fd: fd, source: source, address: address, tls: tls)) }
             bound.append(tls ? "tls=" + address : address)
             source.resume()
@@ -117,10 +118,10 @@ public final class WALServer: Sendable {
     /// On the loop: accepts what is pending (at most 64 at a time, then other events run).
     private static func acceptAll(listener: Int32, tls: Bool, loop: ServerLoop) {
         for _ in 0..<64 {
-            guard let (fd, peer) = SocketCalls.accept(listener) else { return }
+            guard let (fd, peer) = Sockets.accept(listener) else { return }
             let context = tls ? loop.options.tls : nil
             if tls && context == nil {
-                SocketCalls.close(fd)
+                Sockets.close(fd)
                 continue
             }
             switch loop.admit(fd: fd, peer: peer, tls: context) {
@@ -131,9 +132,9 @@ public final class WALServer: Sendable {
                 if !tls {
                     // A TLS client could not read a line in clear: it only sees the close.
                     let message = Array("ERR BUSY \(reason)\r\n".utf8)
-                    _ = message.withUnsafeBytes { SocketCalls.write(fd, $0) }
+                    _ = message.withUnsafeBytes { Sockets.write(fd, $0) }
                 }
-                SocketCalls.close(fd)
+                Sockets.close(fd)
                 loop.logger.warning("connection refused", metadata: ["peer": "\(peer)", "reason": "\(reason)"])
             }
         }
@@ -144,14 +145,14 @@ public final class WALServer: Sendable {
     /// drive client sessions through it without a network. Takes ownership of `fd`. Returns
     /// false, having closed `fd`, when the server is full. Not to be called on the loop.
     package func serve(connectedSocket fd: Int32, peer: String) -> Bool {
-        SocketCalls.setNonBlocking(fd)
+        Sockets.setNonBlocking(fd)
         let loop = self.loop
         let connection = loop.queue.sync { () -> Connection? in
             guard case .admitted(let connection) = loop.admit(fd: fd, peer: peer) else { return nil }
             connection.start()
             return connection
         }
-        if connection == nil { SocketCalls.close(fd) }
+        if connection == nil { Sockets.close(fd) }
         return connection != nil
     }
 
@@ -167,7 +168,7 @@ public final class WALServer: Sendable {
             loop.queue.async {
                 loop.upstream?.end(.stopped)
                 guard !loop.followingStopped else {
-                    SocketCalls.close(fd)
+                    Sockets.close(fd)
                     continuation.resume(throwing: UpstreamError.stopped)
                     return
                 }

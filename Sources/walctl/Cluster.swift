@@ -5,6 +5,7 @@ import ArgumentParser
 import Foundation
 import WALClient
 import WALEtcd
+import WALSystem
 
 enum ClusterView {
     struct Snapshot {

@@ -5,6 +5,7 @@
 import ArgumentParser
 import Foundation
 import WALClient
+import WALSystem
 
 struct ServerOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp(

@@ -2,6 +2,7 @@
 // creating one by accident, one-line errors on stderr, and buffered binary output.
 import ArgumentParser
 import WALCore
+import WALSystem
 #if canImport(Glibc)
 @preconcurrency import Glibc
 #endif
@@ -19,15 +20,13 @@ struct DataDirectoryOptions: ParsableArguments {
     /// something named like a segment is not a regular file (a directory, a FIFO), which no
     /// repair can make a segment of.
     func requireSegments() throws -> [String] {
-        guard let dir = opendir(directory) else {
-            fail("cannot open \(directory): \(String(cString: strerror(errno)))")
+        let entries: [String]
+        do {
+            entries = try Descriptors.listDirectory(directory)
+        } catch {
+            fail("cannot open \(directory): \(SystemError.describe(errno: error.errno))")
         }
-        defer { closedir(dir) }
-        var names: [String] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if SegmentName.parse(name, prefix: segmentPrefix) != nil { names.append(name) }
-        }
+        let names = entries.filter { SegmentName.parse($0, prefix: segmentPrefix) != nil }
         guard !names.isEmpty else {
             fail("no log in \(directory): no \(segmentPrefix)<lsn>.wal segment files (wrong --segment-prefix?)")
         }
@@ -89,14 +88,10 @@ final class OutputBuffer {
     func append(byte: UInt8) { bytes.append(byte) }
 
     func flush() {
-        var written = 0
-        while written < bytes.count {
-            let n = bytes.withUnsafeBytes { write(1, $0.baseAddress! + written, $0.count - written) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                StandardStreams.failedWritingStandardOutput()
-            }
-            written += n
+        do {
+            try bytes.withUnsafeBytes { try Descriptors.writeAll(1, $0, what: "standard output") }
+        } catch {
+            StandardStreams.failedWritingStandardOutput(errno: (error as? SystemError)?.errno ?? EIO)
         }
         bytes.removeAll(keepingCapacity: true)
     }

@@ -6,6 +6,7 @@ import WALTLS
 #if canImport(Glibc)
 @preconcurrency import Glibc
 #endif
+import WALSystem
 
 struct HashToken: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -30,9 +31,12 @@ struct HashToken: ParsableCommand {
         var input: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 4096)
         while true {
-            let n = read(0, &chunk, chunk.count)
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 { fail("cannot read the token from stdin: \(String(cString: strerror(errno)))") }
+            let n: Int
+            do {
+                n = try chunk.withUnsafeMutableBytes { try Descriptors.read(0, into: $0, what: "standard input") }
+            } catch {
+                fail("cannot read the token from stdin: \(SystemError.describe(errno: (error as? SystemError)?.errno ?? EIO))")
+            }
             if n == 0 { break }
             input += chunk[0..<n]
             if input.count > 4096 { fail("the token on stdin is longer than 4096 bytes") }

@@ -6,6 +6,7 @@
 #endif
 import WALClient
 import WALProtocol
+import WALSystem
 
 public struct LoadResult: Sendable {
     public var completed: UInt64 = 0
@@ -41,16 +42,16 @@ public enum LoadGenerator {
             var input: [UInt8] = []
         }
         var peers: [Peer] = []
-        defer { for peer in peers { ClientSocket.close(peer.fd) } }
+        defer { for peer in peers { Sockets.close(peer.fd) } }
         for _ in 0..<clients {
-            let fd = try ClientSocket.connect(endpoint, timeout: timeout)
+            let fd = try WALClient.openSocket(endpoint, timeout: timeout)
             if let token {
                 var auth: [UInt8] = []
                 BinaryCodec.encode(Request.auth(token: ArraySlice(token.utf8)), into: &auth)
-                _ = ClientSocket.sendAll(fd, auth)
+                _ = Sockets.sendAll(fd, auth)
                 // Read the OK (9 bytes: length 1 + opcode, or an error frame).
                 var reply = [UInt8](repeating: 0, count: 5)
-                _ = reply.withUnsafeMutableBytes { ClientSocket.receive(fd, into: $0) }
+                _ = reply.withUnsafeMutableBytes { Sockets.receive(fd, into: $0) }
             }
             peers.append(Peer(fd: fd))
         }
@@ -72,7 +73,7 @@ public enum LoadGenerator {
                 peers[index].sent.append(now())
                 issued += 1
             }
-            _ = ClientSocket.sendAll(peers[index].fd, burst)
+            _ = Sockets.sendAll(peers[index].fd, burst)
         }
         var pollSet = peers.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 * 1024, alignment: 16)
@@ -93,9 +94,13 @@ public enum LoadGenerator {
             }
             for index in pollSet.indices where pollSet[index].revents != 0 {
                 pollSet[index].revents = 0
-                let n = recv(peers[index].fd, buffer.baseAddress, buffer.count, Int32(MSG_DONTWAIT))
-                if n <= 0 {
-                    if n < 0 && (errno == EAGAIN || errno == EINTR) { continue }
+                let n: Int
+                switch Sockets.read(peers[index].fd, into: buffer) {
+                case .bytes(let count): n = count
+                case .wouldBlock: continue
+                case .endOfFile, .failed: n = 0
+                }
+                if n == 0 {
                     // Connection lost: everything in flight on it failed.
                     let lost = peers[index].sent.count - peers[index].sentHead
                     result.errors += UInt64(lost)
@@ -137,7 +142,7 @@ public enum LoadGenerator {
                     peers[index].sent.removeFirst(peers[index].sentHead)
                     peers[index].sentHead = 0
                 }
-                if !replies.isEmpty && !ClientSocket.sendAll(peers[index].fd, replies) {
+                if !replies.isEmpty && !Sockets.sendAll(peers[index].fd, replies) {
                     pollSet[index].fd = -1
                 }
             }

@@ -3,6 +3,7 @@
 import ArgumentParser
 import Foundation
 import WALClient
+import WALSystem
 import WALProtocol
 #if canImport(Glibc)
 @preconcurrency import Glibc
@@ -186,11 +187,10 @@ struct StandardInput {
 
     /// One read(2) into `chunk`; fails walctl on an error.
     private mutating func readChunk() -> Int {
-        while true {
-            let n = chunk.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 { fail("cannot read standard input: \(String(cString: strerror(errno)))") }
-            return n
+        do {
+            return try chunk.withUnsafeMutableBytes { try Descriptors.read(0, into: $0, what: "standard input") }
+        } catch {
+            fail("cannot read standard input: \(SystemError.describe(errno: (error as? SystemError)?.errno ?? EIO))")
         }
     }
 }

@@ -15,6 +15,7 @@ import WALProtocol
 import WALServer
 import WALTLS
 import WALSync
+import WALSystem
 
 struct Daemon: Sendable {
     let config: WaldConfig
@@ -55,7 +56,7 @@ struct Daemon: Sendable {
         do {
             listeners = try bindListeners(activated: activated, options: serverOptions, environment: environment)
         } catch {
-            return fatal("\(error)", errno: (error as? SocketError)?.errno, logger: logger)
+            return fatal("\(error)", errno: (error as? SystemError)?.errno, logger: logger)
         }
         serverOptions.inheritedListeners = listeners.server
         serverOptions.inheritedTLSListeners = listeners.tls
@@ -123,8 +124,7 @@ struct Daemon: Sendable {
         }
         var replicator: Replicator?
         if let upstream = config.follow, let role {
-            let endpoint = Endpoint.tcp(host: upstream.host, port: upstream.port)
-            let follower = Replicator(wal: wal, server: server, upstream: endpoint, token: config.authToken, tls: followTLS,
+            let follower = Replicator(wal: wal, server: server, upstream: upstream, token: config.authToken, tls: followTLS,
                                       role: role, logger: logger)
             role.setPromotionHandler {
                 await follower.stop()
@@ -143,7 +143,7 @@ struct Daemon: Sendable {
             try? await wal.close()
             listeners.removeUnixSocket()
             await failover?.etcd.shutdown()
-            return fatal("cannot listen: \(error)", errno: (error as? SocketError)?.errno, logger: logger)
+            return fatal("cannot listen: \(error)", errno: (error as? SystemError)?.errno, logger: logger)
         }
         if !activated.isEmpty {
             logger.info("serving on sockets passed by systemd", metadata: ["names": "\(activated.map(\.name))"])
@@ -266,7 +266,7 @@ struct Daemon: Sendable {
         do {
             tls = try WALServer.bindTLS(options)
             if let address = config.metricsListen {
-                metricsFD = try MetricsEndpoint.bind(SocketAddress(host: address.host, port: address.port))
+                metricsFD = try MetricsEndpoint.bind(address)
             }
         } catch {
             Listeners(server: fds, tls: tls, unixSocket: config.unixSocket).release()
@@ -394,6 +394,7 @@ struct Daemon: Sendable {
     private func errnoOf(_ error: any Error) -> Int32? {
         switch error {
         case WALError.io(let io): io.errno
+        case WALError.failed(_, let cause?): cause.errno
         case WALError.noSpace: ENOSPC
         case WALError.locked: EWOULDBLOCK
         default: nil
@@ -427,7 +428,7 @@ struct Daemon: Sendable {
 
     func serverOptions(from config: WaldConfig) -> ServerOptions {
         var options = ServerOptions()
-        options.listen = config.listen.map { SocketAddress(host: $0.host, port: $0.port) }
+        options.listen = config.listen
         options.unixSocket = config.unixSocket
         options.maxConnections = config.maxConnections
         options.maxFrameBytes = config.maxFrameBytes
@@ -437,7 +438,7 @@ struct Daemon: Sendable {
         options.maxFollowerHoldBytes = config.maxFollowerHoldBytes
         options.respStream = config.respStream
         options.respBuffered = config.respDurability == "buffered"
-        options.tlsListen = config.tlsListen.map { SocketAddress(host: $0.host, port: $0.port) }
+        options.tlsListen = config.tlsListen
         options.idleTimeout = config.idleTimeout == .zero ? nil : config.idleTimeout
         options.maxConnectionsPerAddress = config.maxConnectionsPerAddress
         (options.users, options.certificateRoles) = access(from: config)

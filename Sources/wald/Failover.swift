@@ -28,6 +28,7 @@ import WALCore
 import WALEtcd
 import WALServer
 import WALSync
+import WALSystem
 
 final class FailoverCoordinator: Sendable {
     struct Settings: Sendable {

@@ -9,6 +9,7 @@ import Logging
 import Metrics
 import Synchronization
 import WALSync
+import WALSystem
 
 final class LogLevelSetting: Sendable {
     private let level: WALMutex<Logger.Level>
@@ -59,18 +60,16 @@ enum StandardError {
         var text = text
         return text.withUTF8 { utf8 in
             let bytes = UnsafeRawBufferPointer(utf8)
+            guard nonBlockingSocket else {
+                // ENOSPC, EPIPE, EBADF, …: give the line up.
+                do { try Descriptors.writeAll(fd, bytes, what: "standard error") } catch { return false }
+                return true
+            }
             var offset = 0
             while offset < bytes.count {
-                let rest = UnsafeRawBufferPointer(rebasing: bytes[offset...])
-                let n = nonBlockingSocket
-                    ? send(fd, rest.baseAddress, rest.count, Int32(MSG_DONTWAIT) | Int32(MSG_NOSIGNAL))
-                    : Foundation.write(fd, rest.baseAddress, rest.count)
-                if n > 0 {
-                    offset += n
-                } else if n < 0 && errno == EINTR {
-                    continue
-                } else {
-                    return false  // ENOSPC, EPIPE, EAGAIN, EBADF, …: give the line up
+                switch Sockets.write(fd, UnsafeRawBufferPointer(rebasing: bytes[offset...]), dontWait: true) {
+                case .wrote(let n): offset += n
+                case .wouldBlock, .failed: return false  // a full journal socket: give the line up
                 }
             }
             return true

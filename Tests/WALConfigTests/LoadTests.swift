@@ -3,6 +3,7 @@
 import Foundation
 import Logging
 import Testing
+import WALSystem
 
 @testable import WALConfig
 
@@ -39,7 +40,7 @@ func loadError(
     @Test func noSourcesGiveTheDefaults() async throws {
         #expect(try await load() == WaldConfig())
         let defaults = WaldConfig()
-        #expect(defaults.listen == [ListenAddress(host: "127.0.0.1", port: 7070)])
+        #expect(defaults.listen == [Endpoint.tcp(host: "127.0.0.1", port: 7070)])
         #expect(defaults.maxSegmentBytes == 64 * 1024 * 1024)
         #expect(defaults.maxFrameBytes == 16_777_215)
         #expect(defaults.flushInterval == .milliseconds(10))
@@ -75,18 +76,18 @@ func loadError(
         let file = try TemporaryConfigFile("listen: [\"0.0.0.0:1000\", \"[::]:1000\"]\n")
         let flags = ["--config", file.path, "--listen", "127.0.0.1:1", "--listen", "[::1]:2"]
         let fromFlags = try await load(flags, environment: ["WALD_LISTEN": "localhost:3"])
-        #expect(fromFlags.listen == [ListenAddress(host: "127.0.0.1", port: 1), ListenAddress(host: "::1", port: 2, isIPv6: true)])
+        #expect(fromFlags.listen == [Endpoint.tcp(host: "127.0.0.1", port: 1), Endpoint.tcp(host: "::1", port: 2)])
 
         let fromEnvironment = try await load(["--config", file.path], environment: ["WALD_LISTEN": "localhost:3, [::1]:4"])
-        #expect(fromEnvironment.listen == [ListenAddress(host: "localhost", port: 3), ListenAddress(host: "::1", port: 4, isIPv6: true)])
+        #expect(fromEnvironment.listen == [Endpoint.tcp(host: "localhost", port: 3), Endpoint.tcp(host: "::1", port: 4)])
 
         let fromFile = try await load(["--config", file.path])
-        #expect(fromFile.listen == [ListenAddress(host: "0.0.0.0", port: 1000), ListenAddress(host: "::", port: 1000, isIPv6: true)])
+        #expect(fromFile.listen == [Endpoint.tcp(host: "0.0.0.0", port: 1000), Endpoint.tcp(host: "::", port: 1000)])
     }
 
     @Test func fileListenMayBeOneString() async throws {
         let file = try TemporaryConfigFile("listen: \"[::1]:7071\"\n")
-        #expect(try await load(["--config", file.path]).listen == [ListenAddress(host: "::1", port: 7071, isIPv6: true)])
+        #expect(try await load(["--config", file.path]).listen == [Endpoint.tcp(host: "::1", port: 7071)])
     }
 
     @Test func configFlagBeatsConfigVariable() async throws {
@@ -107,7 +108,7 @@ func loadError(
             "--sync-replica-timeout", "250ms", "--max-follower-hold-bytes", "0",
         ])
         var expected = WaldConfig()
-        expected.listen = [ListenAddress(host: "0.0.0.0", port: 1)]
+        expected.listen = [Endpoint.tcp(host: "0.0.0.0", port: 1)]
         expected.unixSocket = "/tmp/w.sock"
         expected.dataDirectory = "/d"
         expected.segmentPrefix = "log-"
@@ -122,8 +123,8 @@ func loadError(
         expected.authToken = "s3cret"
         expected.logLevel = .trace
         expected.slowSyncThreshold = .microseconds(500)
-        expected.metricsListen = ListenAddress(host: "::1", port: 9090, isIPv6: true)
-        expected.follow = ListenAddress(host: "primary", port: 7070)
+        expected.metricsListen = Endpoint.tcp(host: "::1", port: 9090)
+        expected.follow = Endpoint.tcp(host: "primary", port: 7070)
         expected.minSyncReplicas = 2
         expected.syncReplicaTimeout = .milliseconds(250)
         expected.maxFollowerHoldBytes = 0
@@ -487,7 +488,7 @@ func loadError(
                                      "--advertise", "10.0.0.1:7070"], environment: ["WALD_HA_LEASE_TTL": "5s"])
         #expect(config.haEtcd == ["http://127.0.0.1:2379", "http://10.0.0.2:2379"])
         #expect(config.haCluster == "orders")
-        #expect(config.advertise == ListenAddress(host: "10.0.0.1", port: 7070))
+        #expect(config.advertise == Endpoint.tcp(host: "10.0.0.1", port: 7070))
         #expect(config.haLeaseTTL == .seconds(5))
         #expect(WaldConfig().haEtcd.isEmpty && WaldConfig().haLeaseTTL == .seconds(3))
     }

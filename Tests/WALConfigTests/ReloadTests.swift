@@ -1,5 +1,6 @@
 // reloadable(from:): which changed options a SIGHUP can apply and which need a restart.
 import Testing
+import WALSystem
 
 @testable import WALConfig
 
@@ -39,13 +40,13 @@ import Testing
 
     @Test func addressesAndLayoutNeedARestart() {
         var new = WaldConfig()
-        new.listen = [ListenAddress(host: "::1", port: 7070, isIPv6: true)]
+        new.listen = [Endpoint.tcp(host: "::1", port: 7070)]
         new.unixSocket = "/tmp/s"
         new.dataDirectory = "/other"
         new.segmentPrefix = "x-"
         new.maxSegmentBytes = 1 << 20
-        new.metricsListen = ListenAddress(host: "127.0.0.1", port: 9090)
-        new.follow = ListenAddress(host: "primary", port: 7070)
+        new.metricsListen = Endpoint.tcp(host: "127.0.0.1", port: 9090)
+        new.follow = Endpoint.tcp(host: "primary", port: 7070)
         let result = WaldConfig().reloadable(from: new)
         let all = ["listen", "unix", "data_dir", "segment_prefix", "max_segment_bytes", "metrics_listen", "follow"]
         #expect(result.changed == all)
@@ -54,7 +55,7 @@ import Testing
 
     @Test func replicationLimitsAreReloadableButFollowIsNot() {
         var new = WaldConfig()
-        new.follow = ListenAddress(host: "primary", port: 7070)
+        new.follow = Endpoint.tcp(host: "primary", port: 7070)
         new.minSyncReplicas = 1
         new.syncReplicaTimeout = .milliseconds(100)
         new.maxFollowerHoldBytes = 64 << 20

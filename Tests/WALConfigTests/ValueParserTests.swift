@@ -1,6 +1,7 @@
 // The value forms shared by options: byte sizes, durations, HOST:PORT addresses, log levels.
 import Logging
 import Testing
+import WALSystem
 
 @testable import WALConfig
 
@@ -53,24 +54,27 @@ import Testing
     }
 }
 
-@Suite struct ListenAddressTests {
+/// What `Endpoint.parseTCP` says before the part it names.
+private let expectedAddressForm = "expected HOST:PORT like 127.0.0.1:7070, [::1]:7070 or localhost:7070"
+
+@Suite struct AddressValueTests {
     @Test func parsesIPv4() throws {
-        #expect(try ListenAddress.parseRemote("127.0.0.1:7070") == ListenAddress(host: "127.0.0.1", port: 7070, isIPv6: false))
+        #expect(try AddressValue.parseRemote("127.0.0.1:7070") == Endpoint.tcp(host: "127.0.0.1", port: 7070))
     }
 
     @Test func parsesHostname() throws {
-        #expect(try ListenAddress.parseRemote("localhost:7070") == ListenAddress(host: "localhost", port: 7070))
-        #expect(try ListenAddress.parseRemote("wal-1.example.com:1") == ListenAddress(host: "wal-1.example.com", port: 1))
+        #expect(try AddressValue.parseRemote("localhost:7070") == Endpoint.tcp(host: "localhost", port: 7070))
+        #expect(try AddressValue.parseRemote("wal-1.example.com:1") == Endpoint.tcp(host: "wal-1.example.com", port: 1))
     }
 
     @Test func parsesIPv6WithoutBrackets() throws {
-        let loopback = try ListenAddress.parseRemote("[::1]:7070")
-        #expect(loopback == ListenAddress(host: "::1", port: 7070, isIPv6: true))
+        let loopback = try AddressValue.parseRemote("[::1]:7070")
+        #expect(loopback == Endpoint.tcp(host: "::1", port: 7070))
         #expect(loopback.description == "[::1]:7070")
-        #expect(try ListenAddress.parseRemote("[::]:65535") == ListenAddress(host: "::", port: 65535, isIPv6: true))
-        #expect(try ListenAddress.parseRemote("[2001:db8::7]:80").host == "2001:db8::7")
-        #expect(try ListenAddress.parseRemote("[fe80::1%eth0]:7070").host == "fe80::1%eth0")
-        #expect(try ListenAddress.parseRemote("[::ffff:10.0.0.1]:7070").isIPv6)
+        #expect(try AddressValue.parseRemote("[::]:65535") == Endpoint.tcp(host: "::", port: 65535))
+        #expect(try AddressValue.parseRemote("[2001:db8::7]:80").host == "2001:db8::7")
+        #expect(try AddressValue.parseRemote("[fe80::1%eth0]:7070").host == "fe80::1%eth0")
+        #expect(try AddressValue.parseRemote("[::ffff:10.0.0.1]:7070").description == "[::ffff:10.0.0.1]:7070")
     }
 
     @Test(arguments: [
@@ -79,18 +83,18 @@ import Testing
         "300.1.1.1:7070", "1.2.3:7070", "bad_host:7070", "-bad:7070", "a..b:7070", "[127.0.0.1]:7070",
     ])
     func rejectsMalformedAddresses(text: String) {
-        #expect(throws: ValueError.self) { try ListenAddress.parseRemote(text) }
+        #expect(throws: ValueError.self) { try AddressValue.parseRemote(text) }
     }
 
     @Test func portZeroMeansAnyFreePortOnlyWhereWaldBinds() throws {
-        #expect(try ListenAddress.parseBindable("127.0.0.1:0") == ListenAddress(host: "127.0.0.1", port: 0))
-        #expect(throws: ValueError.self) { try ListenAddress.parseRemote("127.0.0.1:0") }
-        #expect(throws: ValueError.self) { try ListenAddress.parseBindable("127.0.0.1:65536") }
+        #expect(try AddressValue.parseBindable("127.0.0.1:0") == Endpoint.tcp(host: "127.0.0.1", port: 0))
+        #expect(throws: ValueError.self) { try AddressValue.parseRemote("127.0.0.1:0") }
+        #expect(throws: ValueError.self) { try AddressValue.parseBindable("127.0.0.1:65536") }
     }
 
     @Test func portErrorSaysTheRange() {
-        #expect(throws: ValueError(ListenAddress.expectedForm + " with a port from 1 to 65535")) {
-            try ListenAddress.parseRemote("127.0.0.1:99999")
+        #expect(throws: ValueError(expectedAddressForm + " with a port from 1 to 65535")) {
+            try AddressValue.parseRemote("127.0.0.1:99999")
         }
     }
 }

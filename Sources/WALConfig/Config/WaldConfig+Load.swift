@@ -6,6 +6,7 @@ import Foundation
 import Logging
 import Synchronization
 import WALSync
+import WALSystem
 
 extension WaldConfig {
     /// A byte size where 0 means unlimited, saying so when the text does not parse.
@@ -87,7 +88,7 @@ extension WaldConfig {
         config.users = accessUsers
         config.certificateRoles = accessRoles
 
-        let listen = try await values.list(.listen, default: config.listen, parse: ListenAddress.parseBindable)
+        let listen = try await values.list(.listen, default: config.listen, parse: AddressValue.parseBindable)
         config.listen = listen.value
         config.unixSocket = try await values.optional(.unix, parse: unixSocketPath)
         config.dataDirectory = try await values.value(.dataDir, default: config.dataDirectory, parse: nonEmpty).value
@@ -128,8 +129,8 @@ extension WaldConfig {
         config.slowSyncThreshold = try await values.value(
             .slowSyncThreshold, default: config.slowSyncThreshold, parse: DurationText.parse
         ).value
-        config.metricsListen = try await values.optional(.metricsListen, parse: ListenAddress.parseBindable)
-        config.follow = try await values.optional(.follow, parse: ListenAddress.parseRemote)
+        config.metricsListen = try await values.optional(.metricsListen, parse: AddressValue.parseBindable)
+        config.follow = try await values.optional(.follow, parse: AddressValue.parseRemote)
         config.minSyncReplicas = try await values.value(.minSyncReplicas, default: config.minSyncReplicas) {
             (text) throws(ValueError) in try Count.parse(text, minimum: 0, meaning: " (0 = don't wait for followers)")
         }.value
@@ -165,7 +166,7 @@ extension WaldConfig {
         config.haEtcd = haEtcd.value
         let haCluster = try await values.optional(.haCluster, parse: clusterName)
         config.haCluster = haCluster
-        config.advertise = try await values.optional(.advertise, parse: ListenAddress.parseRemote)
+        config.advertise = try await values.optional(.advertise, parse: AddressValue.parseRemote)
         config.haLeaseTTL = try await values.value(.haLeaseTTL, default: config.haLeaseTTL) { (text) throws(ValueError) in
             let ttl = try DurationText.parse(text)
             guard ttl >= .seconds(2), ttl <= .seconds(3600), ttl.components.attoseconds == 0 else {
@@ -174,7 +175,7 @@ extension WaldConfig {
             }
             return ttl
         }.value
-        let tlsListen = try await values.list(.tlsListen, default: config.tlsListen, parse: ListenAddress.parseBindable)
+        let tlsListen = try await values.list(.tlsListen, default: config.tlsListen, parse: AddressValue.parseBindable)
         config.tlsListen = tlsListen.value
         let tlsCert = try await values.value(.tlsCertFile, default: "", parse: nonEmpty)
         config.tlsCertFile = tlsCert.source == .default ? nil : tlsCert.value
@@ -252,7 +253,7 @@ extension WaldConfig {
             guard url.hasPrefix("http://") else {
                 throw ValueError("expected etcd client URLs like http://127.0.0.1:2379, comma-separated (\"\(url)\" is not http://HOST:PORT)")
             }
-            _ = try ListenAddress.parseRemote(String(url.dropFirst("http://".count)))
+            _ = try AddressValue.parseRemote(String(url.dropFirst("http://".count)))
         }
         return urls
     }
@@ -270,7 +271,7 @@ extension WaldConfig {
     /// TLS options that cannot work together. The files themselves are read when the daemon
     /// makes its TLS context (at start and on SIGHUP), which reports a missing or mismatched one.
     private static func checkTLS(
-        _ config: WaldConfig, tlsListen: Sourced<[ListenAddress]>, clientAuth: Sourced<String>,
+        _ config: WaldConfig, tlsListen: Sourced<[Endpoint]>, clientAuth: Sourced<String>,
         files: (cert: Sourced<String>, key: Sourced<String>), followTLS: Sourced<Bool>, followFiles: [Sourced<String>]
     ) throws(WaldConfigError) {
         if !config.tlsListen.isEmpty && (config.tlsCertFile == nil || config.tlsKeyFile == nil) {

@@ -1,28 +1,31 @@
 // The daemon's resolved configuration: every option typed, validated and defaulted, plus the
 // comparison a SIGHUP reload uses to decide what it can apply in place.
 import Logging
+import WALSystem
 
 public struct WaldConfig: Sendable, Equatable {
     /// TCP addresses to serve on. Default `[127.0.0.1:7070]`. An empty list (file: `listen: []`)
     /// serves TCP nowhere, which needs `unixSocket`.
-    public var listen: [ListenAddress] = [ListenAddress(host: "127.0.0.1", port: 7070)]
+    public var listen: [Endpoint] = [.tcp(host: "127.0.0.1", port: 7070)]
     /// Also serve on this Unix socket path. Default none.
     public var unixSocket: String? = nil
-    /// Directory of the segment files; created if missing. Default `./data`.
+    // The engine's options: what each means, its default and its bounds are said once, on
+    // `WALOptions` (WALCore); the daemon's defaults differ only where noted.
+    /// `WALOptions.directory`; the daemon's default is `./data`.
     public var dataDirectory: String = "./data"
-    /// Segment file name prefix: `<prefix><first LSN, 20 digits>.wal`. Default `wal-`.
+    /// `WALOptions.segmentPrefix`.
     public var segmentPrefix: String = "wal-"
-    /// Bytes at which a segment is closed and the next started. Default 64 MiB; at least 128.
+    /// `WALOptions.maxSegmentBytes`; at least 128.
     public var maxSegmentBytes: Int = 64 << 20
-    /// Keep at most this many segments; 0 = unlimited. Default 0.
+    /// `WALOptions.maxSegments`.
     public var maxSegments: Int = 0
-    /// Delete the oldest segments while all together exceed this many bytes; 0 = unlimited. Default 0.
+    /// `WALOptions.retentionBytes`.
     public var retentionBytes: Int = 0
-    /// Largest record payload accepted, in bytes. Default 1 MiB; at most `maxFrameBytes - 16`.
+    /// `WALOptions.maxRecordBytes`; at most `maxFrameBytes - 16`.
     public var maxRecordBytes: Int = 1 << 20
-    /// How often buffered appends are written and fdatasynced; zero = only on demand. Default 10 ms.
+    /// `WALOptions.flushInterval`.
     public var flushInterval: Duration = .milliseconds(10)
-    /// Buffered appends collect in memory up to this many bytes before one write. Default 1 MiB.
+    /// `WALOptions.maxBufferBytes`.
     public var maxBufferBytes: Int = 1 << 20
     /// Most client connections at once. Default 1024; at least 1.
     public var maxConnections: Int = 1024
@@ -32,13 +35,13 @@ public struct WaldConfig: Sendable, Equatable {
     public var authToken: String? = nil
     /// Default `.info`.
     public var logLevel: Logger.Level = .info
-    /// An fdatasync slower than this is logged at warning. Default 1 s.
+    /// `WALOptions.slowSyncThreshold`.
     public var slowSyncThreshold: Duration = .seconds(1)
     /// Serve metrics on this address. Default none.
-    public var metricsListen: ListenAddress? = nil
+    public var metricsListen: Endpoint? = nil
     /// Run as a follower of the wald at this address: stream its log and keep an identical copy;
     /// read-only to clients. Default none (a primary). Needs a restart to change.
-    public var follow: ListenAddress? = nil
+    public var follow: Endpoint? = nil
     /// A durable append is acknowledged only after the local fdatasync and this many followers'
     /// feedback cover its LSN. Default 0 (the local fdatasync alone); at least 0. Reloadable.
     public var minSyncReplicas: Int = 0
@@ -56,11 +59,10 @@ public struct WaldConfig: Sendable, Equatable {
     /// `durable` (fsynced, Redis's `appendfsync always`) or `buffered` (written, synced within the
     /// flush interval, like `appendfsync everysec`). Default `durable`.
     public var respDurability: String = "durable"
-    /// Every this often, a background scrub reads every sealed segment and checks its CRCs and
-    /// LSNs; damage is logged once at error and shown in INFO and `wald_damaged_places`. Zero =
-    /// no scrub. Default 24 h. Reloadable.
+    /// `WALOptions.scrubInterval` (damage also shows in INFO and `wald_damaged_places`); the
+    /// daemon's default is 24 h, the engine's none. Reloadable.
     public var scrubInterval: Duration = .seconds(24 * 3600)
-    /// The most a scrub reads per second, in bytes. Default 16 MiB; at least 64 KiB. Reloadable.
+    /// `WALOptions.scrubBytesPerSecond`. Reloadable.
     public var scrubBytesPerSecond: Int = 16 << 20
     /// Automatic failover (docs/replication.md): the etcd v3 endpoints, `http://HOST:PORT`, that hold the
     /// cluster's leader lease. Empty (the default) = no automatic failover; then `haCluster`,
@@ -70,13 +72,13 @@ public struct WaldConfig: Sendable, Equatable {
     public var haCluster: String? = nil
     /// Where other members and clients reach this wald (the address published in etcd). A
     /// member's identity in the cluster; port 0 is refused.
-    public var advertise: ListenAddress? = nil
+    public var advertise: Endpoint? = nil
     /// The leader lease's time to live: whole seconds, at least 2 s (etcd's own minimum with its
     /// default election timeout, 1.5 s rounded up). Default 3 s.
     public var haLeaseTTL: Duration = .seconds(3)
     /// TCP addresses served with TLS, beside `listen` or instead of it (`listen: []`). Default none.
     /// Needs `tlsCertFile` and `tlsKeyFile`.
-    public var tlsListen: [ListenAddress] = []
+    public var tlsListen: [Endpoint] = []
     /// The TLS listeners' certificate (PEM, chain after the leaf). Default none. Reloadable (SIGHUP
     /// reads it again; new connections use it, open ones keep theirs).
     public var tlsCertFile: String? = nil

@@ -1,5 +1,6 @@
 // The storage engine's only door to the file system. PosixFileIO calls the syscalls;
 // SimulatedFileIO keeps written and fsynced bytes apart so tests can cut the power.
+@_exported import WALSystem
 
 /// An open file, as handed out by a `FileIO`. Exactly one owner closes it.
 public struct IOHandle: Hashable, Sendable {
@@ -7,24 +8,9 @@ public struct IOHandle: Hashable, Sendable {
     public init(raw: Int32) { self.raw = raw }
 }
 
-/// A failed file-system call: which call, on what, and the errno it returned.
-public struct IOError: Error, Equatable, Sendable, CustomStringConvertible {
-    public let operation: String
-    public let path: String
-    public let errno: Int32
-
-    public init(_ operation: String, path: String, errno: Int32) {
-        self.operation = operation
-        self.path = path
-        self.errno = errno
-    }
-
-    public var isNoSpace: Bool { errno == ENOSPCValue || errno == EDQUOTValue }
-
-    public var description: String {
-        "\(operation)(\(path)) failed: \(errnoDescription(errno)) (errno \(errno))"
-    }
-}
+/// A failed file-system call: which call, on what, and the errno it returned. The one
+/// syscall layer's error (WALSystem's `SystemError`), shared with the sockets.
+public typealias IOError = SystemError
 
 /// How `FileIO.open` opens a file.
 public enum OpenMode: Sendable {

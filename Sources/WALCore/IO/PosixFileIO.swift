@@ -1,20 +1,11 @@
-// The real file system: every syscall WALCore makes is here, wrapped once, retrying
-// EINTR and turning errno into IOError (the swift-nio System.swift pattern).
+// The real file system: every syscall WALCore makes is here, through WALSystem's one
+// EINTR rule (`retryingInterrupts`) and its typed error (IOError is WALSystem's SystemError).
 #if canImport(Glibc)
 @preconcurrency import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-
-let ENOSPCValue: Int32 = ENOSPC
-let EDQUOTValue: Int32 = EDQUOT
-let EWOULDBLOCKValue: Int32 = EWOULDBLOCK
-let ENOENTValue: Int32 = ENOENT
-
-func errnoDescription(_ code: Int32) -> String {
-    guard let text = strerror(code) else { return "errno \(code)" }
-    return String(cString: text)
-}
+import WALSystem
 
 /// `FileIO` backed by POSIX calls.
 public struct PosixFileIO: FileIO {
@@ -22,13 +13,7 @@ public struct PosixFileIO: FileIO {
 
     @inline(__always)
     private func retrying<T: BinaryInteger>(_ operation: String, _ path: String, _ call: () -> T) throws -> T {
-        while true {
-            let result = call()
-            if result >= 0 { return result }
-            let code = errno
-            if code == EINTR { continue }
-            throw IOError(operation, path: path, errno: code)
-        }
+        try retryingInterrupts(operation, path, call)
     }
 
     public func open(_ path: String, mode: OpenMode) throws -> IOHandle {
@@ -99,16 +84,7 @@ public struct PosixFileIO: FileIO {
     }
 
     public func list(_ directory: String) throws -> [String] {
-        guard let dir = opendir(directory) else { throw IOError("opendir", path: directory, errno: errno) }
-        defer { closedir(dir) }
-        var names: [String] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(cString: raw.baseAddress!.assumingMemoryBound(to: CChar.self))
-            }
-            if name != "." && name != ".." { names.append(name) }
-        }
-        return names
+        try Descriptors.listDirectory(directory)
     }
 
     public func fileType(_ path: String) throws -> FileType {

@@ -284,7 +284,7 @@ public final class SimulatedFileIO: FileIO {
                 if growth > 0 && growth > room {
                     let fits = max(0, data.count - (growth - max(0, room)))
                     data = Array(data.prefix(fits))
-                    failure = IOError("pwrite", path: path, errno: ENOSPCValue)
+                    failure = IOError("pwrite", path: path, errno: ENOSPC)
                     s.noSpaceFailures += 1
                 }
             }

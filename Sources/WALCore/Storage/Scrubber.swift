@@ -137,7 +137,7 @@ final class Scrubber: Sendable {
                 damage.report(.corruption(file: file, offset: offset, lsn: segment.firstLSN, reason: reason), foundBy: "scrub")
             } catch is ReadBudget.Stopped {
                 return
-            } catch let error as IOError where error.errno == ENOENTValue {
+            } catch let error as IOError where error.isNotFound {
                 continue  // deleted by retention before the scrub reached it
             } catch {
                 logger.warning("scrub could not read a segment", metadata: ["file": "\(path)", "error": "\(error)"])

@@ -20,7 +20,7 @@ public enum TermFile {
         let handle: IOHandle
         do {
             handle = try io.open(path, mode: .readOnly)
-        } catch let error as IOError where error.errno == ENOENT {
+        } catch let error as IOError where error.isNotFound {
             return 0
         }
         defer { io.close(handle) }

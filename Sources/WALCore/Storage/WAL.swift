@@ -80,7 +80,7 @@ public final class WAL: Sendable {
         let lock: IOHandle
         do {
             lock = try io.lock(lockPath)
-        } catch let error as IOError where error.errno == EWOULDBLOCKValue || error.operation == "flock" {
+        } catch let error as IOError where error.isWouldBlock || error.operation == "flock" {
             throw WALError.locked(directory: options.directory)
         } catch let error as IOError {
             throw WALError.io(error)

@@ -8,6 +8,7 @@ import Synchronization
 import WALClient
 import WALCore
 import WALSync
+import WALSystem
 
 public final class Replicator: Sendable {
     private let wal: WAL

@@ -10,6 +10,7 @@ import Dispatch
 import WALCore
 import WALProtocol
 import WALTLS
+import WALSystem
 
 /// Why a stream from the upstream ended.
 public enum UpstreamError: Error, Equatable, Sendable, CustomStringConvertible {
@@ -31,7 +32,7 @@ public enum UpstreamError: Error, Equatable, Sendable, CustomStringConvertible {
         case .refused(let code, let message): "the upstream refused the stream: \(code.name) \(message)"
         case .gap(let expected, let received): "upstream sent LSN \(received), expected \(expected)"
         case .protocolViolation(let text): "the upstream broke the protocol: \(text)"
-        case .closed(let errno?): "the connection to the upstream failed (errno \(errno))"
+        case .closed(let errno?): "the connection to the upstream failed: \(SystemError.describe(errno: errno)) (errno \(errno))"
         case .closed(nil): "the upstream closed the follow stream"
         case .local(let text): "the local log refused a replicated record: \(text)"
         case .stopped: "following stopped"
@@ -68,12 +69,12 @@ final class UpstreamStream: @unchecked Sendable {
         self.loop = loop
         expected = lsn
         self.finished = finished
-        SocketCalls.setNonBlocking(fd)
+        Sockets.setNonBlocking(fd)
         readSource = DispatchSource.makeReadSource(fileDescriptor: fd, queue: loop.queue)
         writeSource = DispatchSource.makeWriteSource(fileDescriptor: fd, queue: loop.queue)
         let cancelHandler: @Sendable () -> Void = { [self] in
             cancelledSources += 1
-            if cancelledSources == 2 { SocketCalls.close(fd) }
+            if cancelledSources == 2 { Sockets.close(fd) }
         }
         readSource.setEventHandler { [self] in handleReadable() }
         readSource.setCancelHandler(handler: cancelHandler)

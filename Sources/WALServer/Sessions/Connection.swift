@@ -16,6 +16,7 @@ import DequeModule
 import WALCore
 import WALProtocol
 import WALTLS
+import WALSystem
 
 /// A held reply: bytes `start..<end` of a connection's output, sent once `lsn` is written or
 /// durable (and acknowledged by `replicas` followers).
@@ -132,7 +133,7 @@ final class Connection: @unchecked Sendable {
     func start() {
         let cancelHandler: @Sendable () -> Void = { [self] in
             cancelledSources += 1
-            if cancelledSources == 2 { SocketCalls.close(fd) }
+            if cancelledSources == 2 { Sockets.close(fd) }
         }
         readSource.setEventHandler { [self] in handleReadable() }
         readSource.setCancelHandler(handler: cancelHandler)

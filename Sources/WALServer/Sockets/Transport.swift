@@ -1,5 +1,5 @@
 // A connected socket's byte stream as its owner on the loop sees it: in clear (read(2)/send(2)
-// through SocketCalls) or through TLS (a TLSSession over the same non-blocking descriptor).
+// through WALSystem's Sockets) or through TLS (a TLSSession over the same non-blocking descriptor).
 // Connection and UpstreamStream read and write only through it, so every protocol works
 // unchanged over TLS: the input buffer receives decrypted bytes, the output is encrypted on
 // the way out. TLS adds one thing the owner must honour: a read (or the handshake) may have to
@@ -9,6 +9,7 @@
 @preconcurrency import Glibc
 #endif
 import WALTLS
+import WALSystem
 
 struct Transport {
     let fd: Int32
@@ -55,7 +56,7 @@ struct Transport {
     }
 
     mutating func read(into buffer: UnsafeMutableRawBufferPointer) -> ReadOutcome {
-        guard let tls else { return SocketCalls.read(fd, into: buffer) }
+        guard let tls else { return Sockets.read(fd, into: buffer) }
         wantsWritable = false
         switch tls.read(into: buffer) {
         case .bytes(let n): return .bytes(n)
@@ -71,7 +72,7 @@ struct Transport {
     }
 
     mutating func write(_ bytes: UnsafeRawBufferPointer) -> WriteOutcome {
-        guard let tls else { return SocketCalls.write(fd, bytes) }
+        guard let tls else { return Sockets.write(fd, bytes) }
         switch tls.write(bytes) {
         case .bytes(let n): return .wrote(n)
         // WANT_READ: only a renegotiation would ask it, and renegotiation is off; the read
