@@ -88,3 +88,59 @@ public func waitForChild(_ pid: pid_t, timeout: Double) -> ChildExit {
     let signaled = (status & 0x7f) != 0
     return ChildExit(status: signaled ? status & 0x7f : (status >> 8) & 0xff, exitedNormally: !signaled, timedOut: killed)
 }
+
+/// A child started with `spawnChild`, offering the part of Foundation's `Process` the tests
+/// use (`processIdentifier`, `isRunning`, `waitUntilExit`, `terminationStatus`,
+/// `terminationReason`) without its child monitor (see the file comment). Only this pid is
+/// ever reaped.
+public final class SpawnedChild: @unchecked Sendable {
+    // @unchecked: the exit state is behind `lock`; the pid never changes.
+    public enum TerminationReason: Sendable { case exit, uncaughtSignal }
+
+    public let processIdentifier: pid_t
+    private let lock = NSLock()
+    private var exitStatus: Int32?
+
+    /// Spawns `executable` (see `spawnChild(_:_:environment:inputFD:outputFD:errorFD:)`).
+    public init(_ executable: String, _ arguments: [String], environment: [String: String], inputFD: Int32? = nil,
+                outputFD: Int32, errorFD: Int32) throws {
+        processIdentifier = try spawnChild(executable, arguments, environment: environment, inputFD: inputFD,
+                                           outputFD: outputFD, errorFD: errorFD)
+    }
+
+    /// Whether the child has not ended yet (reaps it when it has).
+    public var isRunning: Bool { reap(blocking: false) == nil }
+
+    /// Blocks until the child ends and reaps it.
+    public func waitUntilExit() { _ = reap(blocking: true) }
+
+    /// The exit code, or the signal that ended it (as Foundation reports it); -1 while running.
+    public var terminationStatus: Int32 {
+        guard let status = reap(blocking: false) else { return -1 }
+        return Self.signaled(status) ? status & 0x7f : (status >> 8) & 0xff
+    }
+
+    public var terminationReason: TerminationReason {
+        guard let status = reap(blocking: false), Self.signaled(status) else { return .exit }
+        return .uncaughtSignal
+    }
+
+    private static func signaled(_ status: Int32) -> Bool { (status & 0x7f) != 0 && (status & 0x7f) != 0x7f }
+
+    /// waitpid on this pid: the raw status once it has ended, nil while it runs.
+    private func reap(blocking: Bool) -> Int32? {
+        lock.lock()
+        defer { lock.unlock() }
+        if let exitStatus { return exitStatus }
+        var status: Int32 = 0
+        while true {
+            let result = waitpid(processIdentifier, &status, blocking ? 0 : WNOHANG)
+            if result == processIdentifier {
+                exitStatus = status
+                return status
+            }
+            if result < 0 && errno == EINTR { continue }
+            return nil
+        }
+    }
+}

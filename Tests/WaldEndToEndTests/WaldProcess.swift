@@ -1,7 +1,13 @@
 // Starts the real wald binary on a free loopback port with a temporary data directory,
-// the way an operator would, and stops it with a signal.
+// the way an operator would, and stops it with a signal. Spawned with posix_spawn
+// (WALTestSupport's SpawnedChild), not Foundation's Process, whose waitUntilExit hung a
+// fresh-clone run once (see WALTestSupport/Spawn.swift).
 import Foundation
 import Testing
+import WALTestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Directory holding the built executables (next to the test bundle).
 func buildProductsDirectory() -> URL {
@@ -9,13 +15,14 @@ func buildProductsDirectory() -> URL {
 }
 
 final class WaldProcess: @unchecked Sendable {
-    // @unchecked: the Process is only touched from the test that owns this object.
-    let process = Process()
+    // @unchecked: only touched from the test that owns this object.
+    let process: SpawnedChild
     let dataDirectory: String
     private(set) var address = ""
     /// Everything after "ready " on wald's ready line (`127.0.0.1:PORT metrics=…`).
     private(set) var readyLine = ""
-    private let stdoutPipe = Pipe()
+    /// The read end of wald's stdout (the ready line, then whatever it prints).
+    private let stdout: FileHandle
     private let stderrPath: String
 
     var port: UInt16 { UInt16(address.split(separator: ":").last!)! }
@@ -27,7 +34,6 @@ final class WaldProcess: @unchecked Sendable {
         self.dataDirectory = dataDirectory ?? NSTemporaryDirectory() + "wald-e2e-\(UUID().uuidString)"
         stderrPath = self.dataDirectory + ".stderr.log"
         FileManager.default.createFile(atPath: stderrPath, contents: nil)
-        process.executableURL = buildProductsDirectory().appendingPathComponent("wald")
         var args = ["--data-dir", self.dataDirectory]
         if !arguments.contains("--log-level") { args += ["--log-level", "warning"] }
         if !arguments.contains("--flush-interval") { args += ["--flush-interval", "5ms"] }
@@ -35,18 +41,38 @@ final class WaldProcess: @unchecked Sendable {
         if !arguments.contains("--listen") && !arguments.contains("--config") { args += ["--listen", "127.0.0.1:0"] }
         // Small segments by default: every start zero-fills a segment and prepares the next.
         if !arguments.contains("--max-segment-bytes") { args += ["--max-segment-bytes", "1MiB"] }
-        process.arguments = args + arguments
         var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("WALD_") }
         env.merge(environment) { $1 }
-        process.environment = env
-        process.standardOutput = stdoutPipe
-        process.standardError = standardError ?? FileHandle(forWritingAtPath: stderrPath)
-        try process.run()
-        address = try readReadyLine()
+        var ends: [Int32] = [-1, -1]
+        guard pipe(&ends) == 0 else { throw WaldProcessError.spawn("pipe: errno \(errno)") }
+        for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
+        stdout = FileHandle(fileDescriptor: ends[0], closeOnDealloc: true)
+        let errorFD = standardError?.fileDescriptor ?? open(stderrPath, O_WRONLY | O_APPEND | O_CLOEXEC)
+        guard errorFD >= 0 else {
+            close(ends[1])
+            throw WaldProcessError.spawn("open \(stderrPath): errno \(errno)")
+        }
+        defer { if standardError == nil { close(errorFD) } }
+        do {
+            process = try SpawnedChild(buildProductsDirectory().appendingPathComponent("wald").path, args + arguments,
+                                       environment: env, outputFD: ends[1], errorFD: errorFD)
+        } catch {
+            close(ends[1])
+            throw error
+        }
+        // Only the child holds the write end now: a wald that dies before its ready line is EOF here.
+        close(ends[1])
+        do {
+            address = try readReadyLine()
+        } catch {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            throw error
+        }
     }
 
     private func readReadyLine() throws -> String {
-        let handle = stdoutPipe.fileHandleForReading
+        let handle = stdout
         var line = Data()
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline {
@@ -60,7 +86,6 @@ final class WaldProcess: @unchecked Sendable {
                 return String(first.dropFirst(6).split(separator: " ").first ?? "")
             }
         }
-        process.terminate()
         throw WaldProcessError.notReady(stderr: stderrText)
     }
 
@@ -85,7 +110,11 @@ final class WaldProcess: @unchecked Sendable {
 
 enum WaldProcessError: Error, CustomStringConvertible {
     case notReady(stderr: String)
+    case spawn(String)
     var description: String {
-        switch self { case .notReady(let stderr): "wald did not print its ready line; stderr:\n\(stderr)" }
+        switch self {
+        case .notReady(let stderr): "wald did not print its ready line; stderr:\n\(stderr)"
+        case .spawn(let reason): "could not start wald: \(reason)"
+        }
     }
 }
