@@ -373,26 +373,26 @@ public enum Sockets {
         Int32(clamping: duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000 + 1)
     }
 
+    /// inet_ntop(3) of an `in_addr` or `in6_addr`.
+    private static func numericHost<Address>(_ family: Int32, _ address: Address, length: Int32) -> String {
+        var address = address
+        var text = [CChar](repeating: 0, count: Int(length))
+        inet_ntop(family, &address, &text, socklen_t(text.count))
+        return text.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+    }
+
     private static func describe(_ storage: inout sockaddr_storage) -> String {
         switch Int32(storage.ss_family) {
         case AF_INET:
-            return withUnsafePointer(to: &storage) {
-                $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { address in
-                    var text = [CChar](repeating: 0, count: Int(INET_ADDRSTRLEN))
-                    var raw = address.pointee.sin_addr
-                    inet_ntop(AF_INET, &raw, &text, socklen_t(text.count))
-                    return "\(String(cString: text)):\(UInt16(bigEndian: address.pointee.sin_port))"
-                }
+            let (address, port) = withUnsafePointer(to: &storage) {
+                $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { ($0.pointee.sin_addr, $0.pointee.sin_port) }
             }
+            return "\(numericHost(AF_INET, address, length: INET_ADDRSTRLEN)):\(UInt16(bigEndian: port))"
         case AF_INET6:
-            return withUnsafePointer(to: &storage) {
-                $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { address in
-                    var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
-                    var raw = address.pointee.sin6_addr
-                    inet_ntop(AF_INET6, &raw, &text, socklen_t(text.count))
-                    return "[\(String(cString: text))]:\(UInt16(bigEndian: address.pointee.sin6_port))"
-                }
+            let (address, port) = withUnsafePointer(to: &storage) {
+                $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { ($0.pointee.sin6_addr, $0.pointee.sin6_port) }
             }
+            return "[\(numericHost(AF_INET6, address, length: INET6_ADDRSTRLEN))]:\(UInt16(bigEndian: port))"
         case AF_UNIX:
             return withUnsafePointer(to: &storage) {
                 $0.withMemoryRebound(to: sockaddr_un.self, capacity: 1) { address in

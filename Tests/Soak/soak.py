@@ -318,6 +318,15 @@ def kill_and_reap(proc):
 # load
 
 
+async def node_info(node):
+    """INFO from `node` on a connection of its own."""
+    conn = await Conn.open(node.port)
+    try:
+        return await conn.info()
+    finally:
+        conn.close()
+
+
 class Soak:
     def __init__(self, args, work):
         self.args = args
@@ -634,12 +643,7 @@ class Soak:
             done = True
             for node in self.followers:
                 try:
-                    c = await Conn.open(node.port)
-                    try:
-                        i = await c.info()
-                    finally:
-                        c.close()
-                    if i["durable_lsn"] < target:
+                    if (await node_info(node))["durable_lsn"] < target:
                         done = False
                 except Exception:
                     done = False
@@ -655,11 +659,7 @@ class Soak:
         out = []
         for node in self.nodes:
             try:
-                c = await Conn.open(node.port)
-                try:
-                    i = await c.info()
-                finally:
-                    c.close()
+                i = await node_info(node)
                 keep = ("role", "first_lsn", "last_lsn", "durable_lsn", "connections", "followers", "upstream")
                 out.append(f"stall: {node.name} info " + json.dumps({k: i.get(k) for k in keep if k in i}))
             except Exception as exc:
