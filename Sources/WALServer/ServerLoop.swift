@@ -226,6 +226,7 @@ final class ServerLoop: @unchecked Sendable {
         guard var follower = followers[connection.id] else { return }
         follower.durableLSN = max(follower.durableLSN, lsn)
         follower.lastFeedback = ContinuousClock.now
+        follower.sendsFeedback = true
         followers[connection.id] = follower
         follower.hold.move(to: follower.durableLSN + 1)
         if syncReplicas.feedback(connection: connection.id, durableLSN: lsn) {
@@ -236,6 +237,10 @@ final class ServerLoop: @unchecked Sendable {
 
     /// Every 100 ms: durable appends that waited too long for replicas fail; every 500 ms,
     /// streams that fell more than `maxFollowerHoldBytes` behind are dropped.
+    /// How long a follow stream may go without its first FEEDBACK before it counts as a plain
+    /// client (held and measured from what it was sent).
+    static let feedbackGrace: Duration = .seconds(2)
+
     private func startTick() {
         let source = DispatchSource.makeTimerSource(queue: queue)
         source.schedule(deadline: .now() + .milliseconds(100), repeating: .milliseconds(100), leeway: .milliseconds(20))
@@ -304,14 +309,25 @@ final class ServerLoop: @unchecked Sendable {
 
     /// Drops follow and replay streams that fell more than `maxFollowerHoldBytes` behind,
     /// releasing the segments they held; a follower gets OUT_OF_RANGE when it comes back after
-    /// retention deleted them.
+    /// retention deleted them. A follower is as far as its FEEDBACK says; a follow client that
+    /// sends none (`walctl replay --follow`) is as far as it was sent, and after a grace
+    /// (`feedbackGrace`: a wald follower's first FEEDBACK follows its first fdatasync) holds
+    /// segments only from there: it used to be measured from where it started, so a client
+    /// keeping up was dropped once the log had grown by the limit, and held retention until then.
     private func dropLaggingStreams() {
         let limit = options.maxFollowerHoldBytes
         guard limit > 0 else { return }
+        let now = ContinuousClock.now
         for connection in Array(streaming.values) {
             guard let position = connection.streamPosition else { continue }
             let follower = followers[connection.id]
-            let from = follower.map { max($0.durableLSN + 1, $0.start) } ?? position
+            let from: LSN
+            if let follower, follower.sendsFeedback {
+                from = max(follower.durableLSN + 1, follower.start)
+            } else {
+                from = position
+                if let follower, now - follower.started >= Self.feedbackGrace { follower.hold.move(to: position) }
+            }
             let behind = wal.bytes(from: from)
             guard behind > limit else { continue }
             logger.warning("dropping a stream that fell too far behind", metadata: [
@@ -441,4 +457,8 @@ struct FollowerState {
     let hold: SegmentHold
     var durableLSN: LSN = 0
     var lastFeedback = ContinuousClock.now
+    /// Whether the client has sent FEEDBACK (a wald follower does after each fdatasync; a
+    /// `walctl replay --follow` never does).
+    var sendsFeedback = false
+    let started = ContinuousClock.now
 }

@@ -244,6 +244,44 @@ import WALSync
         try await harness.stop()
     }
 
+    /// docs/protocol.md drops a stream that falls behind "because its client does not read". A
+    /// follow client that reads but sends no FEEDBACK (`walctl replay --follow`) was measured
+    /// from where it started: dropped once the log had grown by `max_follower_hold_bytes`
+    /// while it kept up, and holding retention until then.
+    @Test(.timeLimit(.minutes(1)))
+    func aFollowClientThatReadsWithoutFeedbackIsNotDroppedAndDoesNotHoldRetention() async throws {
+        let harness = try await LoopHarness.start(segmentBytes: 64 * 1024, maxFollowerHoldBytes: 256 * 1024)
+        defer { harness.cleanup() }
+        var limited = harness.wal.options
+        limited.maxSegments = 3
+        try harness.wal.update(limited)
+        let writer = try harness.connect()
+        let tail = try harness.connect()
+        tail.send(.replay(from: 1, maxCount: 0, follow: true))
+        let payload = ArraySlice([UInt8](repeating: 6, count: 4000))
+        var next: UInt64 = 1
+        var appended: UInt64 = 0
+        // Longer than the grace a follower gets for its first FEEDBACK, and many times the hold limit.
+        let until = ContinuousClock.now + .seconds(3)
+        while ContinuousClock.now < until {
+            for _ in 0..<20 { writer.send(.append(records: [payload], buffered: false)) }
+            appended += UInt64(try writer.receive(20).count)
+            while next <= appended {
+                for reply in try tail.receiveOnce() {
+                    guard case .record(let lsn, let body) = reply, lsn == next, body == payload else {
+                        throw HarnessError("the tail got \(reply), expected record \(next)")
+                    }
+                    next += 1
+                }
+            }
+        }
+        #expect(appended * 4000 > 4 * 256 * 1024)
+        #expect(harness.server.connectionCount == 2, "the tail that kept up was dropped")
+        // Retention follows the tail (its hold moves with each lag check, every 500 ms).
+        #expect(harness.wal.status.firstLSN > appended / 2, "the tail still holds retention: \(harness.wal.status)")
+        try await harness.stop()
+    }
+
     @Test(.timeLimit(.minutes(1)))
     func anAppendRefusedForLackOfSpaceNeverAppearsAndItsLSNGoesToTheNext() async throws {
         let io = SimulatedFileIO()
