@@ -436,7 +436,7 @@ struct LoopHarness {
     /// server's send buffer) so output really queues in the server.
     func connect(receiveBuffer: Int32? = nil) throws -> TestClient {
         var fds: [Int32] = [0, 0]
-        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0 else { throw HarnessError("socketpair: errno \(errno)") }
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else { throw HarnessError("socketpair: errno \(errno)") }
         if var size = receiveBuffer {
             setsockopt(fds[0], SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
             setsockopt(fds[1], SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))

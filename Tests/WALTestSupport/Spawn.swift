@@ -43,6 +43,7 @@ public func spawnChild(_ executable: String, _ arguments: [String], environment:
     }
     posix_spawn_file_actions_adddup2(&actions, outputFD, 1)
     posix_spawn_file_actions_adddup2(&actions, errorFD, 2)
+    closeInheritedDescriptors(&actions)
     var attributes = posix_spawnattr_t()
     posix_spawnattr_init(&attributes)
     defer { posix_spawnattr_destroy(&attributes) }
@@ -60,6 +61,23 @@ public func spawnChild(_ executable: String, _ arguments: [String], environment:
     let result = posix_spawn(&child, executable, &actions, &attributes, cArguments, cEnvironment)
     guard result == 0 else { throw SpawnError(description: "posix_spawn \(executable): errno \(result)") }
     return child
+}
+
+/// Closes every descriptor above 2 in the child. All test targets run in one process on Linux:
+/// without this a child (a wald an end-to-end test starts) inherits whatever another test holds
+/// open without O_CLOEXEC — a socketpair's server end in HalfCloseTests kept its client from ever
+/// seeing EOF in a TSan run that mixed the suites. Foundation's Process closed them too.
+/// posix_spawn_file_actions_addclosefrom_np (glibc 2.34) is not in the Glibc module: looked up
+/// with dlsym; without it, each descriptor listed in /proc/self/fd gets a close action.
+private func closeInheritedDescriptors(_ actions: inout posix_spawn_file_actions_t) {
+    typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+    if let symbol = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np") {
+        if unsafeBitCast(symbol, to: CloseFrom.self)(&actions, 3) == 0 { return }
+    }
+    let open = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+    for fd in open.compactMap({ Int32($0) }) where fd > 2 {
+        posix_spawn_file_actions_addclose(&actions, fd)
+    }
 }
 
 /// How a child ended: its exit status, or the signal that killed it.
