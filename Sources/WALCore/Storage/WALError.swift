@@ -10,7 +10,7 @@ public enum WALError: Error, Equatable, Sendable, CustomStringConvertible {
     /// An earlier fsync (or write) failed; nothing more can be made durable. Reopen the
     /// directory: recovery decides what survived. `cause` is the failed call (its errno and
     /// C function) when the failure was a system call's.
-    case failed(reason: String, cause: IOError? = nil)
+    indirect case failed(reason: String, cause: IOError? = nil)
     /// The file system is full; nothing of the failed call was written. Free space (for example
     /// with `truncate(before:)`) and retry.
     case noSpace(path: String)
@@ -21,7 +21,7 @@ public enum WALError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The LSN lies outside [first, last + 1].
     case outOfRange(lsn: LSN, first: LSN, last: LSN)
     /// A file-system call failed.
-    case io(IOError)
+    indirect case io(IOError)
     /// The options are inconsistent.
     case invalidOptions(String)
     /// Something in the data directory is named like a segment (or a temp segment) but is not a
