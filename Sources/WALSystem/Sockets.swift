@@ -342,12 +342,9 @@ public enum Sockets {
     private static func connectSocket(_ fd: Int32, _ address: UnsafePointer<sockaddr>, _ length: socklen_t,
                                       timeout: Duration?) -> Int32 {
         guard let timeout else {
-            while true {
-                if Glibc.connect(fd, address, length) == 0 { return 0 }
-                // After EINTR the connection goes on in the background: wait for it like EINPROGRESS.
-                if errno == EINTR { return finishConnect(fd, deadline: nil) }
-                return errno
-            }
+            if Glibc.connect(fd, address, length) == 0 { return 0 }
+            // After EINTR the connection goes on in the background: wait for it like EINPROGRESS.
+            return errno == EINTR ? finishConnect(fd, deadline: nil) : errno
         }
         let flags = fcntl(fd, F_GETFL)
         _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)

@@ -209,7 +209,11 @@ final class Server {
     private static func startWald(binaries: URL, directory: String, extra: [String]) throws -> (server: Server, tlsPort: UInt16?) {
         let process = Process()
         process.executableURL = binaries.appendingPathComponent("wald")
-        process.arguments = ["--data-dir", directory, "--listen", "127.0.0.1:0", "--log-level", "warning"] + extra
+        // Every client of a cell comes from 127.0.0.1: 64 redis-benchmark clients plus the bench's own INFO
+        // and truncation connections pass the default max_connections_per_address (64), which is meant for
+        // many hosts; without this the 64-client cells were refused ("too many connections from 127.0.0.1").
+        process.arguments = ["--data-dir", directory, "--listen", "127.0.0.1:0", "--log-level", "warning",
+                             "--max-connections-per-address", "1024"] + extra
         let pipe = Pipe()
         process.standardOutput = pipe
         try runWithSignalsUnblocked(process)
