@@ -16,7 +16,7 @@ RUN_PACKAGES := netcat-openbsd redis-tools
 VENV := .build-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build release test bench bench-compare run clean deps bench-deps test-deps
+.PHONY: all build release test bench bench-compare run clean deps bench-deps test-deps docs
 
 all: build
 
@@ -31,6 +31,11 @@ endef
 
 deps:
 	$(call apt_install,$(APT_PACKAGES))
+
+# Writes docs/config-table.md and config/wald.yaml from the option catalogue
+# (Sources/WALConfig/Config/WaldOption.swift); OptionDocsTests, in `make test`, fails until they match it.
+docs: deps
+	WALD_WRITE_DOCS=1 $(SWIFT) test --filter OptionDocsTests
 
 bench-deps: deps
 	$(call apt_install,$(BENCH_PACKAGES))

@@ -1,4 +1,5 @@
-// The server's settings. The ones marked "reloadable" can change while it runs (SIGHUP).
+// The server's settings. `WALServer.update` applies a new set while it runs (SIGHUP), all but those fixed at
+// start: the listeners and inherited sockets, the replication role, the RESP defaults, the logger, metricsText.
 import Dispatch
 import Logging
 import WALCore

@@ -217,27 +217,29 @@ public final class WALServer: Sendable {
         return loop.queue.sync { loop.connections.values.map(\.stateDescription) }
     }
 
-    /// Changes the options that may change at run time: max connections, max frame bytes,
-    /// auth token, and the replication limits. Takes effect for requests read from now on.
-    public func update(
-        maxConnections: Int? = nil, maxFrameBytes: Int? = nil, authToken: String?? = nil,
-        minSyncReplicas: Int? = nil, syncReplicaTimeout: Duration? = nil, maxFollowerHoldBytes: Int? = nil,
-        tls: TLSContext?? = nil, idleTimeout: Duration?? = nil, maxConnectionsPerAddress: Int? = nil,
-        users: [ServerUser]? = nil, certificateRoles: [String: Role]? = nil
-    ) {
+    /// The options in force (the last `update` applied).
+    public var options: ServerOptions { loop.sharedOptions.withLock { $0 } }
+
+    /// Applies a reloaded configuration (SIGHUP): every setting of `new` except those fixed when
+    /// the server started, which keep their values: the listeners (`listen`, `unixSocket`,
+    /// `tlsListen`, the inherited sockets), the replication role, `respStream`, `respBuffered`,
+    /// `logger` and `metricsText`. Takes effect for requests read from now on and for new TLS
+    /// handshakes; open connections keep their negotiated session. Same shape as `WAL.update`.
+    public func update(_ new: ServerOptions) {
         let options = loop.sharedOptions.withLock { options -> ServerOptions in
-            if let users { options.users = users }
-            if let certificateRoles { options.certificateRoles = certificateRoles }
-            if let tls { options.tls = tls }
-            if let idleTimeout { options.idleTimeout = idleTimeout }
-            if let maxConnectionsPerAddress { options.maxConnectionsPerAddress = maxConnectionsPerAddress }
-            if let maxConnections { options.maxConnections = maxConnections }
-            if let maxFrameBytes { options.maxFrameBytes = maxFrameBytes }
-            if let authToken { options.authToken = authToken }
-            if let minSyncReplicas { options.minSyncReplicas = minSyncReplicas }
-            if let syncReplicaTimeout { options.syncReplicaTimeout = syncReplicaTimeout }
-            if let maxFollowerHoldBytes { options.maxFollowerHoldBytes = maxFollowerHoldBytes }
-            return options
+            var next = new
+            next.listen = options.listen
+            next.unixSocket = options.unixSocket
+            next.tlsListen = options.tlsListen
+            next.inheritedListeners = options.inheritedListeners
+            next.inheritedTLSListeners = options.inheritedTLSListeners
+            next.replication = options.replication
+            next.respStream = options.respStream
+            next.respBuffered = options.respBuffered
+            next.logger = options.logger
+            next.metricsText = options.metricsText
+            options = next
+            return next
         }
         let loop = self.loop
         loop.queue.sync { loop.options = options }

@@ -279,7 +279,7 @@ struct Daemon: Sendable {
     /// file says; but a `--listen` (or WALD_LISTEN) given explicitly that names other
     /// addresses is a mistake to stop at, not to ignore.
     private func checkExplicitListen(matches fds: [Int32], environment: [String: String]) throws {
-        guard !flags.listen.isEmpty || environment[WaldOption.listen.environmentVariable] != nil else { return }
+        guard flags.values[.listen] != nil || environment[WaldOption.listen.environmentVariable] != nil else { return }
         let passed = Set(fds.map { WALServer.localAddress($0) }.filter { !$0.hasPrefix("unix:") })
         let wanted = Set(config.listen.map(\.description))
         guard wanted.isSubset(of: passed) else {
@@ -357,13 +357,9 @@ struct Daemon: Sendable {
             logger.error("configuration reload rejected by the WAL", metadata: ["error": "\(error)"])
             return running
         }
-        server.update(
-            maxConnections: applied.maxConnections, maxFrameBytes: applied.maxFrameBytes, authToken: .some(applied.authToken),
-            minSyncReplicas: applied.minSyncReplicas, syncReplicaTimeout: applied.syncReplicaTimeout,
-            maxFollowerHoldBytes: applied.maxFollowerHoldBytes, tls: .some(tls),
-            idleTimeout: .some(applied.idleTimeout == .zero ? nil : applied.idleTimeout),
-            maxConnectionsPerAddress: applied.maxConnectionsPerAddress,
-            users: access(from: applied).users, certificateRoles: access(from: applied).certificateRoles)
+        var reloaded = serverOptions(from: applied)
+        reloaded.tls = tls
+        server.update(reloaded)
         metrics.update(token: applied.metricsToken)
         logger.notice("configuration reloaded", metadata: ["changed": "\(changed.filter { !needsRestart.contains($0) })"])
         return applied

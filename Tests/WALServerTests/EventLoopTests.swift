@@ -186,7 +186,9 @@ import WALSync
         while !(stuck.available() > 0) && ContinuousClock.now < streaming { try await Task.sleep(for: .milliseconds(10)) }
         #expect((stuck.available() > 0), "the replay never started")
         #expect(harness.server.connectionCount == 2)
-        harness.server.update(maxFollowerHoldBytes: 256 * 1024)
+        var holdLimited = harness.server.options
+        holdLimited.maxFollowerHoldBytes = 256 * 1024
+        harness.server.update(holdLimited)
         var limited = harness.wal.options
         limited.maxSegments = 3
         try harness.wal.update(limited)

@@ -1,5 +1,5 @@
-// Pure parsers for the value forms options share: byte sizes, durations, counts, log levels.
-// Each failure says what was expected; the loader adds which option and source it came from.
+// Pure parsers for the value forms options share: byte sizes, durations, counts, log levels, switches and
+// checked text. Each failure says what was expected; the loader adds which option and source it came from.
 import Logging
 
 /// A value that didn't parse; `expected` is the accepted form ("expected a duration like 10ms, 1s or 0").
@@ -99,5 +99,112 @@ enum LogLevelText {
     static func parse(_ text: String) throws(ValueError) -> Logger.Level {
         guard let level = Logger.Level(rawValue: text.lowercased()) else { throw ValueError(expectedForm) }
         return level
+    }
+}
+
+extension ByteSize {
+    /// The largest binary unit that divides `bytes` exactly (`64MiB`, `1GiB`, `512KiB`), else the
+    /// plain count: what `parse` reads back to the same number.
+    static func format(_ bytes: Int) -> String {
+        guard bytes > 0 else { return "\(bytes)" }
+        for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] where bytes % (1 << shift) == 0 {
+            return "\(bytes >> shift)\(unit)"
+        }
+        return "\(bytes)"
+    }
+
+    /// A byte size where 0 means unlimited, saying so when the text does not parse.
+    static func parseOrUnlimited(_ text: String) throws(ValueError) -> Int {
+        do throws(ValueError) {
+            return try parse(text)
+        } catch {
+            throw ValueError("\(error.expected) (0 = unlimited)")
+        }
+    }
+
+    /// A byte size of at least `minimum`; `unit` words the bound in the error.
+    static func parse(_ text: String, minimum: Int, unit: String = "") throws(ValueError) -> Int {
+        let bytes = try parse(text)
+        guard bytes >= minimum else { throw ValueError("expected a byte size of at least \(format(minimum))\(unit)") }
+        return bytes
+    }
+}
+
+enum BooleanText {
+    /// `true`/`yes`/`on`/`1` or `false`/`no`/`off`/`0`, any case.
+    static func parse(_ text: String) throws(ValueError) -> Bool {
+        switch text.lowercased() {
+        case "true", "yes", "on", "1": return true
+        case "false", "no", "off", "0": return false
+        default: throw ValueError("expected true or false")
+        }
+    }
+}
+
+/// The checks of text options that are not a number, a size, a duration or an address.
+enum TextValue {
+    /// A file or directory path: anything but empty.
+    static func path(_ text: String) throws(ValueError) -> String {
+        guard !text.isEmpty else { throw ValueError("expected a non-empty path") }
+        return text
+    }
+
+    /// A name (a TLS server name): anything but empty.
+    static func name(_ text: String) throws(ValueError) -> String {
+        guard !text.isEmpty else { throw ValueError("expected a non-empty name") }
+        return text
+    }
+
+    static func segmentPrefix(_ text: String) throws(ValueError) -> String {
+        guard !text.isEmpty, !text.contains("/") else { throw ValueError("expected a non-empty file name prefix without '/'") }
+        return text
+    }
+
+    /// sun_path holds 108 bytes including the terminating NUL.
+    static func unixSocketPath(_ text: String) throws(ValueError) -> String {
+        guard !text.isEmpty, text.utf8.count <= 107, !text.utf8.contains(0) else {
+            throw ValueError("expected a socket path of 1 to 107 bytes")
+        }
+        return text
+    }
+
+    /// The token is sent on a text protocol line, so it can't hold spaces or control characters.
+    static func token(_ text: String) throws(ValueError) -> String {
+        guard !text.isEmpty, text.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value != 0x7F }) else {
+            throw ValueError("expected a non-empty token without spaces or control characters")
+        }
+        return text
+    }
+
+    /// One of `choices`, exactly as spelled.
+    static func oneOf(_ choices: [String]) -> (String) throws(ValueError) -> String {
+        { (text) throws(ValueError) in
+            guard choices.contains(text) else {
+                throw ValueError("expected " + choices.dropLast().joined(separator: ", ") + " or " + choices.last!)
+            }
+            return text
+        }
+    }
+
+    /// `http://HOST:PORT[,http://HOST:PORT…]`: etcd's client URLs (plain HTTP; the JSON gateway).
+    static func etcdEndpoints(_ text: String) throws(ValueError) -> [String] {
+        let urls = text.split(separator: ",", omittingEmptySubsequences: false).map { String($0.filter { $0 != " " }) }
+        for url in urls {
+            guard url.hasPrefix("http://") else {
+                throw ValueError("expected etcd client URLs like http://127.0.0.1:2379, comma-separated (\"\(url)\" is not http://HOST:PORT)")
+            }
+            _ = try AddressValue.parseRemote(String(url.dropFirst("http://".count)))
+        }
+        return urls
+    }
+
+    /// 1–64 characters of A–Z, a–z, 0–9, '.', '_', '-': it is part of etcd keys.
+    static func clusterName(_ text: String) throws(ValueError) -> String {
+        guard (1...64).contains(text.utf8.count),
+              text.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A)
+                  || $0 == 0x2E || $0 == 0x5F || $0 == 0x2D }) else {
+            throw ValueError("expected a cluster name of 1 to 64 letters, digits, '.', '_' or '-'")
+        }
+        return text
     }
 }

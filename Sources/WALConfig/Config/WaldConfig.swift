@@ -1,5 +1,6 @@
-// The daemon's resolved configuration: every option typed, validated and defaulted, plus the
-// comparison a SIGHUP reload uses to decide what it can apply in place.
+// The daemon's resolved configuration: one stored property per option, typed and holding its default
+// (the catalogue, `WaldOption.entry`, says how each is read, checked and shown), plus the comparison
+// a SIGHUP reload uses to decide what it can apply in place.
 import Logging
 import WALSystem
 
@@ -134,7 +135,7 @@ public struct WaldConfig: Sendable, Equatable {
     }
 
     private func sameValue(of option: WaldOption, as other: WaldConfig) -> Bool {
-        Self.field(option).same(self, other)
+        option.entry.field.same(self, other)
     }
 
     /// The running configuration with every option a running daemon can apply
@@ -143,124 +144,22 @@ public struct WaldConfig: Sendable, Equatable {
     public func applyingReloadable(from new: WaldConfig) -> WaldConfig {
         var applied = self
         for option in WaldOption.allCases where option.isReloadable {
-            Self.field(option).copy(from: new, into: &applied)
+            option.entry.field.copy(from: new, into: &applied)
         }
         applied.users = new.users
         applied.certificateRoles = new.certificateRoles
         return applied
     }
 
-    /// Where each option's value lives: the one per-option table that comparing (`reloadable`)
-    /// and applying (`applyingReloadable`) a configuration read.
-    private static func field(_ option: WaldOption) -> any ConfigField {
-        switch option {
-        case .listen: Field(\.listen)
-        case .unix: Field(\.unixSocket)
-        case .dataDir: Field(\.dataDirectory)
-        case .config: Field(\.configFile)
-        case .segmentPrefix: Field(\.segmentPrefix)
-        case .maxSegmentBytes: Field(\.maxSegmentBytes)
-        case .maxSegments: Field(\.maxSegments)
-        case .retentionBytes: Field(\.retentionBytes)
-        case .maxRecordBytes: Field(\.maxRecordBytes)
-        case .flushInterval: Field(\.flushInterval)
-        case .maxBufferBytes: Field(\.maxBufferBytes)
-        case .maxConnections: Field(\.maxConnections)
-        case .maxFrameBytes: Field(\.maxFrameBytes)
-        case .authToken: Field(\.authToken)
-        case .logLevel: Field(\.logLevel)
-        case .slowSyncThreshold: Field(\.slowSyncThreshold)
-        case .metricsListen: Field(\.metricsListen)
-        case .follow: Field(\.follow)
-        case .minSyncReplicas: Field(\.minSyncReplicas)
-        case .syncReplicaTimeout: Field(\.syncReplicaTimeout)
-        case .maxFollowerHoldBytes: Field(\.maxFollowerHoldBytes)
-        case .respStream: Field(\.respStream)
-        case .respDurability: Field(\.respDurability)
-        case .scrubInterval: Field(\.scrubInterval)
-        case .scrubBytesPerSecond: Field(\.scrubBytesPerSecond)
-        case .haEtcd: Field(\.haEtcd)
-        case .haCluster: Field(\.haCluster)
-        case .advertise: Field(\.advertise)
-        case .haLeaseTTL: Field(\.haLeaseTTL)
-        case .tlsListen: Field(\.tlsListen)
-        case .tlsCertFile: Field(\.tlsCertFile)
-        case .tlsKeyFile: Field(\.tlsKeyFile)
-        case .tlsCAFile: Field(\.tlsCAFile)
-        case .tlsClientAuth: Field(\.tlsClientAuth)
-        case .idleTimeout: Field(\.idleTimeout)
-        case .maxConnectionsPerAddress: Field(\.maxConnectionsPerAddress)
-        case .followTLS: Field(\.followTLS)
-        case .followTLSCAFile: Field(\.followTLSCAFile)
-        case .followTLSCertFile: Field(\.followTLSCertFile)
-        case .followTLSKeyFile: Field(\.followTLSKeyFile)
-        case .followTLSServerName: Field(\.followTLSServerName)
-        case .metricsToken: Field(\.metricsToken)
-        }
-    }
-}
-
-/// One option's stored property in `WaldConfig`.
-private protocol ConfigField {
-    func same(_ a: WaldConfig, _ b: WaldConfig) -> Bool
-    func copy(from source: WaldConfig, into target: inout WaldConfig)
-}
-
-private struct Field<Value: Equatable>: ConfigField {
-    let path: WritableKeyPath<WaldConfig, Value>
-    init(_ path: WritableKeyPath<WaldConfig, Value>) { self.path = path }
-    func same(_ a: WaldConfig, _ b: WaldConfig) -> Bool { a[keyPath: path] == b[keyPath: path] }
-    func copy(from source: WaldConfig, into target: inout WaldConfig) { target[keyPath: path] = source[keyPath: path] }
-}
-
-extension WaldConfig {
-    /// Every option as log metadata (YAML keys), the auth token redacted: log it once at startup.
+    /// Every option as log metadata (YAML keys), secrets redacted: log it once at startup.
     public var loggingMetadata: Logger.Metadata {
-        func size(_ bytes: Int) -> Logger.MetadataValue { "\(bytes)" }
-        return [
-            "listen": .array(listen.map { "\($0)" }),
-            "unix": "\(unixSocket ?? "none")",
-            "data_dir": "\(dataDirectory)",
-            "config": "\(configFile ?? "none")",
-            "segment_prefix": "\(segmentPrefix)",
-            "max_segment_bytes": size(maxSegmentBytes),
-            "max_segments": "\(maxSegments)",
-            "retention_bytes": size(retentionBytes),
-            "max_record_bytes": size(maxRecordBytes),
-            "flush_interval": "\(DurationText.format(flushInterval))",
-            "max_buffer_bytes": size(maxBufferBytes),
-            "max_connections": "\(maxConnections)",
-            "max_frame_bytes": size(maxFrameBytes),
-            "auth_token": authToken == nil ? "none" : "<redacted>",
-            "log_level": "\(logLevel.rawValue)",
-            "slow_sync_threshold": "\(DurationText.format(slowSyncThreshold))",
-            "metrics_listen": "\(metricsListen.map { "\($0)" } ?? "none")",
-            "follow": "\(follow.map { "\($0)" } ?? "none")",
-            "min_sync_replicas": "\(minSyncReplicas)",
-            "sync_replica_timeout": "\(DurationText.format(syncReplicaTimeout))",
-            "max_follower_hold_bytes": size(maxFollowerHoldBytes),
-            "resp_stream": "\(respStream)",
-            "resp_durability": "\(respDurability)",
-            "scrub_interval": "\(DurationText.format(scrubInterval))",
-            "scrub_bytes_per_second": size(scrubBytesPerSecond),
-            "ha_etcd": .array(haEtcd.map { "\($0)" }),
-            "ha_cluster": "\(haCluster ?? "none")",
-            "advertise": "\(advertise.map { "\($0)" } ?? "none")",
-            "ha_lease_ttl": "\(DurationText.format(haLeaseTTL))",
-            "tls_listen": .array(tlsListen.map { "\($0)" }),
-            "tls_cert_file": "\(tlsCertFile ?? "none")",
-            "tls_key_file": "\(tlsKeyFile ?? "none")",
-            "tls_ca_file": "\(tlsCAFile ?? "none")",
-            "tls_client_auth": "\(tlsClientAuth)",
-            "idle_timeout": "\(DurationText.format(idleTimeout))",
-            "max_connections_per_address": "\(maxConnectionsPerAddress)",
-            "follow_tls": "\(followTLS)",
-            "follow_tls_ca_file": "\(followTLSCAFile ?? "none")",
-            "follow_tls_cert_file": "\(followTLSCertFile ?? "none")",
-            "follow_tls_key_file": "\(followTLSKeyFile ?? "none")",
-            "follow_tls_server_name": "\(followTLSServerName ?? "none")",
-            "metrics_token": metricsToken == nil ? "none" : "<redacted>",
-        ]
+        var metadata: Logger.Metadata = [:]
+        for option in WaldOption.allCases {
+            let entry = option.entry
+            metadata[option.yamlKey] =
+                entry.isSecret ? (entry.field.written(self) == nil ? "none" : "<redacted>") : entry.field.logged(self)
+        }
+        return metadata
     }
 }
 

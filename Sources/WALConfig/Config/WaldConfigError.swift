@@ -30,6 +30,20 @@ public enum WaldConfigError: Error, Sendable, Equatable, CustomStringConvertible
     case unreadableFile(path: String, reason: String)
     /// The config file isn't the YAML wald expects: a mapping of option keys to values or lists.
     case malformedFile(path: String, reason: String)
+    /// A command-line flag that names no option; `suggestion` is the nearest flag, if any is close.
+    case unknownFlag(String, suggestion: String?)
+    /// A flag that takes a value came last, or right before another flag.
+    case missingFlagValue(WaldOption)
+    /// An argument that is not a flag: wald takes none.
+    case unexpectedArgument(String)
+
+    /// The error is in how the command line is written (a usage error: exit 64, EX_USAGE), not in a value.
+    public var isUsageError: Bool {
+        switch self {
+        case .unknownFlag, .missingFlagValue, .unexpectedArgument: true
+        default: false
+        }
+    }
 
     /// The option at fault, if the error is about one option.
     public var option: WaldOption? {
@@ -43,6 +57,7 @@ public enum WaldConfigError: Error, Sendable, Equatable, CustomStringConvertible
         case .invalidValue(_, let source, _, _): source
         case .unknownKeys(_, let file): .file(file)
         case .unreadableFile, .malformedFile: nil
+        case .unknownFlag, .missingFlagValue, .unexpectedArgument: .flag
         }
     }
 
@@ -72,25 +87,36 @@ public enum WaldConfigError: Error, Sendable, Equatable, CustomStringConvertible
             return "cannot read config file \(path): \(reason)"
         case .malformedFile(let path, let reason):
             return "config file \(path) is not valid: \(reason)"
+        case .unknownFlag(let flag, let suggestion):
+            return "unknown option \(flag)" + (suggestion.map { " (did you mean \($0)?)" } ?? "") + "; wald --help lists them"
+        case .missingFlagValue(let option):
+            return "\(option.flag) needs a value (\(option.flag) \(option.entry.valueName) or \(option.flag)=\(option.entry.valueName))"
+        case .unexpectedArgument(let argument):
+            return "unexpected argument \"\(argument)\": wald takes only options (--name VALUE); wald --help lists them"
         }
     }
 
     /// The known key closest to a misspelt one, if it is within two edits.
     static func suggestion(for key: String) -> String? {
-        let scored = WaldOption.fileKeys.map { ($0, editDistance(Array(key), Array($0))) }
-        guard let best = scored.min(by: { $0.1 < $1.1 }), best.1 <= 2 else { return nil }
-        return best.0
+        nearest(to: key, among: WaldOption.fileKeys)
     }
+}
 
-    private static func editDistance(_ a: [Character], _ b: [Character]) -> Int {
-        var previous = Array(0...b.count)
-        for (i, ca) in a.enumerated() {
-            var current = [i + 1]
-            for (j, cb) in b.enumerated() {
-                current.append(Swift.min(previous[j + 1] + 1, current[j] + 1, previous[j] + (ca == cb ? 0 : 1)))
-            }
-            previous = current
+/// The word of `candidates` closest to `word`, if it is within two edits (Levenshtein).
+func nearest(to word: String, among candidates: [String]) -> String? {
+    let scored = candidates.map { ($0, editDistance(Array(word), Array($0))) }
+    guard let best = scored.min(by: { $0.1 < $1.1 || ($0.1 == $1.1 && $0.0 < $1.0) }), best.1 <= 2 else { return nil }
+    return best.0
+}
+
+private func editDistance(_ a: [Character], _ b: [Character]) -> Int {
+    var previous = Array(0...b.count)
+    for (i, ca) in a.enumerated() {
+        var current = [i + 1]
+        for (j, cb) in b.enumerated() {
+            current.append(min(previous[j + 1] + 1, current[j] + 1, previous[j] + (ca == cb ? 0 : 1)))
         }
-        return previous[b.count]
+        previous = current
     }
+    return previous[b.count]
 }
