@@ -435,6 +435,7 @@ struct Daemon: Sendable {
         options.respStream = config.respStream
         options.respBuffered = config.respDurability == "buffered"
         options.tlsListen = config.tlsListen
+        options.tlsHandshakeTimeout = config.tlsHandshakeTimeout
         options.idleTimeout = config.idleTimeout == .zero ? nil : config.idleTimeout
         options.maxConnectionsPerAddress = config.maxConnectionsPerAddress
         (options.users, options.certificateRoles) = access(from: config)

@@ -19,7 +19,8 @@ import Testing
         let firstDifference = zip(onDisk.split(separator: "\n", omittingEmptySubsequences: false),
                                   generated.split(separator: "\n", omittingEmptySubsequences: false))
             .enumerated().first { $0.element.0 != $0.element.1 }
-        #expect(onDisk == generated,
+        let matches = onDisk == generated  // not inside #expect, which would print both files whole
+        #expect(matches,
                 "\(relativePath) differs from the option catalogue (run `make docs`): first at line \((firstDifference?.offset ?? 0) + 1): \(firstDifference.map { "\"\($0.element.0)\" vs \"\($0.element.1)\"" } ?? "length")",
                 sourceLocation: sourceLocation)
     }

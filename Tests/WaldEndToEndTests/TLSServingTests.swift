@@ -142,6 +142,37 @@ private func servedSubject(port: UInt16, ca: String) throws -> String {
         #expect(try await plain.ping() == [])
     }
 
+    /// `tls_handshake_timeout` (default 10 s) bounds a stalled handshake; SIGHUP changes it for
+    /// connections made afterwards: at 30 s from the file, then 1 s after a reload, a stalled
+    /// handshake is closed after about a second, not 30.
+    @Test(.timeLimit(.minutes(1)))
+    func theHandshakeTimeoutIsAnOptionAndReloads() async throws {
+        let certificates = try TestCertificates.shared()
+        let file = NSTemporaryDirectory() + "wald-e2e-handshake-\(UUID().uuidString).yaml"
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        try "tls_handshake_timeout: 30s\n".write(toFile: file, atomically: true, encoding: .utf8)
+        let wald = try WaldProcess(arguments: certificates.serverArguments() + ["--config", file, "--listen", "127.0.0.1:0",
+                                                                               "--log-level", "info"])
+        defer { wald.cleanup() }
+        let early = try RawConnection(port: wald.tlsPort)
+        early.send([0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        try "tls_handshake_timeout: 1s\n".write(toFile: file, atomically: true, encoding: .utf8)
+        kill(wald.process.processIdentifier, SIGHUP)
+        let reloaded = await waitUntil(seconds: 20) { wald.stderrText.contains("configuration reloaded") }
+        #expect(reloaded, "\(wald.stderrText)")
+        let start = ContinuousClock.now
+        let late = try RawConnection(port: wald.tlsPort)
+        late.send([0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        #expect(closedByServer(late, within: 20), "a stalled handshake outlived tls_handshake_timeout 1s")
+        let waited = ContinuousClock.now - start
+        // Below the default (10 s) and the file's first value (30 s): the reloaded 1 s was applied.
+        #expect(waited >= .milliseconds(900) && waited < .seconds(8), "closed after \(waited)")
+        // The connection made before the reload keeps the 30 s it started with.
+        #expect(!isClosedNow(early), "the handshake timer of an earlier connection changed")
+        #expect(try runTool("wald", ["--tls-handshake-timeout", "0"]).stderr.contains(
+            "invalid --tls-handshake-timeout \"0\": expected a duration above 0"))
+    }
+
     @Test(.timeLimit(.minutes(1)))
     func silentConnectionsAreClosedAfterTheIdleTimeoutButStreamsAreNot() async throws {
         let wald = try WaldProcess(arguments: ["--idle-timeout", "1s"])

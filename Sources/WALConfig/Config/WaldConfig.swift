@@ -107,6 +107,8 @@ public struct WaldConfig: Sendable, Equatable {
     public var followTLSServerName: String? = nil
     /// Scrapes of `metrics_listen` must send `Authorization: Bearer <token>`. Default none. Reloadable.
     public var metricsToken: String? = nil
+    /// A TLS handshake not finished this long after connecting closes the connection. Default 10 s.
+    public var tlsHandshakeTimeout: Duration = .seconds(10)
     /// Named users (config file only, key `users`): AUTH with a user's token gives its role. Reloadable.
     public var users: [WaldUser] = []
     /// Verified client certificate CN → role (config file only, key `cert_roles`). Reloadable.

@@ -50,6 +50,7 @@ public enum WaldOption: String, Sendable, CaseIterable, Hashable {
     case followTLSKeyFile = "follow_tls_key_file"
     case followTLSServerName = "follow_tls_server_name"
     case metricsToken = "metrics_token"
+    case tlsHandshakeTimeout = "tls_handshake_timeout"
 
     /// The key in the YAML config file, e.g. `max_segment_bytes`.
     public var yamlKey: String { rawValue }
@@ -365,6 +366,18 @@ extension WaldOption {
                     + "`authorization: credentials`), else 401; prefer the variable",
                 example: "change-me", isReloadable: true, isSecret: true,
                 field: .optionalText(\.metricsToken, parse: TextValue.token))
+        case .tlsHandshakeTimeout:
+            OptionEntry(
+                section: .tls, valueName: "DURATION",
+                meaning: "a TLS client that has not finished its handshake this long after connecting is closed (a "
+                    + "stalled handshake holds a connection slot; nginx's `ssl_handshake_timeout` is the same "
+                    + "guard); above 0; connections made after a reload get the new value",
+                isReloadable: true,
+                field: .duration(\.tlsHandshakeTimeout) { (text) throws(ValueError) in
+                    let timeout = try DurationText.parse(text)
+                    guard timeout > .zero else { throw ValueError("expected a duration above 0 like 500ms, 5s or 1m") }
+                    return timeout
+                })
         }
     }
 }
