@@ -110,9 +110,8 @@ let package = Package(
         .target(
             name: "WALConfig",
             dependencies: [
-                "WALSync", "WALSystem", "WALTLS",
+                "WALCore", "WALSync", "WALSystem", "WALTLS",
                 .product(name: "Configuration", package: "swift-configuration"),
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 // Only to list the config file's top-level keys (swift-configuration parses the values).
                 .product(name: "Yams", package: "Yams"),

@@ -1,6 +1,7 @@
 // Pure parsers for the value forms options share: byte sizes, durations, counts, log levels, switches and
 // checked text. Each failure says what was expected; the loader adds which option and source it came from.
 import Logging
+import WALCore
 
 /// A value that didn't parse; `expected` is the accepted form ("expected a duration like 10ms, 1s or 0").
 struct ValueError: Error, Equatable {
@@ -36,7 +37,7 @@ enum DurationText {
     /// The longest duration any option takes. Durations are added to clocks and turned into
     /// nanosecond counts (timers, the slow-sync check); a year keeps all of that far from
     /// overflowing, and no interval or timeout of a write-ahead log is longer.
-    static let maximum = Duration.seconds(365 * 24 * 3600)
+    static let maximum = WALOptions.longestDuration
     static let tooLarge = ValueError("\(expectedForm), at most 8760h (a year); this one is too large")
 
     /// `0`, or an integer with one of the units ns, us (µs), ms, s, m, h: `500us`, `10ms`, `2m`;

@@ -2,6 +2,7 @@
 // (the catalogue, `WaldOption.entry`, says how each is read, checked and shown), plus the comparison
 // a SIGHUP reload uses to decide what it can apply in place.
 import Logging
+import WALCore
 import WALSystem
 
 public struct WaldConfig: Sendable, Equatable {
@@ -11,23 +12,23 @@ public struct WaldConfig: Sendable, Equatable {
     /// Also serve on this Unix socket path. Default none.
     public var unixSocket: String? = nil
     // The engine's options: what each means, its default and its bounds are said once, on
-    // `WALOptions` (WALCore); the daemon's defaults differ only where noted.
+    // `WALOptions` (WALCore), and the defaults are read from it; the daemon's differ only where noted.
     /// `WALOptions.directory`; the daemon's default is `./data`.
     public var dataDirectory: String = "./data"
     /// `WALOptions.segmentPrefix`.
-    public var segmentPrefix: String = "wal-"
+    public var segmentPrefix: String = engine.segmentPrefix
     /// `WALOptions.maxSegmentBytes`; at least 128.
-    public var maxSegmentBytes: Int = 64 << 20
+    public var maxSegmentBytes: Int = engine.maxSegmentBytes
     /// `WALOptions.maxSegments`.
-    public var maxSegments: Int = 0
+    public var maxSegments: Int = engine.maxSegments
     /// `WALOptions.retentionBytes`.
-    public var retentionBytes: Int = 0
+    public var retentionBytes: Int = engine.retentionBytes
     /// `WALOptions.maxRecordBytes`; at most `maxFrameBytes - 16`.
-    public var maxRecordBytes: Int = 1 << 20
+    public var maxRecordBytes: Int = engine.maxRecordBytes
     /// `WALOptions.flushInterval`.
-    public var flushInterval: Duration = .milliseconds(10)
+    public var flushInterval: Duration = engine.flushInterval
     /// `WALOptions.maxBufferBytes`.
-    public var maxBufferBytes: Int = 1 << 20
+    public var maxBufferBytes: Int = engine.maxBufferBytes
     /// Most client connections at once. Default 1024; at least 1.
     public var maxConnections: Int = 1024
     /// Largest protocol frame in bytes. Default and upper bound 16 MiB − 1 (16777215).
@@ -37,7 +38,7 @@ public struct WaldConfig: Sendable, Equatable {
     /// Default `.info`.
     public var logLevel: Logger.Level = .info
     /// `WALOptions.slowSyncThreshold`.
-    public var slowSyncThreshold: Duration = .seconds(1)
+    public var slowSyncThreshold: Duration = engine.slowSyncThreshold
     /// Serve metrics on this address. Default none.
     public var metricsListen: Endpoint? = nil
     /// Run as a follower of the wald at this address: stream its log and keep an identical copy;
@@ -64,7 +65,7 @@ public struct WaldConfig: Sendable, Equatable {
     /// daemon's default is 24 h, the engine's none. Reloadable.
     public var scrubInterval: Duration = .seconds(24 * 3600)
     /// `WALOptions.scrubBytesPerSecond`. Reloadable.
-    public var scrubBytesPerSecond: Int = 16 << 20
+    public var scrubBytesPerSecond: Int = engine.scrubBytesPerSecond
     /// Automatic failover (docs/replication.md): the etcd v3 endpoints, `http://HOST:PORT`, that hold the
     /// cluster's leader lease. Empty (the default) = no automatic failover; then `haCluster`,
     /// `advertise` and `haLeaseTTL` are unused. Excludes `follow` (the leader is found in etcd).
@@ -125,6 +126,9 @@ public struct WaldConfig: Sendable, Equatable {
 
     /// File keys outside the option catalogue: structured access lists, with no flag or variable.
     public static let accessKeys = ["users", "cert_roles"]
+
+    /// The engine's defaults, which the engine options above start from.
+    private static let engine = WALOptions(directory: "./data")
 
     /// All defaults.
     public init() {}
