@@ -179,19 +179,7 @@ import Glibc
 /// walctl against a cluster: `cluster` shows who leads, `--ha-etcd` and `--server A,B,C` reach the leader.
 @Suite(.serialized) struct WalctlClusterTests {
     /// Runs walctl with `arguments`; returns its exit status and standard output.
-    func walctl(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
-        let process = Process()
-        process.executableURL = buildProductsDirectory().appendingPathComponent("walctl")
-        process.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
-    }
+    func walctl(_ arguments: [String]) throws -> ToolResult { try runTool("walctl", arguments) }
 
     @Test(.timeLimit(.minutes(2)))
     func walctlFindsTheLeaderThroughEtcdOrAnyMemberAndListsTheCluster() async throws {
@@ -235,30 +223,24 @@ import Glibc
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let data = directory + "/data"
         // The holder runs without --ha-etcd: it only holds the data directory's lock.
-        let process = Process()
-        process.executableURL = buildProductsDirectory().appendingPathComponent("wald")
-        process.arguments = ["--listen", "127.0.0.1:0", "--data-dir", data]
-        process.standardOutput = Pipe()
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        defer { process.terminate(); process.waitUntilExit() }
+        let holderLog = directory + "/holder.log"
+        let holder = try spawnChild(buildProductsDirectory().appendingPathComponent("wald").path,
+                                    ["--listen", "127.0.0.1:0", "--data-dir", data],
+                                    environment: ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("WALD_") },
+                                    stdout: holderLog)
+        defer {
+            kill(holder, SIGTERM)
+            _ = waitForChild(holder, timeout: 20)
+        }
         let deadline = ContinuousClock.now + .seconds(20)
         while !FileManager.default.fileExists(atPath: data + "/LOCK") && ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(50))
         }
         try await Task.sleep(for: .milliseconds(300))
-        let second = Process()
-        second.executableURL = buildProductsDirectory().appendingPathComponent("wald")
-        second.arguments = ["--listen", "127.0.0.1:0", "--data-dir", data, "--ha-etcd", "http://127.0.0.1:1",
-                            "--ha-cluster", "t", "--advertise", "127.0.0.1:1"]
-        let err = Pipe()
-        second.standardOutput = FileHandle.nullDevice
-        second.standardError = err
-        try second.run()
-        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        second.waitUntilExit()
-        #expect(second.terminationStatus == 1, "\(stderr.suffix(1500))")
-        #expect(stderr.contains("is locked by another process"), "\(stderr.suffix(1500))")
+        let second = try runTool("wald", ["--listen", "127.0.0.1:0", "--data-dir", data, "--ha-etcd", "http://127.0.0.1:1",
+                                          "--ha-cluster", "t", "--advertise", "127.0.0.1:1"])
+        #expect(second.status == 1 && second.exitedNormally, "\(second.stderr.suffix(1500))")
+        #expect(second.stderr.contains("is locked by another process"), "\(second.stderr.suffix(1500))")
     }
 
     @Test func theLeaderIsReadFromARefusal() {

@@ -4,6 +4,7 @@
 // own build directory (BINDIR_SRC), so the test builds nothing.
 import Foundation
 import Testing
+import WALTestSupport
 
 @Suite("make install")
 struct InstallTests {

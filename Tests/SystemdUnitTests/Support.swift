@@ -1,15 +1,11 @@
 // Shared helpers for the systemd unit tests: where the repository and the built binaries are, and a
 // bounded way to run a shell command and collect everything it printed.
 import Foundation
+import WALTestSupport
 
 /// The repository root (this file is Tests/SystemdUnitTests/Support.swift).
 let repositoryRoot: URL = URL(fileURLWithPath: #filePath)
     .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-
-/// Directory holding the built executables of this test run (next to the test bundle).
-func buildProductsDirectory() -> URL {
-    URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
-}
 
 struct CommandResult {
     let status: Int32
@@ -27,24 +23,11 @@ func shell(_ script: String, _ arguments: [String] = [], environment: [String: S
     defer { try? FileManager.default.removeItem(atPath: outputPath) }
     let output = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
     defer { try? output.close() }
-
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/bin/sh")
-    process.arguments = ["-c", script, "sh"] + arguments
-    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-    process.standardInput = FileHandle.nullDevice
-    process.standardOutput = output
-    process.standardError = output
-    try process.run()
-    let deadline = Date().addingTimeInterval(timeout)
-    while process.isRunning && Date() < deadline { usleep(20_000) }
-    let timedOut = process.isRunning
-    if timedOut {
-        kill(process.processIdentifier, SIGKILL)
-    }
-    process.waitUntilExit()
+    // WALTestSupport's runProgram (posix_spawn + waitpid), stdout and stderr into one file.
+    let result = try runProgram("/bin/sh", ["-c", script, "sh"] + arguments, timeout: timeout, standardOutput: output,
+                                standardError: output, environment: environment)
     let text = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
-    return CommandResult(status: process.terminationStatus, output: text, timedOut: timedOut)
+    return CommandResult(status: result.status, output: text, timedOut: result.timedOut)
 }
 
 /// A new empty directory under /tmp (short, so Unix socket paths inside it stay under 108 bytes).

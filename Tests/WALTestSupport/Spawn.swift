@@ -9,6 +9,7 @@ import Glibc
 
 public struct SpawnError: Error, CustomStringConvertible {
     public let description: String
+    public init(description: String) { self.description = description }
 }
 
 /// posix_spawn `executable` with `arguments` and exactly `environment`: stdin from /dev/null,
@@ -132,6 +133,20 @@ public final class SpawnedChild: @unchecked Sendable {
     /// Blocks until the child ends and reaps it.
     public func waitUntilExit() { _ = reap(blocking: true) }
 
+    /// Waits up to `seconds` for the child to end, then SIGKILLs and reaps it. Returns whether
+    /// it ended by itself.
+    public func waitUntilExit(seconds: Double) -> Bool {
+        let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
+        while ContinuousClock.now < deadline {
+            if reap(blocking: false) != nil { return true }
+            usleep(5_000)
+        }
+        if reap(blocking: false) != nil { return true }
+        kill(processIdentifier, SIGKILL)
+        waitUntilExit()
+        return false
+    }
+
     /// The exit code, or the signal that ended it (as Foundation reports it); -1 while running.
     public var terminationStatus: Int32 {
         guard let status = reap(blocking: false) else { return -1 }
@@ -161,4 +176,72 @@ public final class SpawnedChild: @unchecked Sendable {
             return nil
         }
     }
+}
+
+/// How a program run by `runProgram` ended, and what it printed.
+public struct ToolResult: Sendable {
+    public var status: Int32
+    public var exitedNormally: Bool
+    public var stdout: String
+    public var stderr: String
+    public var timedOut: Bool
+}
+
+/// Runs one of the built executables to completion (killed after `timeout` seconds), with
+/// its output in temporary files so a chatty child cannot block on a full pipe.
+/// `standardInput` replaces /dev/null; `standardOutput`/`standardError` replace the files the
+/// result reads (then its text is empty).
+public func runTool(_ name: String, _ arguments: [String], timeout: Double = 60, standardInput: FileHandle? = nil,
+                    standardOutput: FileHandle? = nil, standardError: FileHandle? = nil,
+                    environment: [String: String] = [:]) throws -> ToolResult {
+    try runProgram(buildProductsDirectory().appendingPathComponent(name).path, arguments, timeout: timeout,
+                   standardInput: standardInput, standardOutput: standardOutput, standardError: standardError,
+                   environment: environment)
+}
+
+/// `runTool` with `input` on its standard input (from a temporary file).
+public func runTool(_ name: String, _ arguments: [String], input: [UInt8], timeout: Double = 60,
+                    environment: [String: String] = [:]) throws -> ToolResult {
+    let path = NSTemporaryDirectory() + "wald-e2e-stdin-\(UUID().uuidString)"
+    guard FileManager.default.createFile(atPath: path, contents: Data(input)), let handle = FileHandle(forReadingAtPath: path) else {
+        throw SpawnError(description: "cannot write the standard input file \(path): errno \(errno)")
+    }
+    defer { try? FileManager.default.removeItem(atPath: path) }
+    return try runTool(name, arguments, timeout: timeout, standardInput: handle, environment: environment)
+}
+
+/// Runs the program at `path` like `runTool` (a third-party client such as redis-cli).
+/// `environment` is added to the test's own (whose WALD_* and WALCTL_* variables are left out).
+public func runProgram(_ path: String, _ arguments: [String], timeout: Double = 60, standardInput: FileHandle? = nil,
+                       standardOutput: FileHandle? = nil, standardError: FileHandle? = nil,
+                       environment: [String: String] = [:]) throws -> ToolResult {
+    let base = NSTemporaryDirectory() + "wald-e2e-tool-\(UUID().uuidString)"
+    let outPath = base + ".out"
+    let errPath = base + ".err"
+    _ = FileManager.default.createFile(atPath: outPath, contents: nil)
+    _ = FileManager.default.createFile(atPath: errPath, contents: nil)
+    defer {
+        try? FileManager.default.removeItem(atPath: outPath)
+        try? FileManager.default.removeItem(atPath: errPath)
+    }
+    // posix_spawn and waitpid on this pid, not Foundation's Process: its waitUntilExit never
+    // returned for an openssl child that had exited, with both cooperative threads blocked
+    // (one in waitUntilExit, one on the lock around it), and the suite hung.
+    let environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("WALD_") && !$0.key.hasPrefix("WALCTL_") }
+        .merging(environment) { $1 }
+    let out = standardOutput.map { $0.fileDescriptor } ?? open(outPath, O_WRONLY | O_APPEND | O_CLOEXEC)
+    let err = standardError.map { $0.fileDescriptor } ?? open(errPath, O_WRONLY | O_APPEND | O_CLOEXEC)
+    defer {
+        if standardOutput == nil { close(out) }
+        if standardError == nil { close(err) }
+    }
+    let pid = try spawnChild(path, arguments, environment: environment, inputFD: standardInput?.fileDescriptor,
+                             outputFD: out, errorFD: err)
+    let exit = waitForChild(pid, timeout: timeout)
+    return ToolResult(
+        status: exit.status,
+        exitedNormally: exit.exitedNormally,
+        stdout: (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "",
+        stderr: (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "",
+        timedOut: exit.timedOut)
 }

@@ -5,6 +5,7 @@
 import Foundation
 import Testing
 import WALClient
+import WALTestSupport
 #if canImport(Glibc)
 import Glibc
 #endif

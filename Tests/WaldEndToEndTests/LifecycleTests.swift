@@ -2,6 +2,7 @@
 // directory, serving on a unix socket and on IPv6, and counting its connections.
 import Foundation
 import Testing
+import WALTestSupport
 import WALClient
 #if canImport(Glibc)
 import Glibc
@@ -160,29 +161,27 @@ let ipv6LoopbackAvailable: Bool = {
         // Under a 2 GiB address-space limit (LimitAS=, vm.overcommit_memory=2) wald and walctl
         // must treat it as a torn frame, not try to allocate 4 GiB and abort.
         let products = buildProductsDirectory().path
-        let verify = Process()
-        verify.executableURL = URL(fileURLWithPath: "/bin/sh")
-        verify.arguments = ["-c", "ulimit -v 2097152; exec \"$0\" verify \"$1\"", products + "/walctl", wald.dataDirectory]
-        let verifyErr = Pipe()
-        verify.standardOutput = FileHandle.nullDevice
-        verify.standardError = verifyErr
-        try verify.run()
-        let verifyText = String(decoding: verifyErr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        verify.waitUntilExit()
-        #expect(verify.terminationReason == .exit && !verifyText.contains("failed to allocate"), "walctl verify crashed:\n\(verifyText)")
+        let verify = try runProgram("/bin/sh", ["-c", "ulimit -v 2097152; exec \"$0\" verify \"$1\"", products + "/walctl",
+                                                wald.dataDirectory])
+        #expect(verify.exitedNormally && !verify.stderr.contains("failed to allocate"), "walctl verify crashed:\n\(verify.stderr)")
 
-        let daemon = Process()
-        daemon.executableURL = URL(fileURLWithPath: "/bin/sh")
-        daemon.arguments = ["-c", "ulimit -v 2097152; exec \"$0\" --data-dir \"$1\" --listen 127.0.0.1:0 --log-level warning",
-                            products + "/wald", wald.dataDirectory]
-        daemon.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("WALD_") }
-        let out = Pipe()
-        let err = Pipe()
-        daemon.standardOutput = out
-        daemon.standardError = err
-        try daemon.run()
-        defer { if daemon.isRunning { kill(daemon.processIdentifier, SIGKILL) } }
-        let ready = String(decoding: out.fileHandleForReading.availableData, as: UTF8.self)
+        // wald itself, its stdout on a pipe (the ready line) and its stderr in a file.
+        var ends: [Int32] = [-1, -1]
+        #expect(pipe(&ends) == 0)
+        for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
+        let errPath = wald.dataDirectory + ".limited.err"
+        let errFD = open(errPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        defer { try? FileManager.default.removeItem(atPath: errPath) }
+        let daemon = try SpawnedChild(
+            "/bin/sh", ["-c", "ulimit -v 2097152; exec \"$0\" --data-dir \"$1\" --listen 127.0.0.1:0 --log-level warning",
+                        products + "/wald", wald.dataDirectory],
+            environment: ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("WALD_") }, outputFD: ends[1], errorFD: errFD)
+        close(ends[1])
+        close(errFD)
+        let out = FileHandle(fileDescriptor: ends[0], closeOnDealloc: true)
+        defer { if daemon.isRunning { kill(daemon.processIdentifier, SIGKILL); daemon.waitUntilExit() } }
+        // The ready line, or EOF when wald exits without one.
+        let ready = String(decoding: out.availableData, as: UTF8.self)
         if ready.hasPrefix("ready ") {
             kill(daemon.processIdentifier, SIGTERM)
             daemon.waitUntilExit()
@@ -190,7 +189,7 @@ let ipv6LoopbackAvailable: Bool = {
             #expect(stop == SIGKILL, "wald opened a cleanly stopped log whose last record is damaged")
         } else {
             daemon.waitUntilExit()
-            let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            let stderr = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
             #expect(daemon.terminationReason == .exit && daemon.terminationStatus == 1 && !stderr.contains("failed to allocate"),
                     "wald crashed on the tampered directory (status \(daemon.terminationStatus)):\n\(stderr.suffix(2000))")
             #expect(stop == SIGTERM && stderr.contains("corruption") && stderr.contains("at byte 64 (LSN 1)"),

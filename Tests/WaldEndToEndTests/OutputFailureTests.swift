@@ -3,6 +3,7 @@
 // reports a failed stdout instead of trapping or exiting 0 with its output gone.
 import Foundation
 import Testing
+import WALTestSupport
 #if canImport(Glibc)
 import Glibc
 #endif

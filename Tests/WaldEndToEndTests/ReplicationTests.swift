@@ -7,6 +7,7 @@ import WALClient
 #if canImport(Glibc)
 import Glibc
 import WALSync
+import WALTestSupport
 #endif
 
 private func endpoint(_ wald: WaldProcess) -> Endpoint { .tcp(host: "127.0.0.1", port: wald.port) }

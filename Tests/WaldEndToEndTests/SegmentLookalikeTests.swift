@@ -3,6 +3,7 @@
 // with the same message naming it; nothing in the directory changes.
 import Foundation
 import Testing
+import WALTestSupport
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -8,6 +8,7 @@ import Synchronization
 import Testing
 import WALClient
 import WALSync
+import WALTestSupport
 
 final class TestCertificates: Sendable {
     let directory: String

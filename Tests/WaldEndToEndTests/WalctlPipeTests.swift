@@ -5,40 +5,57 @@
 import Foundation
 import Testing
 import WALClient
+import WALTestSupport
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// A walctl (or other built tool) running in the background with its stdout on a real pipe.
+/// A walctl (or other built tool) running in the background with its stdout on a real pipe
+/// (WALTestSupport's `SpawnedChild`: posix_spawn and waitpid on this pid).
 final class PipedTool: @unchecked Sendable {
     // @unchecked: used only from the test that owns it.
-    let process = Process()
-    private let output = Pipe()
+    let process: SpawnedChild
+    private let output: Int32
     private let stderrPath = NSTemporaryDirectory() + "wald-e2e-piped-\(UUID().uuidString).err"
     private var received: [UInt8] = []
 
     init(_ name: String, _ arguments: [String]) throws {
-        FileManager.default.createFile(atPath: stderrPath, contents: nil)
-        process.executableURL = buildProductsDirectory().appendingPathComponent(name)
-        process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("WALD_") && !$0.key.hasPrefix("WALCTL_") }
-        process.standardOutput = output
-        process.standardError = FileHandle(forWritingAtPath: stderrPath)
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
+        var ends: [Int32] = [-1, -1]
+        guard pipe(&ends) == 0 else { throw SpawnError(description: "pipe: errno \(errno)") }
+        for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
+        let errorFD = open(stderrPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        defer {
+            close(ends[1])
+            if errorFD >= 0 { close(errorFD) }
+        }
+        guard errorFD >= 0 else {
+            close(ends[0])
+            throw SpawnError(description: "open \(stderrPath): errno \(errno)")
+        }
+        do {
+            process = try SpawnedChild(
+                buildProductsDirectory().appendingPathComponent(name).path, arguments,
+                environment: ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("WALD_") && !$0.key.hasPrefix("WALCTL_") },
+                outputFD: ends[1], errorFD: errorFD)
+        } catch {
+            close(ends[0])
+            throw error
+        }
+        output = ends[0]
     }
+
+    deinit { close(output) }
 
     var stderrText: String { (try? String(contentsOfFile: stderrPath, encoding: .utf8)) ?? "" }
 
     /// Reads the pipe until `lines` complete lines have arrived, or `seconds` pass; returns the lines so far.
     func readLines(_ lines: Int, seconds: Int32 = 20) -> [String] {
-        let fd = output.fileHandleForReading.fileDescriptor
         let deadline = ContinuousClock.now + .seconds(Int(seconds))
         while received.filter({ $0 == 10 }).count < lines && ContinuousClock.now < deadline {
-            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            var pfd = pollfd(fd: output, events: Int16(POLLIN), revents: 0)
             guard poll(&pfd, 1, 100) > 0 else { continue }
             var chunk = [UInt8](repeating: 0, count: 65536)
-            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            let n = chunk.withUnsafeMutableBytes { read(output, $0.baseAddress, $0.count) }
             if n <= 0 { break }
             received += chunk[0..<n]
         }
@@ -47,16 +64,14 @@ final class PipedTool: @unchecked Sendable {
 
     /// Waits for exit (SIGKILL after `seconds`); returns the status, nil when it had to be killed.
     func waitForExit(seconds: Double = 20) -> Int32? {
-        let pid = process.processIdentifier
-        let watchdog = Watchdog(seconds: seconds) { Glibc.kill(pid, SIGKILL) }
-        process.waitUntilExit()
-        watchdog.cancel()
-        return watchdog.fired ? nil : process.terminationStatus
+        process.waitUntilExit(seconds: seconds) ? process.terminationStatus : nil
     }
 
     func kill() {
-        if process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
+        if process.isRunning {
+            Glibc.kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
         try? FileManager.default.removeItem(atPath: stderrPath)
     }
 }

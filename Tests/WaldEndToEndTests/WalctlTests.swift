@@ -2,6 +2,7 @@
 // verify of the data directory once the server has stopped.
 import Foundation
 import Testing
+import WALTestSupport
 
 @Suite(.serialized) struct WalctlTests {
     @Test(.timeLimit(.minutes(2)))

@@ -9,11 +9,6 @@ import WALTestSupport
 import Glibc
 #endif
 
-/// Directory holding the built executables (next to the test bundle).
-func buildProductsDirectory() -> URL {
-    URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
-}
-
 final class WaldProcess: @unchecked Sendable {
     // @unchecked: only touched from the test that owns this object.
     let process: SpawnedChild
