@@ -232,11 +232,11 @@ import Glibc
             kill(holder, SIGTERM)
             _ = waitForChild(holder, timeout: 20)
         }
+        // The holder prints its ready line once it has opened the log (and holds its lock).
         let deadline = ContinuousClock.now + .seconds(20)
-        while !FileManager.default.fileExists(atPath: data + "/LOCK") && ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(50))
+        while !((try? String(contentsOfFile: holderLog, encoding: .utf8)) ?? "").contains("ready ") && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
         }
-        try await Task.sleep(for: .milliseconds(300))
         let second = try runTool("wald", ["--listen", "127.0.0.1:0", "--data-dir", data, "--ha-etcd", "http://127.0.0.1:1",
                                           "--ha-cluster", "t", "--advertise", "127.0.0.1:1"])
         #expect(second.status == 1 && second.exitedNormally, "\(second.stderr.suffix(1500))")

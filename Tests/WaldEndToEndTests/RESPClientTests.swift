@@ -179,8 +179,12 @@ private func requireProgram(_ variable: String, _ candidates: [String]) throws -
         // Gone entirely: the connection count drops back without an append.
         var gone: RawConnection? = try RawConnection(port: wald.port)
         gone!.send(blockForever)
-        try await Task.sleep(for: .milliseconds(200))
-        #expect(try await info.info().connections == 2)
+        var counted: UInt64 = 0
+        for _ in 0..<200 where counted != 2 {
+            counted = try await info.info().connections
+            if counted != 2 { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        #expect(counted == 2)
         gone = nil  // close(2)
         var connections: UInt64 = 2
         for _ in 0..<100 where connections != 1 {
