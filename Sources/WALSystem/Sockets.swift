@@ -372,9 +372,8 @@ public enum Sockets {
 
     /// inet_ntop(3) of an `in_addr` or `in6_addr`.
     private static func numericHost<Address>(_ family: Int32, _ address: Address, length: Int32) -> String {
-        var address = address
         var text = [CChar](repeating: 0, count: Int(length))
-        inet_ntop(family, &address, &text, socklen_t(text.count))
+        withUnsafeBytes(of: address) { _ = inet_ntop(family, $0.baseAddress, &text, socklen_t(text.count)) }
         return text.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
     }
 

@@ -51,7 +51,7 @@ struct FixedLog {
 
     func read(_ path: String) -> [UInt8] { Array(FileManager.default.contents(atPath: path) ?? Data()) }
 
-    func write(_ path: String, _ bytes: [UInt8]) { FileManager.default.createFile(atPath: path, contents: Data(bytes)) }
+    func write(_ path: String, _ bytes: [UInt8]) { #expect(FileManager.default.createFile(atPath: path, contents: Data(bytes)), "cannot write \(path)") }
 
     /// Flips one bit at `offset` of the file.
     func flip(_ path: String, at offset: Int) {
@@ -321,7 +321,7 @@ func reason(_ error: WALError?) -> String {
         let segments = log.segments
         #expect(segments.count >= 4)
         let earlier = Array("records an earlier repair cut".utf8)
-        FileManager.default.createFile(atPath: log.path(segments[3]) + ".broken", contents: Data(earlier))
+        #expect(FileManager.default.createFile(atPath: log.path(segments[3]) + ".broken", contents: Data(earlier)))
         let original = log.read(log.path(segments[3]))
         try FileManager.default.removeItem(atPath: log.path(segments[2]))
 
@@ -539,7 +539,7 @@ func reason(_ error: WALError?) -> String {
         let endOf10 = SegmentHeader.size + 10 * (RecordFrame.headerSize + 300)
         for i in endOf10..<((endOf10 / 4096 + 1) * 4096) { image[i] = 0 }
         try FileManager.default.createDirectory(atPath: crashed.path, withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: crashed.path + "/" + segment, contents: Data(image))
+        #expect(FileManager.default.createFile(atPath: crashed.path + "/" + segment, contents: Data(image)))
         var reopened = options
         reopened.directory = crashed.path
         let recovered = try await WAL.open(reopened)
@@ -792,7 +792,7 @@ func reason(_ error: WALError?) -> String {
         try TermFile.write(7, directory: dir.path)
         #expect(try TermFile.read(directory: dir.path) == 7)
         for garbage in ["", "7", "x\n", "-1\n", "18446744073709551616\n"] {
-            FileManager.default.createFile(atPath: dir.path + "/ha-term", contents: Data(garbage.utf8))
+            #expect(FileManager.default.createFile(atPath: dir.path + "/ha-term", contents: Data(garbage.utf8)))
             #expect(throws: WALError.self) { try TermFile.read(directory: dir.path) }
             #expect(FileManager.default.contents(atPath: dir.path + "/ha-term") == Data(garbage.utf8))
         }

@@ -198,7 +198,7 @@ import Glibc
     @Test(.timeLimit(.minutes(2)))
     func pipelinedLargeFramesDuringAStalledFsyncHoldBoundedServerMemory() async throws {
         let fault = NSTemporaryDirectory() + "wald-fault-\(UUID().uuidString)"
-        FileManager.default.createFile(atPath: fault, contents: nil)
+        #expect(FileManager.default.createFile(atPath: fault, contents: nil))
         defer { try? FileManager.default.removeItem(atPath: fault) }
         let wald = try WaldProcess(environment: ["WALD_TEST_FAULT_FILE": fault])
         defer { wald.cleanup() }

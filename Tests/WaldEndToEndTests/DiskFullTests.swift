@@ -78,7 +78,7 @@ enum SmallFilesystemError: Error { case mount(errno: Int32) }
         let options = ["--max-segment-bytes", "128KiB", "--max-record-bytes", "1MiB"]
         // The log goes elsewhere: on the full tmpfs it could not be written.
         let logPath = NSTemporaryDirectory() + "wald-e2e-diskfull-\(UUID().uuidString).log"
-        FileManager.default.createFile(atPath: logPath, contents: nil)
+        #expect(FileManager.default.createFile(atPath: logPath, contents: nil))
         defer { try? FileManager.default.removeItem(atPath: logPath) }
         var wald = try WaldProcess(dataDirectory: data, arguments: options, standardError: FileHandle(forWritingAtPath: logPath))
         defer { wald.stop(signal: SIGKILL) }

@@ -28,7 +28,7 @@ func makeLog(startingAt firstLSN: UInt64) throws -> String {
     header += le32(crc32c(header))
     let digits = String(firstLSN)
     let name = "wal-" + String(repeating: "0", count: 20 - digits.count) + digits + ".wal"
-    FileManager.default.createFile(atPath: directory + "/" + name, contents: Data(header))
+    #expect(FileManager.default.createFile(atPath: directory + "/" + name, contents: Data(header)))
     return directory
 }
 

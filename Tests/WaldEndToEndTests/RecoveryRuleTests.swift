@@ -43,7 +43,7 @@ import Glibc
         let page = (endOf10 / 4096 + 1) * 4096
         for i in endOf10..<page { bytes[i] = 0 }
         #expect(page < Self.segmentHeader + 14 * (Self.frameHeader + 300), "LSN 14 must start after the lost page")
-        FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        #expect(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
 
         wald = try WaldProcess(dataDirectory: directory)
         defer { wald.cleanup() }
@@ -75,7 +75,7 @@ import Glibc
         // Records of 8 bytes: LSN 5's frame starts after four 32-byte frames.
         let lsn5 = Self.segmentHeader + 4 * (Self.frameHeader + 8)
         bytes[lsn5 + Self.frameHeader + 3] ^= 0x04
-        FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        #expect(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
 
         let restarted = try runTool("wald", ["--data-dir", directory, "--listen", "127.0.0.1:0"], timeout: 30)
         let message = restarted.stderr
@@ -104,7 +104,7 @@ import Glibc
         let crc = crc32c(header[0..<60])
         for i in 0..<4 { header[60 + i] = UInt8(truncatingIfNeeded: crc >> (8 * UInt32(i))) }
         let path = directory + "/wal-00000000000000000000.wal"
-        FileManager.default.createFile(atPath: path, contents: Data(header + [UInt8](repeating: 0, count: 4096)))
+        #expect(FileManager.default.createFile(atPath: path, contents: Data(header + [UInt8](repeating: 0, count: 4096))))
 
         let start = try runTool("wald", ["--data-dir", directory, "--listen", "127.0.0.1:0"], timeout: 30)
         let message = start.stderr

@@ -164,7 +164,7 @@ final class PipedTool: @unchecked Sendable {
     /// walctl's stdout as bytes (raw payloads are not text).
     private func rawOutput(_ arguments: [String]) throws -> [UInt8] {
         let path = NSTemporaryDirectory() + "wald-e2e-raw-\(UUID().uuidString)"
-        FileManager.default.createFile(atPath: path, contents: nil)
+        #expect(FileManager.default.createFile(atPath: path, contents: nil))
         defer { try? FileManager.default.removeItem(atPath: path) }
         let result = try runTool("walctl", arguments, standardOutput: FileHandle(forWritingAtPath: path))
         #expect(result.status == 0, "walctl \(arguments): \(result.stderr)")

@@ -28,7 +28,7 @@ final class WaldProcess: @unchecked Sendable {
          standardError: FileHandle? = nil) throws {
         self.dataDirectory = dataDirectory ?? NSTemporaryDirectory() + "wald-e2e-\(UUID().uuidString)"
         stderrPath = self.dataDirectory + ".stderr.log"
-        FileManager.default.createFile(atPath: stderrPath, contents: nil)
+        #expect(FileManager.default.createFile(atPath: stderrPath, contents: nil))
         var args = ["--data-dir", self.dataDirectory]
         if !arguments.contains("--log-level") { args += ["--log-level", "warning"] }
         if !arguments.contains("--flush-interval") { args += ["--flush-interval", "5ms"] }
