@@ -20,6 +20,7 @@ public struct ServerOptions: Sendable {
     /// `tlsListen` is not empty. Reloadable (new connections use the new one).
     public var tls: TLSContext?
     /// A TLS client that has not finished its handshake after this long is closed. Default 10 s.
+    /// Reloadable (connections accepted afterwards).
     public var tlsHandshakeTimeout: Duration = .seconds(10)
     /// A connection that sends nothing for this long is closed, unless it waits for the
     /// server (a held reply, a replay or follow stream, XREAD BLOCK, WAIT). nil = never.
