@@ -278,7 +278,7 @@ public final class WAL: Sendable {
                 }
             }
         }
-        return try await withCheckedThrowingContinuation { continuation in
+        return try await withWriterContinuation { continuation in
             var fx = Effects()
             state.withLock { w in
                 do {
@@ -292,6 +292,21 @@ public final class WAL: Sendable {
             fx.perform()
             drainEvents()
         }
+    }
+
+    /// `withCheckedThrowingContinuation` for a call the writer completes (under `state`'s lock,
+    /// resuming once the lock is released). In the ThreadSanitizer build (`-DWALD_TSAN`) the
+    /// caller then passes through that lock once: when the writer resumes a continuation before its
+    /// task has suspended, the Swift runtime lets the task continue inline without telling TSan
+    /// (its resume-before-await path has no `_swift_tsan_release`/`_acquire`, unlike the enqueue
+    /// path), so TSan saw no order between an error built under the lock (`Writer.fail`'s boxed
+    /// `.failed`) and the caller reading it, and reported a race the runtime's atomics rule out.
+    /// The lock pass shows TSan that order. Other builds: the plain continuation.
+    private func withWriterContinuation<T>(_ body: (CheckedContinuation<T, any Error>) -> Void) async throws -> T {
+        #if WALD_TSAN
+        defer { state.withLock { _ in } }
+        #endif
+        return try await withCheckedThrowingContinuation(body)
     }
 
     private func waitForPauseToEnd() async {
@@ -309,7 +324,7 @@ public final class WAL: Sendable {
     /// Returns the durable LSN.
     @discardableResult
     public func sync() async throws -> LSN {
-        try await withCheckedThrowingContinuation { continuation in
+        try await withWriterContinuation { continuation in
             var fx = Effects()
             state.withLock { w in
                 do {
@@ -330,7 +345,7 @@ public final class WAL: Sendable {
     @discardableResult
     public func waitDurable(_ lsn: LSN) async throws -> LSN {
         if durableCell.lsn >= lsn { return durableCell.lsn }
-        return try await withCheckedThrowingContinuation { continuation in
+        return try await withWriterContinuation { continuation in
             var fx = Effects()
             state.withLock { w in
                 do {
@@ -352,7 +367,7 @@ public final class WAL: Sendable {
     /// An fdatasync on the sync thread even when nothing new was written: proves the writer
     /// and the sync path both work (the service watchdog uses it). Returns the durable LSN.
     public func probe() async throws -> LSN {
-        try await withCheckedThrowingContinuation { continuation in
+        try await withWriterContinuation { continuation in
             var fx = Effects()
             state.withLock { w in w.probe(continuation, &fx) }
             fx.perform()
@@ -497,7 +512,7 @@ public final class WAL: Sendable {
     /// below the first LSN it changes nothing.
     @discardableResult
     public func truncate(before lsn: LSN) async throws -> LSN {
-        try await withCheckedThrowingContinuation { continuation in
+        try await withWriterContinuation { continuation in
             let done = state.withLock { w -> Result<LSN, WALError>? in
                 do throws(WALError) { try w.checkWritable() } catch { return .failure(error) }
                 guard lsn <= w.durable + 1 else {
@@ -521,7 +536,7 @@ public final class WAL: Sendable {
     /// sync thread) before the old one is removed.
     public func adoptIdentity(logID newID: LogID, generation: UInt32 = 0, firstLSN: LSN) async throws {
         guard firstLSN >= 1 else { throw WALError.invalidOptions("first LSN must be at least 1") }
-        _ = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<LSN, any Error>) in
+        _ = try await withWriterContinuation { (continuation: CheckedContinuation<LSN, any Error>) in
             var fx = Effects()
             state.withLock { w in
                 do {
@@ -677,7 +692,7 @@ public final class WAL: Sendable {
         // cannot run once withTaskCancellationHandler has returned, so drop it then (no growth).
         defer { state.withLock { _ = $0.cancelledWatchers.remove(id) } }
         return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { continuation in
+            try await withWriterContinuation { continuation in
                 let now = state.withLock { w -> Result<LSN, any Error>? in
                     if let failure = w.failure { return .failure(failure) }
                     if w.durable > lsn { return .success(w.durable) }
