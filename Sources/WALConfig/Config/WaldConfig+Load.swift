@@ -173,19 +173,6 @@ struct LayeredValues {
         }
     }
 
-    /// An option without a default.
-    func optional<Value>(
-        _ option: WaldOption, parse: (String) throws(ValueError) -> Value
-    ) async throws(WaldConfigError) -> Value? {
-        guard let text = try await text(option) else { return nil }
-        do {
-            return try parse(text.value)
-        } catch {
-            throw .invalidValue(
-                option: option, source: text.source, value: shown(text.value, of: option), expected: error.expected)
-        }
-    }
-
     /// A list option: repeated flags, a comma-separated variable, or a YAML list or string.
     /// Commas separate items in every source, so `--listen a:1,b:2` also works.
     func list<Element>(
