@@ -235,12 +235,12 @@ final class ServerLoop: @unchecked Sendable {
         }
     }
 
-    /// Every 100 ms: durable appends that waited too long for replicas fail; every 500 ms,
-    /// streams that fell more than `maxFollowerHoldBytes` behind are dropped.
     /// How long a follow stream may go without its first FEEDBACK before it counts as a plain
     /// client (held and measured from what it was sent).
     static let feedbackGrace: Duration = .seconds(2)
 
+    /// Every 100 ms: durable appends that waited too long for replicas fail; every 500 ms,
+    /// streams that fell more than `maxFollowerHoldBytes` behind are dropped.
     private func startTick() {
         let source = DispatchSource.makeTimerSource(queue: queue)
         source.schedule(deadline: .now() + .milliseconds(100), repeating: .milliseconds(100), leeway: .milliseconds(20))

@@ -91,21 +91,29 @@ public struct ChildExit: Sendable {
 /// Waits for `pid` (ours) to end, SIGKILLing it after `timeout` seconds. Polls waitpid(pid,
 /// WNOHANG) every 5 ms: only this pid is reaped, never another's child.
 public func waitForChild(_ pid: pid_t, timeout: Double) -> ChildExit {
+    let (status, killed) = reapChild(pid, timeout: timeout)
+    guard let status else { return ChildExit(status: -1, exitedNormally: false, timedOut: killed) }
+    let signaled = (status & 0x7f) != 0
+    return ChildExit(status: signaled ? status & 0x7f : (status >> 8) & 0xff, exitedNormally: !signaled, timedOut: killed)
+}
+
+/// The loop behind `waitForChild` and `SpawnedChild.waitUntilExit(seconds:)`: the raw wait
+/// status once `pid` is reaped (nil if waitpid failed: not our child, or already reaped), and
+/// whether it had to be SIGKILLed after `timeout` seconds.
+func reapChild(_ pid: pid_t, timeout: Double) -> (status: Int32?, killed: Bool) {
     let deadline = ContinuousClock.now + .milliseconds(Int64(timeout * 1000))
     var killed = false
     var status: Int32 = 0
     while true {
         let result = waitpid(pid, &status, WNOHANG)
-        if result == pid { break }
-        if result < 0 && errno != EINTR { return ChildExit(status: -1, exitedNormally: false, timedOut: killed) }
+        if result == pid { return (status, killed) }
+        if result < 0 && errno != EINTR { return (nil, killed) }
         if !killed && ContinuousClock.now >= deadline {
             kill(pid, SIGKILL)
             killed = true
         }
         usleep(5_000)
     }
-    let signaled = (status & 0x7f) != 0
-    return ChildExit(status: signaled ? status & 0x7f : (status >> 8) & 0xff, exitedNormally: !signaled, timedOut: killed)
 }
 
 /// A child started with `spawnChild`, offering the part of Foundation's `Process` the tests
@@ -136,15 +144,12 @@ public final class SpawnedChild: @unchecked Sendable {
     /// Waits up to `seconds` for the child to end, then SIGKILLs and reaps it. Returns whether
     /// it ended by itself.
     public func waitUntilExit(seconds: Double) -> Bool {
-        let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
-        while ContinuousClock.now < deadline {
-            if reap(blocking: false) != nil { return true }
-            usleep(5_000)
-        }
-        if reap(blocking: false) != nil { return true }
-        kill(processIdentifier, SIGKILL)
-        waitUntilExit()
-        return false
+        lock.lock()
+        defer { lock.unlock() }
+        if exitStatus != nil { return true }
+        let (status, killed) = reapChild(processIdentifier, timeout: seconds)
+        exitStatus = status
+        return !killed
     }
 
     /// The exit code, or the signal that ended it (as Foundation reports it); -1 while running.

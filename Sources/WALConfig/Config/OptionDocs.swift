@@ -24,23 +24,14 @@ enum OptionDocs {
             out += "| flag | env | yaml | default | meaning |\n| --- | --- | --- | --- | --- |\n"
             for option in options {
                 let entry = option.entry
-                let flag: String
-                let variable: String
-                let key: String
-                switch entry.field.shape {
-                case .single:
-                    flag = "`\(option.flag) \(entry.valueName)`"
-                    variable = "`\(option.environmentVariable)`"
-                    key = "`\(option.yamlKey)`"
-                case .list:
-                    flag = "`\(option.flag) \(entry.valueName)` (repeatable)"
-                    variable = "`\(option.environmentVariable)` (comma-separated)"
-                    key = "`\(option.yamlKey)` (list or string)"
-                case .toggle:
-                    flag = "`\(option.flag)`"
-                    variable = "`\(option.environmentVariable)` (`true`/`false`)"
-                    key = "`\(option.yamlKey)`"
+                let flag = "`\(option.flagUsage)`" + (option.isList ? " (repeatable)" : "")
+                let variableForm: String = switch entry.field.shape {
+                case .single: ""
+                case .list: " (comma-separated)"
+                case .toggle: " (`true`/`false`)"
                 }
+                let variable = "`\(option.environmentVariable)`" + variableForm
+                let key = "`\(option.yamlKey)`" + (option.isList ? " (list or string)" : "")
                 let value = entry.field.written(defaults).map { $0.map { "`\($0)`" }.joined(separator: ", ") } ?? entry.noneText
                 let meaning = entry.meaning + (entry.isReloadable ? "; *reload*" : "")
                 let cells = [flag, variable, option.isFileKey ? key : "—", value, meaning]

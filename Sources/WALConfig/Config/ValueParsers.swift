@@ -66,6 +66,13 @@ enum DurationText {
         return duration
     }
 
+    /// A duration above zero (a timeout that must be able to expire).
+    static func parsePositive(_ text: String) throws(ValueError) -> Duration {
+        let duration = try parse(text)
+        guard duration > .zero else { throw ValueError("expected a duration above 0 like 500ms, 5s or 1m") }
+        return duration
+    }
+
     /// The shortest exact spelling in the units `parse` accepts, for logs and the sample file.
     static func format(_ duration: Duration) -> String {
         if duration == .zero { return "0" }
@@ -145,14 +152,13 @@ enum BooleanText {
 /// The checks of text options that are not a number, a size, a duration or an address.
 enum TextValue {
     /// A file or directory path: anything but empty.
-    static func path(_ text: String) throws(ValueError) -> String {
-        guard !text.isEmpty else { throw ValueError("expected a non-empty path") }
-        return text
-    }
+    static func path(_ text: String) throws(ValueError) -> String { try nonEmpty(text, "path") }
 
     /// A name (a TLS server name): anything but empty.
-    static func name(_ text: String) throws(ValueError) -> String {
-        guard !text.isEmpty else { throw ValueError("expected a non-empty name") }
+    static func name(_ text: String) throws(ValueError) -> String { try nonEmpty(text, "name") }
+
+    private static func nonEmpty(_ text: String, _ what: String) throws(ValueError) -> String {
+        guard !text.isEmpty else { throw ValueError("expected a non-empty \(what)") }
         return text
     }
 

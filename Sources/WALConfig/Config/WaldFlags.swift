@@ -81,13 +81,7 @@ public struct WaldFlags: Sendable, Equatable {
             lines.append(section.rawValue.uppercased() + ":")
             for option in options {
                 let entry = option.entry
-                let spelling: String
-                switch entry.field.shape {
-                case .single: spelling = "\(option.flag) \(entry.valueName)"
-                case .list: spelling = "\(option.flag) \(entry.valueName) (repeatable)"
-                case .toggle: spelling = option.flag
-                }
-                lines.append("  " + spelling)
+                lines.append("  " + option.flagUsage + (option.isList ? " (repeatable)" : ""))
                 var text = entry.meaning.capitalizingFirst().replacingBackticks() + ". Default "
                     + (entry.field.written(defaults)?.joined(separator: ",") ?? entry.noneText.replacingBackticks()) + "."
                 if entry.isReloadable { text += " Reloadable (SIGHUP)." }

@@ -61,6 +61,9 @@ public enum WaldOption: String, Sendable, CaseIterable, Hashable {
     /// The environment variable, e.g. `WALD_MAX_SEGMENT_BYTES`.
     public var environmentVariable: String { "WALD_" + rawValue.uppercased() }
 
+    /// How the flag is written with its value, e.g. `--max-segment-bytes SIZE`; a switch alone.
+    var flagUsage: String { entry.field.shape == .toggle ? flag : "\(flag) \(entry.valueName)" }
+
     /// Whether the option may appear in the config file. `config` names the file, so it can't.
     public var isFileKey: Bool { self != .config }
 
@@ -206,11 +209,7 @@ extension WaldOption {
                 meaning: "a durable append still waiting for `min_sync_replicas` followers after this long fails with "
                     + "UNAVAILABLE (durable locally, not acknowledged as replicated); above 0",
                 isReloadable: true,
-                field: .duration(\.syncReplicaTimeout) { (text) throws(ValueError) in
-                    let timeout = try DurationText.parse(text)
-                    guard timeout > .zero else { throw ValueError("expected a duration above 0 like 500ms, 5s or 1m") }
-                    return timeout
-                })
+                field: .duration(\.syncReplicaTimeout, parse: DurationText.parsePositive))
         case .maxFollowerHoldBytes:
             OptionEntry(
                 section: .replication, valueName: "SIZE",
@@ -373,11 +372,7 @@ extension WaldOption {
                     + "stalled handshake holds a connection slot; nginx's `ssl_handshake_timeout` is the same "
                     + "guard); above 0; connections made after a reload get the new value",
                 isReloadable: true,
-                field: .duration(\.tlsHandshakeTimeout) { (text) throws(ValueError) in
-                    let timeout = try DurationText.parse(text)
-                    guard timeout > .zero else { throw ValueError("expected a duration above 0 like 500ms, 5s or 1m") }
-                    return timeout
-                })
+                field: .duration(\.tlsHandshakeTimeout, parse: DurationText.parsePositive))
         }
     }
 }
